@@ -1,0 +1,39 @@
+"""volcam: class activation maps for 3D medical-imaging classifiers.
+
+The public API::
+
+    import volcam
+    result = volcam.explain(model, x, method="gradcam")   # x: (B, C, *S)
+    result.map                                            # (B, 1, *S) in [0, 1]
+    volcam.methods()                                      # names and what each needs
+
+For several methods or classes on one input keep a :class:`CamEngine`.
+"""
+
+from volcam.api import explain, methods
+from volcam.engine import CamEngine, ForwardPass
+from volcam.errors import InputError, LayerError, MethodError, TargetError, VolcamError
+from volcam.layers import layer_names
+from volcam.result import CamResult
+from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CamEngine",
+    "CamResult",
+    "ClassProbability",
+    "ClassTarget",
+    "ForwardPass",
+    "InputError",
+    "LayerError",
+    "MethodError",
+    "RegionTarget",
+    "Target",
+    "TargetError",
+    "VolcamError",
+    "__version__",
+    "explain",
+    "layer_names",
+    "methods",
+]

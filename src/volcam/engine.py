@@ -1,0 +1,550 @@
+"""CamEngine: hooks on the target layers, one cached forward, gradients from the target layer on.
+
+This is the one module that registers hooks. Everything it computes is handed to pure method
+functions (:mod:`volcam.methods`).
+
+How a Grad-CAM costs about one forward
+--------------------------------------
+The forward runs under ``torch.no_grad()``. A forward hook on the target layer turns gradient
+recording on at that point and hands the rest of the network a fresh leaf ``A`` that requires
+grad, while every parameter's ``requires_grad`` is off for the duration. So nothing before the
+target layer records a graph or keeps activations for a backward pass, and the backward of
+``torch.autograd.grad(score, A)`` runs through the head alone (pooling and a linear layer for a
+classifier). The cost is a bare inference forward plus a backward through the head, and memory is
+the inference forward's peak plus ``A``. No full-backward module hooks are used: they break on
+in-place ReLU. The model comes back as it was: hooks removed, each module's train/eval mode and
+each parameter's ``requires_grad`` restored, also when an exception passes through.
+
+Example::
+
+    >>> from monai.networks.nets import resnet18
+    >>> net = resnet18(spatial_dims=3, n_input_channels=1, num_classes=2)
+    >>> with CamEngine(net, "layer4") as engine:
+    ...     x = torch.rand(1, 1, 64, 64, 64)
+    ...     gc = engine.explain(x, "gradcam")            # one forward + a backward through the head
+    ...     pp = engine.explain(x, "gradcam++", target=0)  # reuses the forward: a head backward only
+    >>> gc.map.shape
+    torch.Size([1, 1, 64, 64, 64])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from volcam.errors import InputError, LayerError, MethodError
+from volcam.geometry import like_input, normalize, upsample
+from volcam.layers import LayerRecord, find_linear_head, get_layer, pick_auto_layer
+from volcam.methods.base import LayerCapture
+from volcam.methods.registry import MethodInfo, get_method
+from volcam.result import CamResult
+from volcam.targets import (
+    ClassTarget,
+    Target,
+    TargetSpec,
+    num_classes,
+    probabilities,
+    resolve_target,
+)
+
+__all__ = ["CamEngine", "ForwardPass"]
+
+logger = logging.getLogger("volcam")
+
+LayerSpec = str | Sequence[str]
+
+# model -> {input shape without batch -> auto-picked layer}: repeated volcam.explain() calls on
+# one model probe its layers once.
+_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """One forward through the model with the target layers captured.
+
+    Attributes:
+        output: the model's output; its graph starts at the target layers (``requires_grad``).
+        activations: layer name -> ``A`` ``(B, K, *s)``, the tensors gradients are taken against.
+        seconds: wall time of the forward.
+    """
+
+    output: torch.Tensor
+    activations: Mapping[str, torch.Tensor]
+    seconds: float
+
+
+class CamEngine:
+    """Explains a model's predictions at one or more target layers.
+
+    Args:
+        model: any ``nn.Module`` taking ``(B, C, *S)`` with 1, 2 or 3 spatial axes: images,
+            volumes ``(D, H, W)`` or clips ``(T, H, W)``. It is not changed.
+        target_layers: ``"auto"`` (the last layer whose output still has spatial extent before
+            global pooling, chosen per input shape and logged), a name from
+            ``model.named_modules()``, or a list of names (fused per method, e.g. LayerCAM).
+        device: where to compute; ``None`` keeps the model's device. A model elsewhere is moved
+            there (``model.to(device)``), as the caller asked; inputs always follow.
+        labels: class names, so targets can be given as labels and results can name classes.
+        fc_layer: the linear layer CAM reads class weights from; ``None`` finds it.
+        eval_mode: run the model in eval mode (frozen batch-norm statistics, no dropout), as an
+            explanation of its predictions should; its modes are restored afterwards.
+
+    The last forward is cached per input tensor (by identity and version), so several methods
+    or classes on one input cost one forward in all and a backward through the head each.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: LayerSpec = "auto",
+        *,
+        device: str | torch.device | None = None,
+        labels: Sequence[str] | None = None,
+        fc_layer: str | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+        self.model = model
+        self.labels = tuple(labels) if labels is not None else None
+        self.fc_layer = fc_layer
+        self.eval_mode = eval_mode
+        self.device = torch.device(device) if device is not None else _module_device(model)
+        if device is not None and _module_device(model) != self.device:
+            model.to(self.device)
+        if isinstance(target_layers, str):
+            target_layers = [target_layers]
+        self.target_layers = tuple(target_layers)
+        if not self.target_layers:
+            raise LayerError("no target layer was given")
+        self._auto = self.target_layers == ("auto",)
+        if not self._auto:
+            for name in self.target_layers:
+                get_layer(model, name)  # fail now, with close matches, not at the first forward
+        self._cache: tuple[weakref.ref[torch.Tensor], int, ForwardPass, tuple[str, ...]] | None = None
+
+    # -- context manager: the engine holds no hooks between calls, only the cached forward ----------
+    def __enter__(self) -> CamEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the cached forward (its graph and activations)."""
+        self._cache = None
+
+    # -- layers --------------------------------------------------------------------------------
+    def layers_for(self, x: torch.Tensor) -> tuple[str, ...]:
+        """The target layers used for inputs shaped like ``x`` (resolves ``"auto"``)."""
+        if not self._auto:
+            return self.target_layers
+        return (self._auto_layer(self._prepare(x)),)
+
+    def _auto_layer(self, x: torch.Tensor) -> str:
+        key = tuple(x.shape[1:])
+        known = _AUTO_LAYERS.setdefault(self.model, {})
+        if key not in known:
+            known[key] = pick_auto_layer(self._record_layer_outputs(x))
+            logger.info("target layer 'auto' is %r for inputs of shape %s", known[key], key)
+        return known[key]
+
+    def _record_layer_outputs(self, x: torch.Tensor) -> list[LayerRecord]:
+        """Output shapes of every module call, in completion order.
+
+        Runs on the ``meta`` device (shapes only, no arithmetic: milliseconds) and falls back to a
+        real ``no_grad`` forward for models whose ops have no meta kernels.
+        """
+        seen: list[tuple[str, tuple[int, ...], Any]] = []
+
+        def record(name: str):
+            def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+                if torch.is_tensor(output):
+                    # meta tensors cost nothing to keep; real ones are compared by storage
+                    ident = output if output.is_meta else (output.data_ptr(), tuple(output.shape))
+                    seen.append((name, tuple(output.shape), ident))
+
+            return hook
+
+        handles = [m.register_forward_hook(record(n)) for n, m in self.model.named_modules() if n]
+        try:
+            with _frozen(self.model, self.eval_mode), torch.no_grad():
+                try:
+                    final = self._meta_forward(x)
+                except Exception as err:
+                    logger.debug("meta-device probe failed (%s); probing with a real forward", err)
+                    seen.clear()
+                    final = _first_tensor(self.model(x))
+        finally:
+            for h in handles:
+                h.remove()
+        if final.is_meta:
+            return [LayerRecord(n, s, ident is final) for n, s, ident in seen]
+        final_ident = (final.data_ptr(), tuple(final.shape))
+        return [LayerRecord(n, s, ident == final_ident) for n, s, ident in seen]
+
+    def _meta_forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call
+
+        state = {k: torch.empty_like(v, device="meta") for k, v in self.model.named_parameters()}
+        state.update({k: torch.empty_like(v, device="meta") for k, v in self.model.named_buffers()})
+        return _first_tensor(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
+
+    # -- forward and gradients -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> ForwardPass:
+        """Run (or reuse) the forward for ``x``, capturing the target layers."""
+        if self._cache is not None:
+            ref, version, cached, _ = self._cache
+            if ref() is x and x._version == version:
+                return cached
+        self._cache = None  # free the previous graph before building the next one
+        prepared = self._prepare(x)
+        layers = self.target_layers if not self._auto else (self._auto_layer(prepared),)
+        result = self._capture(prepared, layers)
+        self._cache = (weakref.ref(x), x._version, result, layers)
+        return result
+
+    def _capture(self, x: torch.Tensor, layers: Sequence[str]) -> ForwardPass:
+        activations: dict[str, torch.Tensor] = {}
+
+        def capture(name: str):
+            def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
+                if not torch.is_tensor(output):
+                    raise LayerError(
+                        f"layer {name!r} returns a {type(output).__name__}, not a tensor; "
+                        "choose a layer that returns one"
+                    )
+                if output.requires_grad:  # downstream of an earlier target layer: keep its graph
+                    a = output
+                else:
+                    torch.set_grad_enabled(True)  # autograd starts here; no_grad's exit restores it
+                    a = output.detach().requires_grad_(True)
+                activations[name] = a
+                # the network goes on with a copy, so an in-place op downstream (ReLU(inplace=True))
+                # cannot overwrite A or trip autograd's leaf check
+                return a.clone()
+
+            return hook
+
+        handles = []
+        start = time.perf_counter()
+        try:
+            with _frozen(self.model, self.eval_mode), torch.no_grad():
+                for name in layers:
+                    handles.append(get_layer(self.model, name).register_forward_hook(capture(name)))
+                output = _first_tensor(self.model(x))
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [n for n in layers if n not in activations]
+        if missing:
+            raise LayerError(f"layer(s) {', '.join(map(repr, missing))} were not called by the model's forward")
+        return ForwardPass(output, {n: activations[n] for n in layers}, time.perf_counter() - start)
+
+    def gradients(self, x: torch.Tensor, target: TargetSpec | Target = None) -> dict[str, torch.Tensor]:
+        """``d score / d A`` per target layer, ``(B, K, *s)`` each, for ``target`` (default: the
+        predicted class per sample). Reuses the cached forward; costs a backward through the head."""
+        fwd = self.forward(x)
+        tgt, _ = resolve_target(target, fwd.output.detach(), self.labels)
+        with torch.enable_grad():
+            score = tgt(fwd.output)
+        return self._backward(fwd, score.sum())
+
+    def class_gradients(self, x: torch.Tensor, classes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """Gradients of every class's logit (or of ``classes``), ``(N, B, K, *s)`` per layer.
+
+        One batched backward through the head (``is_grads_batched``), falling back to one
+        backward per class for models whose ops cannot be batched that way.
+        """
+        fwd = self.forward(x)
+        out = fwd.output
+        classes = list(range(num_classes(out))) if classes is None else list(classes)
+        grad_outputs = torch.stack([ClassTarget(c).grad_outputs(out.detach()) for c in classes])
+        try:
+            return self._backward(fwd, out, grad_outputs, batched=True)
+        except RuntimeError as err:
+            logger.debug("batched class gradients failed (%s); one backward per class", err)
+            per_class = [self._backward(fwd, out, g) for g in grad_outputs]
+            return {name: torch.stack([g[name] for g in per_class]) for name in fwd.activations}
+
+    def _backward(
+        self,
+        fwd: ForwardPass,
+        outputs: torch.Tensor,
+        grad_outputs: torch.Tensor | None = None,
+        batched: bool = False,
+        retain_graph: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        if not outputs.requires_grad:
+            raise LayerError(
+                f"the model's output does not depend on layer(s) {', '.join(fwd.activations)}; "
+                "choose a layer the output is computed from"
+            )
+        names = list(fwd.activations)
+        inputs = [fwd.activations[n] for n in names]
+        grads = torch.autograd.grad(
+            outputs,
+            inputs,
+            grad_outputs=grad_outputs,
+            retain_graph=retain_graph,
+            allow_unused=True,
+            is_grads_batched=batched,
+        )
+        result = {}
+        for name, a, g in zip(names, inputs, grads, strict=True):
+            if g is None:  # the score does not depend on this layer: no evidence anywhere
+                g = torch.zeros(
+                    (*grad_outputs.shape[:1], *a.shape) if batched else a.shape, dtype=a.dtype, device=a.device
+                )
+            result[name] = g
+        return result
+
+    def gradient_moments(
+        self,
+        x: torch.Tensor,
+        target: TargetSpec | Target = None,
+        *,
+        n_samples: int = 8,
+        noise: float = 0.15,
+        batch_size: int = 4,
+        seed: int = 0,
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Means of ``g``, ``g**2``, ``g**3`` over ``n_samples`` noisy copies of ``x``.
+
+        The noise is Gaussian with σ = ``noise`` × the sample's intensity range; copies run
+        ``batch_size`` at a time (each a cheap forward as in :meth:`forward`), and the target is
+        the one resolved on the clean input, so every copy explains the same class.
+        """
+        if n_samples < 1 or batch_size < 1:
+            raise MethodError("n_samples and batch_size must be at least 1")
+        clean = self.forward(x)
+        tgt, _ = resolve_target(target, clean.output.detach(), self.labels)
+        xp = self._prepare(x)
+        layers = tuple(clean.activations)
+        b = xp.shape[0]
+        flat = xp.flatten(1)
+        sigma = (noise * (flat.amax(1) - flat.amin(1))).view(b, *[1] * (xp.ndim - 1))
+        gen = torch.Generator(device=xp.device).manual_seed(seed)
+        # class targets repeat over copies; any other target sees one batch-shaped copy at a time
+        per_copy = tgt.class_indices(clean.output) if isinstance(tgt, ClassTarget) else None
+        if per_copy is None:
+            batch_size = 1
+        sums = {n: [torch.zeros_like(a) for _ in range(3)] for n, a in clean.activations.items()}
+        done = 0
+        while done < n_samples:
+            m = min(batch_size, n_samples - done)
+            noisy = xp.repeat(m, *[1] * (xp.ndim - 1))
+            noisy = noisy + torch.randn(noisy.shape, generator=gen, device=xp.device, dtype=xp.dtype) * sigma.repeat(
+                m, *[1] * (xp.ndim - 1)
+            )
+            fwd = self._capture(noisy, layers)
+            copy_target = ClassTarget(per_copy.repeat(m)) if per_copy is not None else tgt
+            with torch.enable_grad():
+                score = copy_target(fwd.output).sum()
+            grads = self._backward(fwd, score, retain_graph=False)
+            for name, g in grads.items():
+                g = g.view(m, b, *g.shape[1:])
+                acc = sums[name]
+                acc[0] += g.sum(0)
+                acc[1] += g.pow(2).sum(0)
+                acc[2] += g.pow(3).sum(0)
+            done += m
+        return {n: (s[0] / n_samples, s[1] / n_samples, s[2] / n_samples) for n, s in sums.items()}
+
+    def class_weights(self, x: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """CAM's ``(B, K)`` weights per layer: the linear layer's row of each sample's class."""
+        fwd = self.forward(x)
+        n_out = fwd.output.shape[1]
+        result = {}
+        for name, a in fwd.activations.items():
+            fc = find_linear_head(self.model, a.shape[1], n_out, self.fc_layer)
+            w = fc.weight.detach().to(a.dtype)
+            if n_out == 1:  # class 0 of a single-logit model is -logit
+                result[name] = w[0][None, :] * (classes.to(a.dtype) * 2 - 1)[:, None]
+            else:
+                result[name] = w[classes]
+        return result
+
+    # -- explanations ----------------------------------------------------------------------------
+    def explain(
+        self,
+        x: torch.Tensor,
+        method: str = "gradcam",
+        target: TargetSpec | Target = None,
+        **options: Any,
+    ) -> CamResult:
+        """Explain ``x`` with ``method`` for ``target`` (default: each sample's predicted class).
+
+        Args:
+            x: ``(B, C, *S)``; a MONAI ``MetaTensor`` gives a map with its affine and metadata.
+            method: a name from :func:`volcam.methods`.
+            target: class index or label (one, or one per sample), or any :class:`Target`.
+            options: the method's options (see ``MethodInfo.options``).
+
+        Returns:
+            a :class:`CamResult` whose ``map`` is ``(B, 1, *S)`` in [0, 1].
+        """
+        info = get_method(method)
+        opts = _method_options(info, options)
+        timings: dict[str, float] = {}
+        fwd = self.forward(x)
+        timings["forward"] = fwd.seconds
+        tgt, classes = resolve_target(target, fwd.output.detach(), self.labels)
+        start = time.perf_counter()
+        inputs: dict[str, dict[str, Any]] = {n: {} for n in fwd.activations}
+        if "gradients" in info.needs:
+            for n, g in self.gradients(x, tgt).items():
+                inputs[n]["gradients"] = g
+        if "gradient_moments" in info.needs:
+            for n, m in self.gradient_moments(x, tgt, **opts).items():
+                inputs[n]["gradient_moments"] = m
+        if "class_weights" in info.needs:
+            for n, w in self.class_weights(x, classes).items():
+                inputs[n]["class_weights"] = w
+        timings["backward"] = time.perf_counter() - start
+        captures = [LayerCapture(n, a.detach(), **inputs[n]) for n, a in fwd.activations.items()]
+        return self._finish(x, info, captures, fwd, tgt, classes, timings)
+
+    def explain_classes(
+        self, x: torch.Tensor, method: str = "gradcam", classes: Sequence[int] | None = None
+    ) -> list[CamResult]:
+        """One :class:`CamResult` per class (all classes by default) from one batched backward."""
+        info = get_method(method)
+        if "gradient_moments" in info.needs:
+            raise MethodError(f"{method!r} runs extra forwards per class; call explain() once per class")
+        fwd = self.forward(x)
+        out = fwd.output.detach()
+        classes = list(range(num_classes(out))) if classes is None else list(classes)
+        timings: dict[str, float] = {"forward": fwd.seconds}
+        start = time.perf_counter()
+        grads = self.class_gradients(x, classes) if "gradients" in info.needs else None
+        timings["backward"] = time.perf_counter() - start
+        results = []
+        for i, c in enumerate(classes):
+            tgt, cls = resolve_target(c, out, self.labels)
+            weights = self.class_weights(x, cls) if "class_weights" in info.needs else {}
+            captures = [
+                LayerCapture(
+                    n,
+                    a.detach(),
+                    gradients=grads[n][i] if grads is not None else None,
+                    class_weights=weights.get(n),
+                )
+                for n, a in fwd.activations.items()
+            ]
+            results.append(self._finish(x, info, captures, fwd, tgt, cls, dict(timings)))
+        return results
+
+    def _finish(
+        self,
+        x: torch.Tensor,
+        info: MethodInfo,
+        captures: Sequence[LayerCapture],
+        fwd: ForwardPass,
+        tgt: Target,
+        classes: torch.Tensor,
+        timings: dict[str, float],
+    ) -> CamResult:
+        start = time.perf_counter()
+        with torch.no_grad():
+            raw = [info.compute(c).detach() for c in captures]
+            timings["method"] = time.perf_counter() - start
+            start = time.perf_counter()
+            size = x.shape[2:]
+            if len(raw) == 1:
+                cam = normalize(upsample(raw[0].float(), size))
+            else:
+                maps = [upsample(r.float(), size) for r in raw]
+                fused = info.fuse(maps) if info.fuse is not None else torch.stack([normalize(m) for m in maps]).mean(0)
+                cam = normalize(fused)
+            timings["upsample"] = time.perf_counter() - start
+            output = fwd.output.detach()
+            scores = tgt(output).detach()
+        probs = probabilities(output) if output.ndim == 2 else None
+        return CamResult(
+            map=like_input(cam, x),
+            method=info.name,
+            layers=tuple(c.layer for c in captures),
+            classes=classes,
+            scores=scores,
+            output=output,
+            probabilities=probs,
+            raw=raw[0],
+            labels=self.labels,
+            timings=timings,
+        )
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A plain tensor on the engine's device, in the model's floating dtype."""
+        if not torch.is_tensor(x):
+            raise InputError(f"the input must be a torch.Tensor (B, C, *S), not {type(x).__name__}")
+        if not 3 <= x.ndim <= 5:
+            raise InputError(
+                f"the input has shape {tuple(x.shape)}; volcam expects (B, C, *S) with 1 to 3 spatial axes "
+                "(add the batch axis with x[None])"
+            )
+        monai_data = sys.modules.get("monai.data")
+        if monai_data is not None and isinstance(x, monai_data.MetaTensor):
+            x = x.as_tensor()  # plain tensors skip MetaTensor's per-op bookkeeping in the forward
+        dtype = _module_dtype(self.model)
+        return x.detach().to(device=self.device, dtype=dtype)
+
+
+def _method_options(info: MethodInfo, options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(info.options)
+    if unknown:
+        takes = ", ".join(info.options) if info.options else "no options"
+        raise MethodError(f"{info.name!r} does not take {', '.join(sorted(unknown))}; it takes {takes}")
+    return {**info.options, **options}
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module, eval_mode: bool) -> Iterator[None]:
+    """Eval mode and ``requires_grad=False`` on every parameter, restored exactly on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        if eval_mode:
+            model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    """The model's output tensor (the first one, for models that return a tuple or list)."""
+    if torch.is_tensor(output):
+        return output
+    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
+        return output[0]
+    raise InputError(f"the model returned a {type(output).__name__}; volcam explains models that return a tensor")
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _module_dtype(model: nn.Module) -> torch.dtype:
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()

@@ -1,0 +1,35 @@
+"""The exceptions volcam raises for user mistakes.
+
+Every user-facing error is a :class:`VolcamError`: the command line and the napari plugin print its
+message as one line, with no traceback. Programming errors inside volcam stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InputError",
+    "LayerError",
+    "MethodError",
+    "TargetError",
+    "VolcamError",
+]
+
+
+class VolcamError(Exception):
+    """Base class of every error caused by what the user asked for (a file, a name, a shape)."""
+
+
+class LayerError(VolcamError, LookupError):
+    """A target layer name that the model does not have, or a layer whose output cannot be explained."""
+
+
+class TargetError(VolcamError, ValueError):
+    """A class index, label or region that does not fit the model's output."""
+
+
+class MethodError(VolcamError, ValueError):
+    """An unknown CAM method, or a method that cannot run on this model (e.g. CAM without a linear head)."""
+
+
+class InputError(VolcamError, ValueError):
+    """An input tensor of the wrong shape, dtype or device for the model."""

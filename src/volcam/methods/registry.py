@@ -1,0 +1,153 @@
+"""Method name -> how to compute it and what it needs from the engine.
+
+Adding a method is one pure function and one :func:`register` line here. The engine reads
+:attr:`MethodInfo.needs` to compute only what the method uses: no backward pass for CAM, gradient
+moments over noisy inputs only for Smooth Grad-CAM++.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import torch
+
+from volcam.errors import MethodError
+from volcam.methods import activation as _act
+from volcam.methods import gradient as _grad
+from volcam.methods.base import LayerCapture
+
+__all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register"]
+
+NEEDS = frozenset({"gradients", "class_weights", "gradient_moments"})
+"""What a method may ask the engine for; see :class:`volcam.methods.base.LayerCapture`."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered CAM method.
+
+    Attributes:
+        name: the name ``explain(method=...)`` takes.
+        compute: ``(LayerCapture) -> (B, 1, *s)``, a pure function.
+        needs: the capture fields it reads, a subset of :data:`NEEDS`.
+        passes: its cost in forward (F) and backward (B) passes, as METHODS.md counts them.
+        summary: one line for listings.
+        options: options the engine takes for this method, with their defaults.
+        fuse: how maps of several target layers combine, ``list[(B, 1, *S)] -> (B, 1, *S)``;
+            by default the mean of the per-layer normalised maps.
+    """
+
+    name: str
+    compute: Callable[[LayerCapture], torch.Tensor] = field(repr=False)
+    needs: frozenset[str]
+    passes: str
+    summary: str
+    options: Mapping[str, object] = field(default_factory=dict)
+    fuse: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def needs_gradients(self) -> bool:
+        return bool(self.needs & {"gradients", "gradient_moments"})
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register(info: MethodInfo) -> MethodInfo:
+    """Add a method to the registry (a name may be registered once)."""
+    unknown = info.needs - NEEDS
+    if unknown:
+        raise ValueError(f"method {info.name!r} needs unknown inputs {sorted(unknown)}")
+    if info.name in _REGISTRY:
+        raise ValueError(f"a method named {info.name!r} is registered already")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def get_method(name: str) -> MethodInfo:
+    """The method registered as ``name`` (case-insensitive); a clear error naming the others."""
+    key = name.lower().strip()
+    if key not in _REGISTRY:
+        raise MethodError(f"unknown CAM method {name!r}; volcam has {', '.join(_REGISTRY)}")
+    return _REGISTRY[key]
+
+
+def methods() -> tuple[MethodInfo, ...]:
+    """Every registered method, in registration order."""
+    return tuple(_REGISTRY.values())
+
+
+def _grad_method(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[LayerCapture], torch.Tensor]:
+    return lambda c: fn(c.activations, c.gradients)
+
+
+register(
+    MethodInfo(
+        "cam",
+        lambda c: _act.cam(c.activations, c.class_weights),
+        frozenset({"class_weights"}),
+        "1F",
+        "class weights of the linear layer after global pooling (GAP + linear heads only)",
+    )
+)
+register(
+    MethodInfo(
+        "gradcam",
+        _grad_method(_grad.gradcam),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "spatially averaged gradients weight the channels",
+    )
+)
+register(
+    MethodInfo(
+        "gradcam++",
+        _grad_method(_grad.gradcampp),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "positive gradients weighted by higher-order terms",
+    )
+)
+register(
+    MethodInfo(
+        "smoothgradcam++",
+        lambda c: _grad.gradcampp_from_moments(c.activations, *c.gradient_moments),
+        frozenset({"gradient_moments"}),
+        "n(1F+1B)",
+        "Grad-CAM++ with gradient moments averaged over noisy copies of the input",
+        options=MappingProxyType({"n_samples": 8, "noise": 0.15, "batch_size": 4, "seed": 0}),
+    )
+)
+register(
+    MethodInfo(
+        "xgradcam",
+        _grad_method(_grad.xgradcam),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "activation-weighted gradients (axiom-based)",
+    )
+)
+register(
+    MethodInfo(
+        "hirescam",
+        _grad_method(_grad.hirescam),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "element-wise gradient x activation, no averaging",
+    )
+)
+register(
+    MethodInfo(
+        "layercam",
+        _grad_method(_grad.layercam),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "positive gradients x activations per position; several layers fused by max",
+        fuse=_grad.layercam_fuse,
+    )
+)
+
+#: Read-only view of the registry, name -> MethodInfo.
+REGISTRY: Mapping[str, MethodInfo] = MappingProxyType(_REGISTRY)
