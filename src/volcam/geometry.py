@@ -29,16 +29,18 @@ def upsample(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(cam, size=size, mode=mode, align_corners=False)
 
 
-def normalize(cam: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def normalize(cam: torch.Tensor) -> torch.Tensor:
     """Min-max scale each sample to [0, 1] over all its axes; high means important.
 
-    Computes ``(M - min) / (max - min + eps)`` per sample, so a clip ``(B, 1, T, H, W)`` is
-    normalised over the whole clip, not per frame, and an all-zero map stays zero (never NaN).
+    Computes ``(M - min) / (max - min)`` per sample, so a clip ``(B, 1, T, H, W)`` is normalised
+    over the whole clip, not per frame. A constant map (all zero, say) becomes all zero, never NaN;
+    the maximum of any other map is exactly 1, however small its range (no additive epsilon).
     """
     flat = cam.flatten(1)
-    low = flat.amin(dim=1).view(-1, *[1] * (cam.ndim - 1))
-    high = flat.amax(dim=1).view(-1, *[1] * (cam.ndim - 1))
-    return (cam - low) / (high - low + eps)
+    view = (-1, *[1] * (cam.ndim - 1))
+    low = flat.amin(dim=1).view(view)
+    span = flat.amax(dim=1).view(view) - low
+    return (cam - low) / torch.where(span > 0, span, torch.ones_like(span))
 
 
 def like_input(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,55 @@
+"""Shared models and inputs: small enough for a 2-core CI, real enough to mean something."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson r of two maps of any shape."""
+    return torch.corrcoef(torch.stack([a.detach().flatten().double(), b.detach().flatten().double()]))[0, 1].item()
+
+
+class GapNet(nn.Module):
+    """conv -> ReLU -> conv -> ReLU(inplace) -> global average pooling -> linear, any dimensionality.
+
+    The head is exactly GAP + one linear layer, the case where CAM, Grad-CAM, HiResCAM and
+    XGrad-CAM must agree; the in-place ReLU after the target layer is the case that breaks
+    full-backward module hooks.
+    """
+
+    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, num_classes: int = 3, width: int = 8) -> None:
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+        pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[spatial_dims]
+        self.features = nn.Sequential(
+            conv(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            conv(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = pool(1)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def gapnet3d() -> GapNet:
+    return GapNet(3).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet18_3d() -> nn.Module:
+    from monai.networks.nets import resnet18
+
+    torch.manual_seed(0)
+    return resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval()
