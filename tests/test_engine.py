@@ -277,7 +277,7 @@ def test_several_layers_layercam_fuses_by_max(resnet18_3d):
 
 def test_smooth_gradcampp_without_noise_equals_gradcampp(resnet18_3d):
     # at layer3 the gradients depend on the input (at layer4 a GAP + linear head makes them constant)
-    x = torch.rand(2, 1, 32, 32, 32)
+    x = torch.rand(2, 1, 24, 24, 24)
     with CamEngine(resnet18_3d, "layer3") as engine:
         smooth = engine.explain(x, "smoothgradcam++", target=1, noise=0.0, n_samples=3, batch_size=2)
         plain = engine.explain(x, "gradcam++", target=1)

@@ -1,0 +1,7 @@
+"""napari-volcam: the napari plugin of volcam (readers, explain widget, writer, sample data).
+
+The plugin's adapters are thin layers over the :mod:`volcam` API; this package holds no imaging
+or CAM logic of its own.
+"""
+
+__version__ = "0.1.0"
