@@ -163,15 +163,32 @@ def current_rss_kib() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def normalised_map(cam: object, size: int) -> np.ndarray:
-    """The map as a float32 ``(S, S, S)`` array scaled to [0, 1]."""
+def normalised_map(cam: object, size: int, variant: str) -> np.ndarray:
+    """The map as a float32 ``(S, S, S)`` array scaled to [0, 1], high meaning important.
+
+    MONAI's default post-processing maps (min, max) to (1, 0) for display, so its map is flipped back.
+    """
     a = torch.as_tensor(cam).detach().float().cpu().numpy().reshape(size, size, size)
-    return (a - a.min()) / (a.max() - a.min() + 1e-12)
+    a = (a - a.min()) / (a.max() - a.min() + 1e-12)
+    return 1 - a if variant == "monai" else a
+
+
+def busy_jiffies() -> int:
+    """CPU time the whole machine spent busy since boot, in clock ticks (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return sum(fields[:8]) - idle - iowait
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def checksum(model: torch.nn.Module, x: torch.Tensor) -> list[float]:
     """Sums of the weights and of the input: every worker of a case must see the same ones."""
-    weights = sum(float(p.double().sum()) for p in model.parameters())
+    weights = sum(float(p.detach().double().sum()) for p in model.parameters())
     return [round(weights, 6), round(float(x.double().sum()), 6)]
 
 
@@ -195,6 +212,7 @@ def worker(variant: str, case: str, repeats: int, threads: int, out: Path) -> No
     baseline = current_rss_kib()
     result = run(x.clone())  # warm-up
     seconds = []
+    busy, own, wall = busy_jiffies(), own_cpu_seconds(), time.perf_counter()
     for _ in range(repeats):
         result = None  # the previous map goes before the next call
         xi = x.clone()
@@ -203,14 +221,17 @@ def worker(variant: str, case: str, repeats: int, threads: int, out: Path) -> No
         seconds.append(time.perf_counter() - start)
         del xi
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    machine = (busy_jiffies() - busy) / os.sysconf("SC_CLK_TCK")
+    others = max(0.0, machine - (own_cpu_seconds() - own)) / (time.perf_counter() - wall)
     if result is not None:
-        np.save(out.with_suffix(".npy"), normalised_map(result, size))
+        np.save(out.with_suffix(".npy"), normalised_map(result, size, variant))
     report = {
         "seconds": seconds,
         "median_s": statistics.median(seconds),
         "baseline_kib": baseline,
         "peak_kib": peak,
         "checksum": sums,
+        "others_load": others,
         "versions": library_versions(variant),
         "threads": torch.get_num_threads(),
     }
@@ -228,6 +249,7 @@ class Measurement:
     working_mib: float | None = None
     r: float | None = None
     checksum: list[float] | None = None
+    others_load: float | None = None
     versions: dict[str, str] | None = None
     note: str = ""
 
@@ -255,6 +277,7 @@ def run_worker(variant: Variant, case: str, args: argparse.Namespace, tmp: Path)
         peak_mib=report["peak_kib"] / 1024,
         working_mib=(report["peak_kib"] - report["baseline_kib"]) / 1024,
         checksum=report["checksum"],
+        others_load=report["others_load"],
         versions=report["versions"],
     )
 
@@ -281,7 +304,12 @@ def measure_case(case: str, args: argparse.Namespace, tmp: Path) -> list[Measure
         print(f"  {case}: {variant.label} ...", end=" ", flush=True)
         m = run_worker(variant, case, args, tmp)
         rows.append(m)
-        done = f"{m.median_s:.3f} s, peak {m.peak_mib:.0f} MiB, working {m.working_mib:.0f} MiB" if m.ok else m.note
+        done = (
+            f"{m.median_s:.3f} s, peak {m.peak_mib:.0f} MiB, working {m.working_mib:.0f} MiB, "
+            f"other load {m.others_load:.2f}"
+            if m.ok
+            else m.note
+        )
         print(done, flush=True)
     add_agreement(rows, case, tmp)
     sums = {tuple(m.checksum) for m in rows if m.checksum is not None}
@@ -300,7 +328,7 @@ def number(value: float | None, fmt: str) -> str:
 
 def table_row(label: str, m: Measurement, floor: Measurement) -> str:
     if not m.ok:
-        return f"| {label} | {m.note} | | | | | | |"
+        return f"| {label} | {m.note} | | | | | | | |"
     cells = [
         label,
         number(m.median_s, ".3f"),
@@ -309,7 +337,8 @@ def table_row(label: str, m: Measurement, floor: Measurement) -> str:
         ratio(m.peak_mib, floor.peak_mib),
         number(m.working_mib, ".0f"),
         ratio(m.working_mib, floor.working_mib),
-        number(m.r, ".5f") if m.r is not None else "–",
+        number(m.r, ".5f"),
+        number(m.others_load, ".2f"),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -321,8 +350,8 @@ def case_table(case: str, rows: list[Measurement]) -> list[str]:
     lines = [
         f"### {case}: {TITLES[arch]} at {size}³, target layer `{LAYERS[arch]}`",
         "",
-        "| variant | median s | × floor | peak RSS MiB | × floor | working MiB | × floor | r vs volcam |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | median s | × floor | peak RSS MiB | × floor | working MiB | × floor | r vs volcam | other load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [table_row(m.variant.label, m, floor) for m in rows]
     pgc = by_key[("pytorch-grad-cam", True)]
@@ -415,14 +444,19 @@ def header(results: dict[str, list[Measurement]], args: argparse.Namespace, load
         f"- torch threads: {args.threads}; {args.repeats} timed calls per variant after 1 warm-up, median reported; "
         "each variant in its own process; each call on a fresh copy of the input",
         f"- main venv: {fmt(f'{k} {v}' for k, v in sorted(versions.items()))}",
-        f"- gradcam venv (benchmarks/.venv-gradcam, CPU): {fmt(f'{k} {v}' for k, v in sorted(gradcam_versions.items()))}",
+        "- gradcam venv (benchmarks/.venv-gradcam, CPU): "
+        + fmt(f"{k} {v}" for k, v in sorted(gradcam_versions.items())),
         f"- input: 1×1×S³ standard normal, seed 1; weights: `torch.manual_seed(0)`; target class {TARGET_CLASS}",
         "- time: wall time of the call that returns the map on the input grid (TorchCAM's map is upsampled "
         "trilinearly inside the timed region; pytorch-grad-cam resizes with `scipy.ndimage.zoom`, cubic spline)",
         "- peak RSS: `ru_maxrss` of the worker; working: peak RSS − RSS once the model, input and CAM object exist",
         "- pytorch-grad-cam runs on another torch build (PyPI's CUDA build, on the CPU), so it is also given "
         "against floor′, a bare forward in its own venv",
-        "- r vs volcam: Pearson r between min-max normalised maps on the input grid",
+        "- r vs volcam: Pearson r between min-max normalised maps on the input grid (MONAI's map flipped back: "
+        "its default post-processing maps (min, max) to (1, 0))",
+        "- other load: CPU-seconds per second used by other processes on the machine during the timed calls "
+        "(from /proc/stat less the worker's own CPU time; 0 = idle, "
+        f"{os.cpu_count()} = every core busy elsewhere)",
         "",
     ]
 
