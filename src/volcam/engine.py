@@ -456,7 +456,7 @@ class CamEngine:
     ) -> CamResult:
         start = time.perf_counter()
         with torch.no_grad():
-            raw = [info.compute(c).detach() for c in captures]
+            raw = [info.compute(c, **opts).detach() for c in captures]
             timings["method"] = time.perf_counter() - start
             start = time.perf_counter()
             size = x.shape[2:]

@@ -25,6 +25,9 @@ class LayerCapture:
         class_weights: ``(B, K)`` rows of the linear layer after global pooling, for CAM.
         gradient_moments: means of ``g``, ``g**2``, ``g**3`` over noisy inputs, each
             ``(B, K, *s)``, for Smooth Grad-CAM++.
+        spacing: the feature map's voxel size per spatial axis, in mm (seconds on a time axis):
+            the input's spacing times the layer's stride. Always filled (1.0 per input voxel when
+            the input carries no spacing), so filters can take widths in mm.
     """
 
     layer: str
@@ -32,6 +35,7 @@ class LayerCapture:
     gradients: torch.Tensor | None = None
     class_weights: torch.Tensor | None = None
     gradient_moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    spacing: tuple[float, ...] | None = None
 
 
 def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:

@@ -30,7 +30,8 @@ class MethodInfo:
 
     Attributes:
         name: the name ``explain(method=...)`` takes.
-        compute: ``(LayerCapture) -> (B, 1, *s)``, a pure function.
+        compute: ``(LayerCapture, **options) -> (B, 1, *s)``, a pure function; it receives every
+            option in ``options`` (defaults filled in) and ignores those the engine consumes.
         needs: the capture fields it reads, a subset of :data:`NEEDS`.
         passes: its cost in forward (F) and backward (B) passes, as METHODS.md counts them.
         summary: one line for listings.
@@ -40,7 +41,7 @@ class MethodInfo:
     """
 
     name: str
-    compute: Callable[[LayerCapture], torch.Tensor] = field(repr=False)
+    compute: Callable[..., torch.Tensor] = field(repr=False)
     needs: frozenset[str]
     passes: str
     summary: str
@@ -79,14 +80,14 @@ def methods() -> tuple[MethodInfo, ...]:
     return tuple(_REGISTRY.values())
 
 
-def _grad_method(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[LayerCapture], torch.Tensor]:
-    return lambda c: fn(c.activations, c.gradients)
+def _grad_method(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    return lambda c, **_: fn(c.activations, c.gradients)
 
 
 register(
     MethodInfo(
         "cam",
-        lambda c: _act.cam(c.activations, c.class_weights),
+        lambda c, **_: _act.cam(c.activations, c.class_weights),
         frozenset({"class_weights"}),
         "1F",
         "class weights of the linear layer after global pooling (GAP + linear heads only)",
@@ -113,7 +114,7 @@ register(
 register(
     MethodInfo(
         "smoothgradcam++",
-        lambda c: _grad.gradcampp_from_moments(c.activations, *c.gradient_moments),
+        lambda c, **_: _grad.gradcampp_from_moments(c.activations, *c.gradient_moments),
         frozenset({"gradient_moments"}),
         "n(1F+1B)",
         "Grad-CAM++ with gradient moments averaged over noisy copies of the input",
