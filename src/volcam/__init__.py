@@ -12,7 +12,19 @@ For several methods or classes on one input keep a :class:`CamEngine`.
 
 from volcam.api import explain, methods
 from volcam.engine import CamEngine, ForwardPass
-from volcam.errors import InputError, LayerError, MethodError, TargetError, VolcamError
+from volcam.errors import (
+    DependencyError,
+    FileFormatError,
+    InputError,
+    LayerError,
+    MethodError,
+    OutputError,
+    SeriesError,
+    TargetError,
+    VolcamError,
+    VolcamWarning,
+)
+from volcam.io import load
 from volcam.layers import layer_names
 from volcam.result import CamResult
 from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
@@ -24,16 +36,22 @@ __all__ = [
     "CamResult",
     "ClassProbability",
     "ClassTarget",
+    "DependencyError",
+    "FileFormatError",
     "ForwardPass",
     "InputError",
     "LayerError",
     "MethodError",
+    "OutputError",
     "RegionTarget",
+    "SeriesError",
     "Target",
     "TargetError",
     "VolcamError",
+    "VolcamWarning",
     "__version__",
     "explain",
     "layer_names",
+    "load",
     "methods",
 ]

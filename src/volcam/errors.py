@@ -7,11 +7,16 @@ message as one line, with no traceback. Programming errors inside volcam stay or
 from __future__ import annotations
 
 __all__ = [
+    "DependencyError",
+    "FileFormatError",
     "InputError",
     "LayerError",
     "MethodError",
+    "OutputError",
+    "SeriesError",
     "TargetError",
     "VolcamError",
+    "VolcamWarning",
 ]
 
 
@@ -33,3 +38,23 @@ class MethodError(VolcamError, ValueError):
 
 class InputError(VolcamError, ValueError):
     """An input tensor of the wrong shape, dtype or device for the model."""
+
+
+class FileFormatError(VolcamError, ValueError):
+    """A file or folder that cannot be read as an image: not DICOM/NIfTI, truncated, no pixel data, NaN voxels."""
+
+
+class SeriesError(FileFormatError):
+    """A DICOM folder that is not one clean series: several series to choose from, mixed sizes or orientations."""
+
+
+class DependencyError(VolcamError, ImportError):
+    """An optional package (a DICOM codec, a video decoder) is needed for this file and is not installed."""
+
+
+class OutputError(VolcamError, OSError):
+    """An output path that cannot be written (missing folder, no permission, exists and overwrite is off)."""
+
+
+class VolcamWarning(UserWarning):
+    """Something a reader should know about an input that still loads: a slice gap, gantry tilt, no spacing."""

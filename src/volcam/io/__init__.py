@@ -1,0 +1,20 @@
+"""Everything that touches files: read volumes and clips, write maps back in the source's geometry.
+
+Importing this package is cheap: pydicom, nibabel, SimpleITK, matplotlib and PyAV load when a file
+needs them.
+"""
+
+from volcam.io.load import load
+from volcam.io.windowing import WINDOWS, apply_window, window_bounds, window_transform
+from volcam.io.write import write_dicom, write_montage, write_nifti
+
+__all__ = [
+    "WINDOWS",
+    "apply_window",
+    "load",
+    "window_bounds",
+    "window_transform",
+    "write_dicom",
+    "write_montage",
+    "write_nifti",
+]

@@ -1,0 +1,173 @@
+"""Slice geometry of a DICOM stack: order, spacing, gaps, tilt and the voxel → patient affine.
+
+Pure numpy, no file access, so ``volcam info`` can judge a series from its headers alone.
+
+DICOM conventions used here (PS3.3 C.7.6.2): ``ImageOrientationPatient`` holds the direction of
+a row (the way the column index grows) and then of a column (the way the row index grows);
+``PixelSpacing`` is (between rows, between columns) in mm; ``ImagePositionPatient`` is the centre
+of the first pixel; all in LPS+ patient coordinates. Slices are ordered by their position along the
+normal ``row × column``, never by file name or ``InstanceNumber``, which scanners do not keep
+consistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["StackGeometry", "orientation_name", "stack_geometry"]
+
+# Two orientations closer than this (cosine difference) are the same plane; positions off the
+# slice line by more than this many mm mean several stacks were mixed.
+_SAME_DIRECTION = 1e-3
+_OFF_LINE_MM = 0.5
+_TILT_DEGREES = 0.1
+
+
+@dataclass
+class StackGeometry:
+    """What the headers of a stack say about its geometry.
+
+    Attributes:
+        order: indices into the input, sorted along the slice normal (inferior to superior for
+            an axial stack).
+        affine_lps: 4×4 mapping (column, row, slice) indices to LPS mm.
+        positions: ``(N, 3)`` LPS positions of the slices in ``order``.
+        step: mm between slices along the normal (the median step).
+        problems: warnings a reader should see (gaps, uneven spacing, tilt, missing geometry).
+        fatal: reasons the stack is not one volume (mixed orientations, shared positions).
+        known: whether the headers gave positions and orientations (else the affine is a guess).
+    """
+
+    order: np.ndarray
+    affine_lps: np.ndarray
+    positions: np.ndarray
+    step: float
+    problems: list[str] = field(default_factory=list)
+    fatal: list[str] = field(default_factory=list)
+    known: bool = True
+
+
+def _directions(iop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    row /= np.linalg.norm(row)
+    col /= np.linalg.norm(col)
+    normal = np.cross(row, col)
+    return row, col, normal / np.linalg.norm(normal)
+
+
+def stack_geometry(
+    positions: np.ndarray | None,
+    orientations: np.ndarray | None,
+    pixel_spacing: tuple[float, float] | None,
+    fallback_step: float | None = None,
+    gantry_tilt: float | None = None,
+) -> StackGeometry:
+    """Order a stack of slices and build its affine from their headers.
+
+    Args:
+        positions: ``(N, 3)`` ``ImagePositionPatient`` per slice, or ``None`` when absent.
+        orientations: ``(N, 6)`` ``ImageOrientationPatient`` per slice, or ``None``.
+        pixel_spacing: (row spacing, column spacing) in mm, or ``None`` (1 mm assumed, reported).
+        fallback_step: slice spacing to use for a single slice or when positions are missing
+            (``SpacingBetweenSlices`` or ``SliceThickness``).
+        gantry_tilt: ``GantryDetectorTilt`` in degrees, when the header has it.
+
+    A gantry-tilted stack keeps its true slice positions: the slice step is then not along the
+    normal and the affine is sheared, which MONAI, nibabel and napari all accept.
+    """
+    problems: list[str] = []
+    fatal: list[str] = []
+    if pixel_spacing is None:
+        problems.append("no PixelSpacing: 1 mm per pixel assumed")
+        pixel_spacing = (1.0, 1.0)
+    dr, dc = (float(v) for v in pixel_spacing)
+
+    if positions is None or orientations is None:
+        n = 1 if positions is None else len(positions)
+        step = float(fallback_step or 1.0)
+        problems.append(
+            "no ImagePositionPatient/ImageOrientationPatient: slices kept in file order, identity orientation"
+        )
+        affine = np.diag([dc, dr, step, 1.0])
+        return StackGeometry(np.arange(n), affine, np.zeros((n, 3)), step, problems, fatal, known=False)
+
+    positions = np.asarray(positions, float).reshape(-1, 3)
+    orientations = np.asarray(orientations, float).reshape(-1, 6)
+    n = len(positions)
+    if np.abs(orientations - orientations[0]).max() > _SAME_DIRECTION:
+        distinct = len({tuple(np.round(o, 3)) for o in orientations})
+        fatal.append(f"slices have {distinct} different orientations (a localizer or several stacks), not one volume")
+    row, col, normal = _directions(orientations[0])
+
+    distance = positions @ normal
+    order = np.argsort(distance, kind="stable")
+    positions = positions[order]
+    distance = distance[order]
+
+    if n == 1:
+        step = float(fallback_step or 1.0)
+        step_vector = normal * step
+    else:
+        diffs = np.diff(distance)
+        if np.any(diffs < 1e-3):
+            shared = int(np.count_nonzero(diffs < 1e-3)) + 1
+            fatal.append(f"{shared} slices share a position (several phases, echoes or times in one series)")
+        step = float(np.median(diffs))
+        # The direction from slice to slice: the normal, unless the gantry was tilted.
+        direction = positions[-1] - positions[0]
+        direction /= np.linalg.norm(direction) if np.linalg.norm(direction) > 0 else 1.0
+        along = (positions - positions[0]) @ direction
+        off_line = np.linalg.norm(positions - positions[0] - np.outer(along, direction), axis=1).max()
+        if off_line > _OFF_LINE_MM:
+            fatal.append(f"slice positions are off a straight line by up to {off_line:.1f} mm (several stacks mixed)")
+        step_vector = direction * (step / max(abs(direction @ normal), 1e-6))
+        problems.extend(_spacing_problems(diffs, step))
+        tilt = float(np.degrees(np.arccos(min(1.0, abs(direction @ normal)))))
+        if tilt > _TILT_DEGREES:
+            problems.append(f"gantry tilt of {tilt:.1f}°: slices are sheared (the affine keeps their true positions)")
+    if gantry_tilt and abs(gantry_tilt) > _TILT_DEGREES and not any("gantry tilt" in p for p in problems):
+        problems.append(f"GantryDetectorTilt is {gantry_tilt:.1f}° but the slice positions show no shear")
+
+    affine = np.eye(4)
+    affine[:3, 0] = row * dc
+    affine[:3, 1] = col * dr
+    affine[:3, 2] = step_vector
+    affine[:3, 3] = positions[0]
+    return StackGeometry(order, affine, positions, step, problems, fatal)
+
+
+def _spacing_problems(diffs: np.ndarray, step: float) -> list[str]:
+    """Gaps (missing slices) and uneven spacing, each with where and how big, in one line."""
+    tolerance = max(0.01, 0.01 * step)
+    odd = np.flatnonzero(np.abs(diffs - step) > tolerance)
+    if odd.size == 0 or step <= 0:
+        return []
+    gaps = [i for i in odd if diffs[i] > 1.5 * step]
+    problems = []
+    if gaps:
+        described = ", ".join(
+            f"{diffs[i]:.2f} mm between slices {i} and {i + 1} (~{round(diffs[i] / step) - 1} missing)"
+            for i in gaps[:3]
+        )
+        more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
+        problems.append(
+            f"missing slices: gap of {described}{more}; slice step is {step:.2f} mm, "
+            "so slices past a gap are placed at the regular step, not at their true position"
+        )
+    if len(gaps) < odd.size:
+        problems.append(
+            f"uneven slice spacing: steps from {diffs.min():.3f} to {diffs.max():.3f} mm (median {step:.3f})"
+        )
+    return problems
+
+
+def orientation_name(affine: np.ndarray) -> str:
+    """``"axial"``, ``"coronal"``, ``"sagittal"`` or ``"oblique"`` from the slice normal of a 4×4 affine."""
+    normal = np.cross(affine[:3, 0], affine[:3, 1])
+    normal = np.abs(normal / np.linalg.norm(normal))
+    axis = int(np.argmax(normal))
+    if normal[axis] < np.cos(np.radians(10)):
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]

@@ -1,0 +1,126 @@
+"""The one shape every reader returns: a channel-first MONAI ``MetaTensor`` with its geometry.
+
+Volumes keep MONAI's ``LoadImage`` convention so that preprocessing written for MONAI works on them
+unchanged: the spatial axes are the file's own voxel index order (for DICOM: column, row, slice),
+and ``affine`` maps those indices to patient coordinates in millimetres, RAS+ (MONAI's ``space``).
+Clips (ultrasound cine, video) are ``(C, T, H, W)`` with a diagonal affine of (frame interval in
+seconds, row spacing in mm, column spacing in mm), so ``pixdim`` is the spacing there too.
+
+The metadata keys volcam adds (besides MONAI's ``affine``, ``original_affine``, ``spatial_shape``,
+``space``, ``filename_or_obj``):
+
+- ``modality``: ``"CT"``, ``"MR"``, ``"US"``, ... (``"OT"`` when the file does not say);
+- ``spacing``: one value per spatial axis, mm (seconds on a clip's T axis);
+- ``axes``: ``"xyz"`` for a volume, ``"thw"`` for a clip;
+- ``frame_interval``: seconds between frames of a clip (``None`` when the file does not say);
+- ``problems``: what a reader should know (gaps, tilt, guessed spacing), also issued as warnings;
+- DICOM only: ``series_uid``, ``series_description``, ``study_uid``, ``frame_of_reference_uid``,
+  ``source_files`` (one path per slice, in slice order) for the derived-series writer.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from volcam.errors import FileFormatError, VolcamWarning
+
+__all__ = ["LPS_TO_RAS", "make_clip", "make_volume", "warn_problem"]
+
+# DICOM and ITK put patient coordinates in LPS+, NIfTI and MONAI in RAS+: the same points, x and y negated.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def warn_problem(problems: list[str], message: str) -> None:
+    """Record ``message`` for ``volcam info`` and issue it as a :class:`VolcamWarning`."""
+    problems.append(message)
+    warnings.warn(message, VolcamWarning, stacklevel=3)
+
+
+def _check_finite(data: np.ndarray, path: str | os.PathLike) -> None:
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:
+            raise FileFormatError(f"{path}: {bad} voxel(s) are NaN or infinite")
+
+
+def _metatensor(data: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> Any:
+    import torch
+    from monai.data import MetaTensor
+
+    meta = dict(meta)
+    meta["affine"] = torch.as_tensor(affine, dtype=torch.float64)
+    meta["original_affine"] = np.array(affine, dtype=np.float64)
+    meta["spatial_shape"] = np.array(data.shape[1:], dtype=np.int64)
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), meta=meta)
+
+
+def make_volume(
+    data: np.ndarray,
+    affine_ras: np.ndarray,
+    *,
+    path: str | os.PathLike,
+    modality: str | None,
+    problems: Sequence[str] = (),
+    channel_dim: int | None = None,
+    **extra: Any,
+) -> Any:
+    """``(C, X, Y, Z)`` data and a 4×4 RAS affine → ``MetaTensor`` with volcam's metadata.
+
+    ``channel_dim`` is where the channels were in the file (MONAI's ``original_channel_dim``;
+    ``None``: the file had none and C = 1 was added).
+    """
+    _check_finite(data, path)
+    affine_ras = np.asarray(affine_ras, dtype=np.float64)
+    spacing = tuple(float(v) for v in np.linalg.norm(affine_ras[:3, : data.ndim - 1], axis=0))
+    meta = {
+        "space": "RAS",
+        "original_channel_dim": float("nan") if channel_dim is None else channel_dim,
+        "filename_or_obj": os.fspath(path),
+        "modality": modality or "OT",
+        "spacing": spacing,
+        "axes": "xyz"[: data.ndim - 1],
+        "frame_interval": None,
+        "problems": list(problems),
+        **extra,
+    }
+    return _metatensor(data, affine_ras, meta)
+
+
+def make_clip(
+    data: np.ndarray,
+    *,
+    path: str | os.PathLike,
+    modality: str | None,
+    frame_interval: float | None,
+    pixel_spacing: tuple[float, float] | None,
+    problems: list[str],
+    **extra: Any,
+) -> Any:
+    """``(C, T, H, W)`` frames → ``MetaTensor`` with spacing (frame interval s, row mm, column mm).
+
+    Unknown spacing is recorded as a problem and taken as 1 (one second, one millimetre), so the
+    clip still loads and the spacing-aware filters still have a number.
+    """
+    _check_finite(data, path)
+    if frame_interval is None and data.shape[1] > 1:
+        warn_problem(problems, f"{path}: no frame time in the file; 1 s per frame assumed")
+    if pixel_spacing is None:
+        warn_problem(problems, f"{path}: no physical pixel spacing in the file; 1 mm per pixel assumed")
+    dt = frame_interval or 1.0
+    dy, dx = pixel_spacing or (1.0, 1.0)
+    meta = {
+        "original_channel_dim": extra.pop("channel_dim", float("nan")),
+        "filename_or_obj": os.fspath(path),
+        "modality": modality or "OT",
+        "spacing": (float(dt), float(dy), float(dx)),
+        "axes": "thw",
+        "frame_interval": frame_interval,
+        "problems": list(problems),
+        **extra,
+    }
+    return _metatensor(data, np.diag([dt, dy, dx, 1.0]), meta)

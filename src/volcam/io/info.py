@@ -1,0 +1,156 @@
+"""What a path holds, for ``volcam info``: series, sizes, spacing, orientation, frames and problems.
+
+A DICOM folder is judged from its headers alone (no pixel data is decoded), so this is quick on a
+large study. Nothing here reads or prints a patient identifier: series are named by UID and
+description only.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from volcam.errors import VolcamError
+from volcam.io.image import LPS_TO_RAS
+from volcam.io.load import format_of, load
+
+__all__ = ["Found", "axcodes", "describe"]
+
+
+@dataclass
+class Found:
+    """One image (a series, a file) found at a path.
+
+    ``shape`` and ``spacing`` are in the loaded array's spatial axis order: (column, row, slice)
+    for volumes, (frame, row, column) for clips; spacing in mm, seconds for frames.
+    """
+
+    source: str
+    kind: str
+    modality: str
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    orientation: str
+    series_uid: str = ""
+    description: str = ""
+    frame_interval: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def axcodes(affine_ras: np.ndarray) -> str:
+    """Where each voxel axis points, as nibabel's axis codes (``"LPS"`` for a plain axial DICOM)."""
+    letters = []
+    for column in np.asarray(affine_ras, float)[:3, :3].T:
+        axis = int(np.argmax(np.abs(column)))
+        letters.append(("RL", "AP", "SI")[axis][0 if column[axis] > 0 else 1])
+    return "".join(letters)
+
+
+def _orientation(affine_ras: np.ndarray) -> str:
+    from volcam.io.dicom_geometry import orientation_name
+
+    return f"{orientation_name(affine_ras)}, voxel axes point {axcodes(affine_ras)}"
+
+
+def _from_image(image, source: str) -> Found:
+    meta = image.meta
+    clip = meta.get("axes") == "thw"
+    affine = image.affine.numpy()
+    return Found(
+        source=source,
+        kind="clip" if clip else "volume",
+        modality=str(meta.get("modality", "OT")),
+        shape=tuple(int(v) for v in image.shape[1:]) + ((int(image.shape[0]),) if image.shape[0] > 1 else ()),
+        spacing=tuple(float(v) for v in meta.get("spacing", ())),
+        orientation="frames as shown by the scanner" if clip else _orientation(affine),
+        series_uid=str(meta.get("series_uid", "")),
+        description=str(meta.get("series_description", "")),
+        frame_interval=meta.get("frame_interval"),
+        problems=[
+            p.split(": ", 1)[1] if p.startswith(meta.get("filename_or_obj", "\0")) else p for p in meta["problems"]
+        ],
+    )
+
+
+def _dicom_series(series, root: Path) -> Found:
+    from volcam.io import dicom
+
+    headers = series.headers
+    first_path, first = headers[0]
+    frames = int(first.get("NumberOfFrames", 1) or 1)
+    found = Found(
+        source=os.fspath(root),
+        kind="volume",
+        modality=series.modality,
+        shape=(),
+        spacing=(),
+        orientation="",
+        series_uid=series.uid,
+        description=series.description,
+    )
+    if len(headers) == 1 and (frames > 1 or dicom.is_clip(first)):
+        found.source = os.fspath(first_path)
+        if dicom.is_clip(first):
+            interval = dicom.frame_interval(first)
+            spacing = dicom.ultrasound_spacing(first) or (1.0, 1.0)
+            found.kind, found.frame_interval = "clip", interval
+            found.shape = (frames, int(first.Rows), int(first.Columns))
+            samples = int(first.get("SamplesPerPixel", 1) or 1)
+            if samples > 1 or first.get("PhotometricInterpretation") == "PALETTE COLOR":
+                found.shape += (3,)
+            found.spacing = (interval or 1.0, *spacing)
+            found.orientation = "frames as shown by the scanner"
+            if interval is None and frames > 1:
+                found.problems.append("no frame time in the file")
+            if dicom.ultrasound_spacing(first) is None:
+                found.problems.append("no physical pixel spacing in the file")
+            return found
+        geometry = dicom.multiframe_geometry(first)
+        depth = frames
+    elif any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in headers):
+        found.problems.append(f"{len(headers)} files of which some are multi-frame: load one file directly")
+        return found
+    else:
+        geometry = dicom.series_geometry(headers)
+        depth = len(headers)
+    affine = LPS_TO_RAS @ geometry.affine_lps
+    found.shape = (int(first.Columns), int(first.Rows), depth)
+    found.spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    found.orientation = _orientation(affine) if geometry.known else "unknown (no ImageOrientationPatient)"
+    if geometry.fatal:  # gaps and tilt mean little in a stack that is not one volume
+        found.problems += [f"cannot load as one volume: {'; '.join(geometry.fatal)}"]
+    else:
+        found.problems += geometry.problems
+    return found
+
+
+def describe(path: str | os.PathLike) -> tuple[list[Found], dict[str, int]]:
+    """Everything ``path`` holds, and for a folder how many files were passed over and why.
+
+    DICOM folders are read header-only; other files are loaded (problems are collected, not
+    warned). Raises :class:`~volcam.errors.VolcamError` when nothing can be read at all.
+    """
+    path = Path(path)
+    if format_of(path) == "dicom-folder":
+        from volcam.io.dicom import scan_folder
+
+        scan = scan_folder(path)
+        return [_dicom_series(series, path) for series in scan.series], dict(scan.skipped)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = load(path)
+    except VolcamError as error:
+        if "4D NIfTI" not in str(error):
+            raise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = load(path, volume=0)
+        found = _from_image(image, os.fspath(path))
+        found.problems.append(str(error).split(": ", 1)[1])
+        return [found], {}
+    return [_from_image(image, os.fspath(path))], {}

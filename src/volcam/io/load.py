@@ -1,0 +1,82 @@
+"""``volcam.load``: any supported file or DICOM folder → one channel-first ``MetaTensor``.
+
+The format is chosen by what the path is (a folder is a DICOM series) and its suffix; a file with
+an unknown suffix is tried as DICOM, since many DICOM files have none. Each reader module imports
+its library (pydicom, nibabel, SimpleITK, PyAV) only when a file of its kind is read, so
+``import volcam`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from volcam.errors import FileFormatError, InputError
+
+__all__ = ["NIFTI_SUFFIXES", "load"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".img.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg")
+
+
+def format_of(path: Path) -> str:
+    """``"dicom-folder"``, ``"nifti"``, ``"itk"``, ``"video"`` or ``"dicom"`` (the default guess)."""
+    if path.is_dir():
+        return "dicom-folder"
+    name = path.name.lower()
+    for kind, suffixes in (("nifti", NIFTI_SUFFIXES), ("itk", ITK_SUFFIXES), ("video", VIDEO_SUFFIXES)):
+        if name.endswith(suffixes):
+            return kind
+    return "dicom"
+
+
+def load(path: str | os.PathLike, series: str | int | None = None, *, volume: int | None = None) -> Any:
+    """Read an image file or a DICOM folder as a channel-first MONAI ``MetaTensor``.
+
+    Args:
+        path: a DICOM folder (searched recursively) or file; ``.nii``/``.nii.gz``; ``.nrrd``/
+            ``.mha``; ``.mp4``/``.avi`` (needs ``volcam[video]``).
+        series: for a folder holding several DICOM series, which one: its SeriesInstanceUID,
+            its SeriesDescription or its SeriesNumber. Without it such a folder is an error that
+            lists the series.
+        volume: for a 4D NIfTI, the index of the volume to read (4D is an error without it).
+
+    Returns:
+        A volume ``(C, X, Y, Z)`` in the file's voxel order with ``affine`` (RAS+, mm) as MONAI's
+        ``LoadImage`` gives it, or a clip ``(C, T, H, W)`` (ultrasound cine, video) whose spacing
+        is (frame interval in s, mm, mm). Values are float32 in the modality's units (HU for CT).
+        ``meta`` holds ``modality``, ``spacing``, ``frame_interval``, ``problems`` and, for DICOM,
+        the series and study UIDs; see :mod:`volcam.io.image`.
+
+    Raises:
+        FileFormatError: the path is missing, empty, not an image, damaged, ambiguous or holds NaNs.
+        DependencyError: a codec or video decoder is needed and not installed (the message says which).
+
+    Problems that do not stop loading (missing slices, uneven spacing, gantry tilt, unknown
+    spacing) are issued as :class:`~volcam.errors.VolcamWarning` and kept in ``meta["problems"]``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileFormatError(f"{path}: no such file or folder")
+    kind = format_of(path)
+    if series is not None and kind != "dicom-folder":
+        raise InputError(f"{path}: series= picks a series in a DICOM folder; this is a single file")
+    if volume is not None and kind != "nifti":
+        raise InputError(f"{path}: volume= picks a volume of a 4D NIfTI; this is not a NIfTI file")
+    if kind == "nifti":
+        from volcam.io.nifti import load_nifti
+
+        return load_nifti(path, volume)
+    if kind == "itk":
+        from volcam.io.itk import load_itk
+
+        return load_itk(path)
+    if kind == "video":
+        from volcam.io.video import load_video
+
+        return load_video(path)
+    from volcam.io.dicom import load_dicom
+
+    return load_dicom(path, series)

@@ -1,0 +1,285 @@
+"""Maps out, in the source's geometry: NIfTI, a derived DICOM series, a PNG montage.
+
+Every writer takes the map on the source image's grid (``CamResult`` or tensor) and the source
+image as :func:`volcam.load` returned it, writes to a temporary name and renames when complete.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volcam.errors import InputError
+from volcam.io.atomic import atomic_file, atomic_folder
+from volcam.io.image import LPS_TO_RAS
+from volcam.io.maps import MapInfo, image_array, map_array
+from volcam.io.windowing import Window
+
+__all__ = ["write_dicom", "write_montage", "write_nifti"]
+
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# The raw map is stored as integers 0..1000 with RescaleSlope 0.001, so a viewer reads 0..1.
+_MAP_SCALE = 1000
+# Patient, study and frame-of-reference attributes a derived series shares with its source, so a
+# PACS files it under the same study; they go into the DICOM files only, never into names or logs.
+_SHARED = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "PatientPosition",
+)
+
+
+def _grid(cam: Any, like: Any, result: Any) -> tuple[np.ndarray, MapInfo, np.ndarray, np.ndarray | None, dict]:
+    """The map, what it explains, the affine to write it with, and the source image array and meta."""
+    values, info, own_affine = map_array(cam, result)
+    if like is None:
+        if own_affine is None:
+            raise InputError("the map has no affine; pass like= (the image it was computed on, from volcam.load)")
+        return values, info, own_affine, None, {}
+    image, affine, meta = image_array(like)
+    if tuple(values.shape) != tuple(image.shape[1:]):
+        raise InputError(
+            f"map {tuple(values.shape)} is not on the image grid {tuple(image.shape[1:])}; "
+            "map it back to the source space first"
+        )
+    if affine is None:
+        raise InputError("like= has no affine; pass the MetaTensor that volcam.load returned")
+    return values, info, affine, image, meta
+
+
+def write_nifti(
+    cam: Any, path: str | os.PathLike, like: Any = None, *, result: Any = None, overwrite: bool = True
+) -> Path:
+    """Write a map as NIfTI (``.nii`` or ``.nii.gz``) with exactly the source's affine.
+
+    Args:
+        cam: the map on the source grid: ``CamResult`` or ``(*S)`` / ``(1, *S)`` / ``(1, 1, *S)``.
+        path: the file to write.
+        like: the source image (its affine wins over the map's own); optional when ``cam`` is a
+            ``MetaTensor`` with the source's affine.
+        result: the ``CamResult`` for the header description when ``cam`` is a bare tensor.
+
+    The affine goes into the sform (exact up to float32) and the qform (rotation part), with the
+    source's codes when it was a NIfTI, so the map overlays its source in napari, ITK-SNAP or Slicer.
+    """
+    from volcam.io.nifti import save_nifti
+
+    values, info, affine, _, meta = _grid(cam, like, result)
+    path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(f"{path}: a NIfTI file name ends in .nii or .nii.gz")
+    if values.ndim == 2:
+        values = values[..., None]
+    codes = (int(meta.get("qform_code", 1) or 1), int(meta.get("sform_code", 1) or 1))
+    with atomic_file(path, overwrite=overwrite) as temporary:
+        save_nifti(values, affine, temporary, codes, description=info.title()[:79])
+    return path
+
+
+def _slice_geometry(affine_ras: np.ndarray, k: int) -> tuple[list[float], list[float], list[float]]:
+    """(ImagePositionPatient, ImageOrientationPatient, PixelSpacing) of slice ``k`` of an (x, y, z) grid."""
+    lps = LPS_TO_RAS @ affine_ras  # the flip is its own inverse
+    row, col = lps[:3, 0], lps[:3, 1]
+    if abs(row @ col) > 1e-4 * np.linalg.norm(row) * np.linalg.norm(col):
+        raise InputError("the image's in-plane axes are not perpendicular; a DICOM slice cannot hold that grid")
+    position = lps @ np.array([0.0, 0.0, float(k), 1.0])
+    orientation = np.concatenate([row / np.linalg.norm(row), col / np.linalg.norm(col)])
+    return (
+        [round(float(v), 6) for v in position[:3]],
+        [round(float(v), 8) for v in orientation],
+        [round(float(np.linalg.norm(col)), 6), round(float(np.linalg.norm(row)), 6)],
+    )
+
+
+def _source_headers(meta: dict, depth: int, affine: np.ndarray) -> tuple[Any, list[Any] | None]:
+    """The first source header (for the shared modules) and one header per slice when they still fit.
+
+    Per-slice headers are used only while the image is still on the grid it was loaded with (same
+    affine, one source file per slice); a resampled image gets its geometry from its affine.
+    """
+    from volcam.io.dicom import read_header
+
+    files = list(meta.get("source_files") or [])
+    if not files or not all(Path(f).is_file() for f in files[:1]):
+        return None, None
+    first = read_header(files[0])
+    original = meta.get("original_affine")
+    same_grid = original is not None and np.allclose(np.asarray(original, float), affine, atol=1e-6)
+    if len(files) != depth or not same_grid or not all(Path(f).is_file() for f in files):
+        return first, None
+    return first, [read_header(f) for f in files]
+
+
+def _description(info: MapInfo, kind: str) -> str:
+    what = "overlay" if kind == "overlay" else "map 0-1"
+    label = f" {info.label}" if info.label is not None else ""
+    return f"volcam {info.method or 'CAM'} {what}{label}"[:64]
+
+
+def write_dicom(
+    cam: Any,
+    folder: str | os.PathLike,
+    like: Any,
+    *,
+    result: Any = None,
+    kind: str = "overlay",
+    window: Window | None = None,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    threshold: float = 0.05,
+    description: str | None = None,
+    series_number: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a map over a volume as a derived DICOM series: one instance per slice, in ``folder``.
+
+    Args:
+        cam: the map on ``like``'s grid (``CamResult`` or tensor).
+        folder: where the series goes (``0001.dcm``, ``0002.dcm``, ...); created atomically.
+        like: the source volume from :func:`volcam.load` (``(C, X, Y, Z)`` with its metadata).
+        kind: ``"overlay"``: the map fused over the windowed image as RGB secondary capture;
+            ``"map"``: the map itself as 16-bit grey, read as 0..1 through RescaleSlope.
+        window: CT window for the overlay's grey (``"soft_tissue"`` by default for CT).
+        description: SeriesDescription (64 characters at most); the default names the method,
+            kind and class.
+        series_number: SeriesNumber; the source's + 1000 (overlay) or + 2000 (map) by default.
+
+    The series gets a new SeriesInstanceUID and SOP Instance UIDs, keeps the source's
+    StudyInstanceUID, FrameOfReferenceUID and patient module (so a PACS files it with the study),
+    and each slice's position, orientation and pixel spacing: the source slice's own when the
+    image is still on its loaded grid, else from the affine. A source that was not DICOM gets a
+    new study and frame of reference.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+    from volcam import __version__
+    from volcam.render import display_range, fuse
+
+    if kind not in ("overlay", "map"):
+        raise InputError(f"kind={kind!r}; use 'overlay' (RGB over the image) or 'map' (grey 0..1)")
+    values, info, affine, image, meta = _grid(cam, like, result)
+    if image is None or meta.get("axes", "xyz") != "xyz" or values.ndim != 3:
+        raise InputError("a derived DICOM series needs a volume from volcam.load as like= (clips: use a montage)")
+    depth = values.shape[2]
+    first, per_slice = _source_headers(meta, depth, affine)
+    modality = str(meta.get("modality") or "OT")
+    grey = display_range(image[0], modality, window) if kind == "overlay" else None
+    now = datetime.datetime.now()
+    series_uid = generate_uid()
+    study_uid = (
+        str(first.StudyInstanceUID) if first is not None and "StudyInstanceUID" in first else meta.get("study_uid")
+    ) or generate_uid()
+    frame_uid = meta.get("frame_of_reference_uid") or generate_uid()
+    if first is not None and "SeriesNumber" in first and first.SeriesNumber not in (None, ""):
+        base_number = int(first.SeriesNumber)
+    else:
+        base_number = 0
+    number = series_number if series_number is not None else base_number + (1000 if kind == "overlay" else 2000)
+    derivation = (
+        f"Class activation map by volcam {__version__}: {info.title()}"
+        + (f", layer {info.layer}" if info.layer else "")
+        + (". Colour overlay on the windowed image" if kind == "overlay" else ". Map values 0 to 1 (RescaleSlope)")
+        + ". Research output, not for diagnosis."
+    )
+
+    with atomic_folder(folder, overwrite=overwrite) as temporary:
+        for k in range(depth):
+            source = per_slice[k] if per_slice else None
+            if source is not None and "ImagePositionPatient" in source and "ImageOrientationPatient" in source:
+                position = [float(v) for v in source.ImagePositionPatient]
+                orientation = [float(v) for v in source.ImageOrientationPatient]
+                spacing = [float(v) for v in source.PixelSpacing]
+            else:
+                position, orientation, spacing = _slice_geometry(affine, k)
+            ds = Dataset()
+            if first is not None:
+                for keyword in _SHARED:
+                    if keyword in first:
+                        ds[keyword] = first[keyword]
+            ds.StudyInstanceUID = study_uid
+            ds.FrameOfReferenceUID = frame_uid
+            ds.SOPClassUID = _SECONDARY_CAPTURE
+            ds.SOPInstanceUID = generate_uid()
+            ds.SeriesInstanceUID = series_uid
+            ds.SeriesNumber = number
+            ds.InstanceNumber = k + 1
+            ds.Modality = modality
+            ds.SeriesDescription = description[:64] if description else _description(info, kind)
+            ds.DerivationDescription = derivation[:1024]
+            ds.ImageType = ["DERIVED", "SECONDARY"]
+            ds.ConversionType = "WSD"
+            ds.Manufacturer = "volcam"
+            ds.SoftwareVersions = __version__
+            ds.BurnedInAnnotation = "NO"
+            ds.ContentDate = ds.SeriesDate = now.strftime("%Y%m%d")
+            ds.ContentTime = ds.SeriesTime = now.strftime("%H%M%S")
+            ds.ImagePositionPatient = position
+            ds.ImageOrientationPatient = orientation
+            ds.PixelSpacing = spacing
+            step = float(np.linalg.norm(affine[:3, 2]))
+            ds.SliceThickness = round(step, 6)
+            ds.SpacingBetweenSlices = round(step, 6)
+            normal = np.cross(orientation[:3], orientation[3:])
+            ds.SliceLocation = round(float(np.dot(normal, position)), 6)
+            if source is not None:
+                reference = Dataset()
+                reference.ReferencedSOPClassUID = source.SOPClassUID
+                reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+                ds.SourceImageSequence = [reference]
+            heat = values[:, :, k].T  # (rows, columns): array axis 0 runs along a row
+            ds.Rows, ds.Columns = heat.shape
+            ds.PixelRepresentation = 0
+            if kind == "overlay":
+                rgb = fuse(grey[:, :, k].T, heat, colormap=colormap, alpha=alpha, threshold=threshold)
+                ds.SamplesPerPixel = 3
+                ds.PhotometricInterpretation = "RGB"
+                ds.PlanarConfiguration = 0
+                ds.BitsAllocated = ds.BitsStored = 8
+                ds.HighBit = 7
+                ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+            else:
+                stored = np.round(np.clip(heat, 0.0, 1.0) * _MAP_SCALE).astype(np.uint16)
+                ds.SamplesPerPixel = 1
+                ds.PhotometricInterpretation = "MONOCHROME2"
+                ds.BitsAllocated = ds.BitsStored = 16
+                ds.HighBit = 15
+                ds.RescaleSlope = 1.0 / _MAP_SCALE
+                ds.RescaleIntercept = 0
+                ds.RescaleType = "US"
+                ds.WindowCenter = 0.5
+                ds.WindowWidth = 1.0
+                ds.PixelData = np.ascontiguousarray(stored).tobytes()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+            pydicom.dcmwrite(temporary / f"{k + 1:04d}.dcm", ds, enforce_file_format=True)
+    return Path(folder)
+
+
+def write_montage(image: Any, cam: Any, path: str | os.PathLike, **options: Any) -> Path:
+    """A PNG montage of the map over the image; see :func:`volcam.render.montage`."""
+    from volcam.render import montage
+
+    return montage(image, cam, path, **options)

@@ -1,0 +1,189 @@
+"""Pictures for people who would rather look than read: fused overlays and PNG montages.
+
+A montage is a grid of slices (every n-th, or the hottest) with the map over the windowed image, a
+colour bar and a title saying what is explained; for a clip, a strip of frames. Volumes are shown
+in the radiological convention whatever their voxel order: axial slices with the patient's right
+on the left and anterior at the top, coronal and sagittal with superior at the top. matplotlib is
+imported when a picture is made, with its object API (no pyplot state), so it is thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volcam.errors import InputError
+from volcam.io.atomic import atomic_file
+from volcam.io.maps import image_array, map_array
+from volcam.io.windowing import Window, apply_window
+
+__all__ = ["display_range", "fuse", "montage"]
+
+
+def display_range(image: np.ndarray, modality: str | None, window: Window | None) -> np.ndarray:
+    """Intensities → [0, 1] grey: a CT window (``"soft_tissue"`` by default for CT), else percentiles.
+
+    Non-CT images (MR, ultrasound) have no absolute scale, so 1st-99th percentiles of the whole
+    volume or clip are used, the same for every slice.
+    """
+    if window is None and (modality or "").upper() == "CT":
+        window = "soft_tissue"
+    if window is not None:
+        return apply_window(image.astype(np.float32), window)
+    low, high = np.percentile(image, [1.0, 99.0])
+    if high <= low:
+        high = low + 1.0
+    return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def fuse(
+    gray: np.ndarray, cam: np.ndarray, *, colormap: str = "jet", alpha: float = 0.5, threshold: float = 0.0
+) -> np.ndarray:
+    """A map coloured over a grey (or RGB) image → ``(*S, 3)`` uint8 RGB.
+
+    Args:
+        gray: ``(*S)`` grey or ``(*S, 3)`` RGB, in [0, 1].
+        cam: ``(*S)`` in [0, 1].
+        alpha: opacity of the colour where the map is 1; it scales with the map value, so weak
+            evidence leaves the anatomy visible.
+        threshold: map values at or below it are not coloured at all.
+    """
+    from matplotlib import colormaps
+
+    if gray.shape[: cam.ndim] != cam.shape:
+        raise InputError(f"map {cam.shape} and image {gray.shape} differ in shape")
+    base = gray if gray.ndim == cam.ndim + 1 else np.repeat(gray[..., None], 3, axis=-1)
+    cam = np.clip(cam, 0.0, 1.0)
+    colour = colormaps[colormap](cam)[..., :3]
+    weight = (alpha * cam * (cam > threshold))[..., None]
+    return np.round(255.0 * ((1.0 - weight) * base + weight * colour)).astype(np.uint8)
+
+
+def _display_volume(image: np.ndarray, cam: np.ndarray, affine: np.ndarray | None) -> tuple[Any, ...]:
+    """Reorient to (L, P, S) voxel order and pick the acquisition's slice axis for the panels.
+
+    Returns the reoriented image ``(C, X, Y, Z)``, map, spacing per axis (mm), the slice axis and
+    each slice's position along it (mm, RAS).
+    """
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    if affine is None:
+        affine = np.eye(4)
+    ornt = io_orientation(affine)
+    transform = ornt_transform(ornt, axcodes2ornt(("L", "P", "S")))
+    shape = cam.shape
+    image = np.stack([apply_orientation(channel, transform) for channel in image])
+    cam = apply_orientation(cam, transform)
+    affine = affine @ inv_ornt_aff(transform, shape)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    slice_axis = int(ornt[2, 0])  # the world axis the file's slices step along
+    positions = affine[slice_axis, 3] + affine[slice_axis, slice_axis] * np.arange(cam.shape[slice_axis])
+    return image, cam, spacing, slice_axis, positions
+
+
+def _panel(volume: np.ndarray, axis: int, k: int) -> np.ndarray:
+    """Slice ``k`` along ``axis`` of an (L, P, S)-ordered ``(X, Y, Z)`` volume, as screen rows × columns."""
+    if axis == 2:  # axial: rows anterior → posterior, columns patient right → left
+        return volume[:, :, k].T
+    if axis == 1:  # coronal: superior at the top, patient right on the left
+        return volume[:, k, :].T[::-1]
+    return volume[k, :, :].T[::-1]  # sagittal: superior at the top, anterior on the left
+
+
+def _choose(scores: np.ndarray, every: int | None, hottest: int | None, max_panels: int) -> list[int]:
+    """Indices to show: the ``hottest`` by map mass, else every ``every``-th (default: fit ``max_panels``)."""
+    n = len(scores)
+    if hottest is not None:
+        return sorted(np.argsort(-scores, kind="stable")[: max(1, min(hottest, n))].tolist())
+    step = every or max(1, int(np.ceil(n / max_panels)))
+    chosen = list(range(0, n, step))
+    return chosen[:max_panels]
+
+
+def montage(
+    image: Any,
+    cam: Any,
+    path: str | os.PathLike,
+    *,
+    result: Any = None,
+    window: Window | None = None,
+    every: int | None = None,
+    hottest: int | None = None,
+    max_panels: int = 16,
+    columns: int | None = None,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    threshold: float = 0.05,
+    title: str | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Save a PNG montage of ``cam`` over ``image``: slices of a volume or frames of a clip.
+
+    Args:
+        image: the source, as :func:`volcam.load` returns it: ``(C, X, Y, Z)`` volume or
+            ``(C, T, H, W)`` clip (``meta["axes"] == "thw"``).
+        cam: the map on the same grid: a ``CamResult`` or ``(*S)`` / ``(1, *S)`` / ``(1, 1, *S)``.
+        path: the ``.png`` to write (atomically).
+        result: the ``CamResult`` the map came from, for the title, when ``cam`` is a bare tensor.
+        window: CT window preset or (width, level) in HU; CT defaults to ``"soft_tissue"``.
+        every: show every n-th slice or frame; ``hottest``: show the n with the most map mass.
+        max_panels: at most this many panels when neither is given.
+        title: replaces the generated "method · class · score" title.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    data, affine, meta = image_array(image)
+    values, info, _ = map_array(cam, result)
+    if tuple(values.shape) != tuple(data.shape[1:]):
+        raise InputError(f"map {tuple(values.shape)} is not on the image grid {tuple(data.shape[1:])}")
+    clip = meta.get("axes") == "thw"
+    gray = display_range(data, meta.get("modality"), window)
+    if clip:
+        # Frames: rows and columns are already as the scanner showed them.
+        frames = gray.transpose(1, 2, 3, 0)  # (T, H, W, C)
+        interval = meta.get("frame_interval")
+        scores = values.reshape(len(values), -1).sum(axis=1)
+        chosen = _choose(scores, every, hottest, max_panels)
+        panels = [(frames[t] if frames.shape[-1] == 3 else frames[t, ..., 0], values[t]) for t in chosen]
+        labels = [f"t = {t * interval:.2f} s" if interval else f"frame {t}" for t in chosen]
+        aspect = meta.get("spacing", (1, 1, 1))[1] / meta.get("spacing", (1, 1, 1))[2]
+        columns = columns or len(panels)
+    else:
+        gray, values, spacing, axis, positions = _display_volume(gray, values, affine)
+        moved = np.moveaxis(values, axis, 0)
+        chosen = _choose(moved.reshape(len(moved), -1).sum(axis=1), every, hottest, max_panels)
+        panels = [(_panel(gray[0], axis, k), _panel(values, axis, k)) for k in chosen]  # channel 0 as grey
+        labels = [f"{'xyz'[axis]} = {positions[k]:.1f} mm" for k in chosen]  # RAS patient coordinate
+        rows_axis, cols_axis = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[axis]
+        aspect = spacing[rows_axis] / spacing[cols_axis]
+        columns = columns or min(len(panels), 4)
+
+    rows = int(np.ceil(len(panels) / columns))
+    height, width = panels[0][1].shape
+    panel_inches = 2.6
+    figure = Figure(
+        figsize=(columns * panel_inches + 0.9, rows * panel_inches * min(2.0, height * aspect / width) + 0.8)
+    )
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for ax in grid.ravel():
+        ax.set_axis_off()
+    for ax, (picture, heat), label in zip(grid.ravel(), panels, labels, strict=False):
+        ax.imshow(fuse(picture, heat, colormap=colormap, alpha=alpha, threshold=threshold), aspect=aspect)
+        ax.set_title(label, fontsize=8)
+    figure.suptitle(info.title() if title is None else title, fontsize=10)
+    bar = figure.colorbar(ScalarMappable(Normalize(0, 1), colormap), ax=grid.ravel().tolist(), fraction=0.03, pad=0.02)
+    bar.set_label("map (0 = none, 1 = strongest)", fontsize=8)
+    path = Path(path)
+    with atomic_file(path, overwrite=overwrite) as temporary:
+        figure.savefig(temporary, format="png", dpi=100, facecolor="white")
+    return path
