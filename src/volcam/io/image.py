@@ -21,6 +21,7 @@ The metadata keys volcam adds (besides MONAI's ``affine``, ``original_affine``, 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -36,9 +37,16 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def warn_problem(problems: list[str], message: str) -> None:
-    """Record ``message`` for ``volcam info`` and issue it as a :class:`VolcamWarning`."""
+    """Record ``message`` for ``volcam info`` and issue it as a :class:`VolcamWarning`.
+
+    The warning is attributed to the first caller outside volcam (the user's ``load`` line), not
+    to the reader deep inside that found the problem.
+    """
     problems.append(message)
-    warnings.warn(message, VolcamWarning, stacklevel=3)
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("volcam."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, VolcamWarning, stacklevel=level)
 
 
 def _check_finite(data: np.ndarray, path: str | os.PathLike) -> None:
