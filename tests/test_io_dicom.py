@@ -121,6 +121,20 @@ def test_palette_colour_ultrasound_two_frames() -> None:
 
 
 @pytest.mark.parametrize(
+    ("keyword", "value"),
+    [("FrameTimeVector", [0.0] + [40.0] * 29), ("CineRate", 25), ("RecommendedDisplayFrameRate", 25)],
+)
+def test_frame_interval_from_frame_time_vector_or_cine_rate(tmp_path, keyword: str, value) -> None:
+    ds = pydicom.dcmread(pydicom_file("examples_ybr_color.dcm"))
+    del ds.FrameTime
+    setattr(ds, keyword, value)
+    ds.FrameIncrementPointer = pydicom.datadict.tag_for_keyword(keyword) if keyword == "FrameTimeVector" else None
+    path = tmp_path / "cine.dcm"
+    ds.save_as(path)
+    assert volcam.load(path).meta["frame_interval"] == pytest.approx(0.040)
+
+
+@pytest.mark.parametrize(
     ("compressed", "plain"),
     [
         ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),
@@ -180,6 +194,24 @@ def test_series_order_ignores_instance_numbers_on_a_real_series() -> None:
     assert np.array(ct.meta["slice_positions_lps"])[:, 2] == pytest.approx([-1.2375, 1.2625, 3.7625, 6.2625, 8.7625])
     assert ct.meta["spacing"] == pytest.approx((0.488281, 0.488281, 2.5))
     assert_same_geometry(ct, sitk_series(folder))
+
+
+def test_duplicate_copies_and_the_dicomdir_index(tmp_path) -> None:
+    _, files = make_series(tmp_path, 4)
+    shutil.copy(files[1], tmp_path / "copy-of-a-slice.dcm")
+    assert volcam.load(tmp_path).shape == (1, 128, 128, 4)
+    # Pointing at a DICOMDIR reads the folder it indexes.
+    ct = volcam.load(dicomdir_tests() / "DICOMDIR", series="SmartScore - Gated 0.5 sec")
+    assert ct.shape == (1, 16, 16, 5)
+
+
+def test_slices_with_different_pixel_spacing_are_not_one_volume(tmp_path) -> None:
+    _, files = make_series(tmp_path, 3)
+    ds = pydicom.dcmread(files[0])
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.save_as(files[0])
+    with pytest.raises(SeriesError, match="different pixel spacings"):
+        volcam.load(tmp_path)
 
 
 def test_a_real_series_with_a_gap_warns_with_the_gap() -> None:

@@ -85,8 +85,13 @@ def read_header(path: str | os.PathLike, *, pixels: bool = False) -> Dataset:
         raise FileFormatError(f"{path}: damaged or truncated DICOM file ({_one_line(error)})") from None
 
 
+def _is_dicomdir(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", Dataset())
+    return _DICOMDIR_SOP in (ds.get("SOPClassUID", ""), meta.get("MediaStorageSOPClassUID", ""))
+
+
 def _is_image(ds: Dataset) -> bool:
-    return "Rows" in ds and "Columns" in ds and ds.get("SOPClassUID", "") != _DICOMDIR_SOP
+    return "Rows" in ds and "Columns" in ds and not _is_dicomdir(ds)
 
 
 @dataclass
@@ -123,8 +128,9 @@ class Scan:
 def scan_folder(folder: str | os.PathLike) -> Scan:
     """Read the headers of every file under ``folder`` (recursively) and group images by series.
 
-    Files that are not DICOM, DICOMDIR indexes and DICOM objects without an image (reports, RT
-    plans) are skipped and counted; an empty folder or one with no DICOM image is an error.
+    Files that are not DICOM, DICOMDIR indexes, DICOM objects without an image (reports, RT
+    plans) and second copies of an instance (same SOPInstanceUID) are skipped and counted; an
+    empty folder or one with no DICOM image is an error.
     """
     root = Path(folder)
     files = sorted(p for p in root.rglob("*") if p.is_file())
@@ -132,6 +138,7 @@ def scan_folder(folder: str | os.PathLike) -> Scan:
         raise FileFormatError(f"{root}: the folder is empty")
     by_uid: dict[str, Series] = {}
     skipped: dict[str, int] = {}
+    seen: set[str] = set()
     for path in files:
         try:
             ds = read_header(path)
@@ -139,7 +146,7 @@ def scan_folder(folder: str | os.PathLike) -> Scan:
             skipped["not DICOM"] = skipped.get("not DICOM", 0) + 1
             continue
         if not _is_image(ds):
-            reason = "DICOMDIR" if ds.get("SOPClassUID", "") == _DICOMDIR_SOP else "no image"
+            reason = "DICOMDIR" if _is_dicomdir(ds) else "no image"
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
@@ -151,6 +158,11 @@ def scan_folder(folder: str | os.PathLike) -> Scan:
                 modality=str(ds.get("Modality", "") or "OT"),
                 number=int(number) if number not in (None, "") else None,
             )
+        instance = str(ds.get("SOPInstanceUID", "")) or os.fspath(path)
+        if instance in seen:  # the same image copied twice in an export is one slice, not two
+            skipped["duplicate"] = skipped.get("duplicate", 0) + 1
+            continue
+        seen.add(instance)
         by_uid[uid].headers.append((path, ds))
     if not by_uid:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
@@ -225,6 +237,12 @@ def series_geometry(headers: list[tuple[Path, Dataset]]) -> StackGeometry:
     if len(sizes) > 1:
         shown = ", ".join(f"{r}×{c}" for r, c in sorted(sizes))
         geometry.fatal.insert(0, f"slices have different sizes ({shown})")
+    samples = {int(ds.get("SamplesPerPixel", 1) or 1) for ds in datasets}
+    if len(samples) > 1:
+        geometry.fatal.insert(0, "slices mix grey and colour images")
+    spacings = np.array([_pixel_spacing(ds) or (1.0, 1.0) for ds in datasets])
+    if np.ptp(spacings, axis=0).max() > 1e-4:
+        geometry.fatal.append(f"slices have different pixel spacings ({spacings.min():.4g} to {spacings.max():.4g} mm)")
     if not have and len(datasets) > 1:
         geometry.fatal.append("slices have no ImagePositionPatient/ImageOrientationPatient, so they cannot be ordered")
     return geometry
@@ -483,5 +501,9 @@ def load_dicom(path: str | os.PathLike, series: str | int | None = None) -> Any:
     if path.is_dir():
         scan = scan_folder(path)
         return _load_series(select_series(scan, series), path)
-    read_header(path)  # a one-line error for a file that is not DICOM, before any pixel work
+    header = read_header(path)  # a one-line error for a file that is not DICOM, before any pixel work
+    if _is_dicomdir(header):  # a DICOMDIR index: read the folder it indexes
+        return load_dicom(path.parent, series)
+    if series is not None:
+        raise SeriesError(f"{path}: series= picks a series in a DICOM folder; this is a single image file")
     return _load_file(path)

@@ -61,7 +61,7 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
     if not path.exists():
         raise FileFormatError(f"{path}: no such file or folder")
     kind = format_of(path)
-    if series is not None and kind != "dicom-folder":
+    if series is not None and kind not in ("dicom-folder", "dicom"):
         raise InputError(f"{path}: series= picks a series in a DICOM folder; this is a single file")
     if volume is not None and kind != "nifti":
         raise InputError(f"{path}: volume= picks a volume of a 4D NIfTI; this is not a NIfTI file")
