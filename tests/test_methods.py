@@ -97,7 +97,11 @@ def test_cam_uses_the_class_row():
 
 def test_registry_lists_every_method_with_what_it_needs():
     names = [m.name for m in volcam.methods()]
-    assert names == ["cam", "gradcam", "gradcam++", "smoothgradcam++", "xgradcam", "hirescam", "layercam"]
+    assert names[:7] == ["cam", "gradcam", "gradcam++", "smoothgradcam++", "xgradcam", "hirescam", "layercam"]
+    assert {"eigencam", "eigengradcam", "kpcacam", "cfcam"} <= set(names)
+    assert not get_method("eigencam").needs_gradients and not get_method("kpcacam").needs_gradients
+    assert get_method("eigengradcam").needs_gradients and get_method("cfcam").needs_gradients
+    assert len(set(names)) == len(names)
     assert not get_method("cam").needs_gradients
     assert get_method("GradCAM").needs_gradients  # case-insensitive
     assert get_method("smoothgradcam++").options["n_samples"] == 8

@@ -15,6 +15,8 @@ import torch
 
 from volcam.errors import MethodError
 from volcam.methods import activation as _act
+from volcam.methods import cfcam as _cf
+from volcam.methods import decomposition as _dec
 from volcam.methods import gradient as _grad
 from volcam.methods.base import LayerCapture
 
@@ -147,6 +149,49 @@ register(
         "1F+1B",
         "positive gradients x activations per position; several layers fused by max",
         fuse=_grad.layercam_fuse,
+    )
+)
+
+register(
+    MethodInfo(
+        "eigencam",
+        lambda c, **_: _dec.eigencam(c.activations),
+        frozenset(),
+        "1F",
+        "first principal component of the activations, sign of the mean activation (class-agnostic)",
+    )
+)
+register(
+    MethodInfo(
+        "eigengradcam",
+        lambda c, **_: _dec.eigengradcam(c.activations, c.gradients),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "first principal component of gradient x activation",
+    )
+)
+register(
+    MethodInfo(
+        "kpcacam",
+        lambda c, kernel, max_positions, seed, gamma, **_: _dec.kpcacam(
+            c.activations, kernel=kernel, max_positions=max_positions, seed=seed, gamma=gamma
+        ),
+        frozenset(),
+        "1F",
+        "first kernel-PCA component of the activations (fitted on a sample of positions when many)",
+        options=MappingProxyType({"kernel": "sigmoid", "max_positions": 4096, "seed": 0, "gamma": None}),
+    )
+)
+register(
+    MethodInfo(
+        "cfcam",
+        lambda c, sigma_mm, range_sigma, **_: _cf.cfcam(
+            c.activations, c.gradients, spacing=c.spacing, sigma_mm=sigma_mm, range_sigma=range_sigma
+        ),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "softmax-weighted channels: strong ones, DBSCAN clusters with smoothed gradients; noise channels dropped",
+        options=MappingProxyType({"sigma_mm": 10.0, "range_sigma": None}),
     )
 )
 
