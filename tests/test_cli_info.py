@@ -78,6 +78,7 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, case: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("volcam: error: ") and str(path) in lines[0]
 
 
+@pytest.mark.slow
 def test_installed_console_script(tmp_path) -> None:
     shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "slice.dcm")
     script = shutil.which("volcam") or pytest.skip("the volcam console script is not installed")

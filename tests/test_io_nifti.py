@@ -21,6 +21,7 @@ def corners(shape) -> np.ndarray:
     return np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1).T
 
 
+@pytest.mark.filterwarnings("ignore:NvImgCodecPydicomReader")  # MONAI probing for a GPU codec
 @pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "reoriented_anat_moved.nii"])
 def test_nifti_equals_monai_loadimage(name: str) -> None:
     from monai.transforms import LoadImage

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from volcam.errors import FileFormatError, InputError
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 __all__ = ["NIFTI_SUFFIXES", "load"]
 
@@ -32,7 +35,7 @@ def format_of(path: Path) -> str:
     return "dicom"
 
 
-def load(path: str | os.PathLike, series: str | int | None = None, *, volume: int | None = None) -> Any:
+def load(path: str | os.PathLike, series: str | int | None = None, *, volume: int | None = None) -> MetaTensor:
     """Read an image file or a DICOM folder as a channel-first MONAI ``MetaTensor``.
 
     Args:
