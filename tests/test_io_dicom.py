@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 import volcam
-from io_fixtures import CT_SMALL_IDENTIFIERS, dicomdir_tests, make_series, pydicom_file
+from io_fixtures import CT_SMALL_IDENTIFIERS, dicomdir_tests, make_series, nibabel_data, pydicom_file
 from volcam.errors import DependencyError, FileFormatError, SeriesError, VolcamWarning
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -274,6 +274,12 @@ def test_folder_without_dicom(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("no images here")
     shutil.copy(pydicom_file("rtplan.dcm"), tmp_path / "plan.dcm")
     with pytest.raises(FileFormatError, match=r"no DICOM image in the folder \(2 file\(s\): 1 no image, 1 not DICOM\)"):
+        volcam.load(tmp_path)
+
+
+def test_folder_of_nifti_files_says_to_give_the_file(tmp_path) -> None:
+    shutil.copy(nibabel_data("anatomical.nii"), tmp_path / "anatomical.nii")
+    with pytest.raises(FileFormatError, match=r"give the file itself \(e\.g\. anatomical\.nii\)"):
         volcam.load(tmp_path)
 
 

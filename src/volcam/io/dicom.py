@@ -166,7 +166,11 @@ def scan_folder(folder: str | os.PathLike) -> Scan:
         by_uid[uid].headers.append((path, ds))
     if not by_uid:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        raise FileFormatError(f"{root}: no DICOM image in the folder ({len(files)} file(s): {counts})")
+        from volcam.io.load import format_of
+
+        others = sorted(p.name for p in files if format_of(p) != "dicom")
+        hint = f"; a folder is read as DICOM, give the file itself (e.g. {others[0]})" if others else ""
+        raise FileFormatError(f"{root}: no DICOM image in the folder ({len(files)} file(s): {counts}){hint}")
     series = sorted(by_uid.values(), key=lambda s: (s.number is None, s.number or 0, s.uid))
     return Scan(root, series, skipped)
 
