@@ -98,6 +98,7 @@ def test_cam_uses_the_class_row():
 def test_registry_lists_every_method_with_what_it_needs():
     names = [m.name for m in volcam.methods()]
     assert names[:7] == ["cam", "gradcam", "gradcam++", "smoothgradcam++", "xgradcam", "hirescam", "layercam"]
+    assert {"scorecam", "ablationcam", "occlusion"} <= set(names)
     assert {"eigencam", "eigengradcam", "kpcacam", "cfcam"} <= set(names)
     assert not get_method("eigencam").needs_gradients and not get_method("kpcacam").needs_gradients
     assert get_method("eigengradcam").needs_gradients and get_method("cfcam").needs_gradients

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ from volcam.layers import LayerRecord, find_linear_head, get_layer, pick_auto_la
 from volcam.methods.base import LayerCapture
 from volcam.methods.registry import MethodInfo, get_method
 from volcam.result import CamResult
+from volcam.runner import ModelRunner
 from volcam.targets import (
     ClassTarget,
     Target,
@@ -95,6 +97,10 @@ class CamEngine:
             there (``model.to(device)``), as the caller asked; inputs always follow.
         labels: class names, so targets can be given as labels and results can name classes.
         fc_layer: the linear layer CAM reads class weights from; ``None`` finds it.
+        spacing: default voxel size of inputs per spatial axis (mm, or s on a time axis), for
+            inputs that do not carry one (a ``MetaTensor`` does).
+        batch_size: rows per model call for perturbation methods; ``None`` sizes it from free memory.
+        progress: show progress bars on methods that run many passes.
         eval_mode: run the model in eval mode (frozen batch-norm statistics, no dropout), as an
             explanation of its predictions should; its modes are restored afterwards.
 
@@ -111,6 +117,9 @@ class CamEngine:
         labels: Sequence[str] | None = None,
         fc_layer: str | None = None,
         eval_mode: bool = True,
+        spacing: Sequence[float] | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
@@ -118,6 +127,10 @@ class CamEngine:
         self.labels = tuple(labels) if labels is not None else None
         self.fc_layer = fc_layer
         self.eval_mode = eval_mode
+        self.spacing = tuple(spacing) if spacing is not None else None
+        self.batch_size = batch_size
+        self.progress = progress
+        self._heads: dict[str, nn.Module | None] = {}
         self.device = torch.device(device) if device is not None else _module_device(model)
         if device is not None and _module_device(model) != self.device:
             model.to(self.device)
@@ -177,7 +190,8 @@ class CamEngine:
 
         handles = [m.register_forward_hook(record(n)) for n, m in self.model.named_modules() if n]
         try:
-            with _frozen(self.model, self.eval_mode), torch.no_grad():
+            # the probe is not the user's forward: state the model keeps must not count it
+            with _frozen(self.model, self.eval_mode), _attributes_kept(self.model), torch.no_grad():
                 try:
                     final = self._meta_forward(x)
                 except Exception as err:
@@ -317,12 +331,14 @@ class CamEngine:
         noise: float = 0.15,
         batch_size: int = 4,
         seed: int = 0,
+        smooth: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Means of ``g``, ``g**2``, ``g**3`` over ``n_samples`` noisy copies of ``x``.
 
         The noise is Gaussian with σ = ``noise`` × the sample's intensity range; copies run
         ``batch_size`` at a time (each a cheap forward as in :meth:`forward`), and the target is
-        the one resolved on the clean input, so every copy explains the same class.
+        the one resolved on the clean input, so every copy explains the same class. ``smooth``
+        filters each copy's gradients (``gradient_sigma_mm``) before the moments are taken.
         """
         if n_samples < 1 or batch_size < 1:
             raise MethodError("n_samples and batch_size must be at least 1")
@@ -352,6 +368,8 @@ class CamEngine:
                 score = copy_target(fwd.output).sum()
             grads = self._backward(fwd, score, retain_graph=False)
             for name, g in grads.items():
+                if smooth is not None:
+                    g = smooth(name, g)
                 g = g.view(m, b, *g.shape[1:])
                 acc = sums[name]
                 acc[0] += g.sum(0)
@@ -380,14 +398,23 @@ class CamEngine:
         x: torch.Tensor,
         method: str = "gradcam",
         target: TargetSpec | Target = None,
+        *,
+        spacing: Sequence[float] | None = None,
+        gradient_sigma_mm: float | Sequence[float] | None = None,
         **options: Any,
     ) -> CamResult:
         """Explain ``x`` with ``method`` for ``target`` (default: each sample's predicted class).
 
         Args:
-            x: ``(B, C, *S)``; a MONAI ``MetaTensor`` gives a map with its affine and metadata.
+            x: ``(B, C, *S)``; a MONAI ``MetaTensor`` gives a map with its affine and metadata,
+                and its spacing is used unless ``spacing`` is given.
             method: a name from :func:`volcam.methods`.
             target: class index or label (one, or one per sample), or any :class:`Target`.
+            spacing: the input's voxel size per spatial axis in mm (seconds on a time axis);
+                by default the ``MetaTensor``'s, the engine's, or 1 per voxel.
+            gradient_sigma_mm: smooth the gradients with a Gaussian of this σ in mm (one value,
+                or one per axis) at the layer's resolution before the method weighs them; for
+                gradient methods only.
             options: the method's options (see ``MethodInfo.options``).
 
         Returns:
@@ -395,35 +422,72 @@ class CamEngine:
         """
         info = get_method(method)
         opts = _method_options(info, options)
+        if gradient_sigma_mm is not None and not info.needs_gradients:
+            raise MethodError(f"{info.name!r} uses no gradients, so gradient_sigma_mm does not apply to it")
         timings: dict[str, float] = {}
         fwd = self.forward(x)
         timings["forward"] = fwd.seconds
         tgt, classes = resolve_target(target, fwd.output.detach(), self.labels)
+        input_spacing = self._input_spacing(x, spacing)
         start = time.perf_counter()
-        inputs: dict[str, dict[str, Any]] = {n: {} for n in fwd.activations}
+        fields: dict[str, dict[str, Any]] = {
+            n: {"spacing": _feature_spacing(input_spacing, x.shape[2:], a.shape[2:]), "input_spacing": input_spacing}
+            for n, a in fwd.activations.items()
+        }
+        smooth = self._gradient_filter(gradient_sigma_mm, fields)
         if "gradients" in info.needs:
             for n, g in self.gradients(x, tgt).items():
-                inputs[n]["gradients"] = g
+                fields[n]["gradients"] = smooth(n, g)
         if "gradient_moments" in info.needs:
-            for n, m in self.gradient_moments(x, tgt, **opts).items():
-                inputs[n]["gradient_moments"] = m
+            moments = self.gradient_moments(
+                x, tgt, smooth=smooth, **_engine_options(opts, "n_samples", "noise", "batch_size", "seed")
+            )
+            for n, m in moments.items():
+                fields[n]["gradient_moments"] = m
         if "class_weights" in info.needs:
             for n, w in self.class_weights(x, classes).items():
-                inputs[n]["class_weights"] = w
+                fields[n]["class_weights"] = w
         timings["backward"] = time.perf_counter() - start
-        captures = [LayerCapture(n, a.detach(), **inputs[n]) for n, a in fwd.activations.items()]
-        return self._finish(x, info, captures, fwd, tgt, classes, timings)
+        if info.needs_runner:
+            runner = self.runner(x, tgt, batch_size=opts.get("batch_size"))
+            for n in fields:
+                fields[n]["runner"] = runner
+        captures = [LayerCapture(n, a.detach(), **fields[n]) for n, a in fwd.activations.items()]
+        if info.input_space:
+            captures = captures[:1]
+        return self._finish(x, info, captures, fwd, tgt, classes, timings, opts)
 
     def explain_classes(
-        self, x: torch.Tensor, method: str = "gradcam", classes: Sequence[int] | None = None
+        self,
+        x: torch.Tensor,
+        method: str = "gradcam",
+        classes: Sequence[int] | None = None,
+        *,
+        spacing: Sequence[float] | None = None,
+        gradient_sigma_mm: float | Sequence[float] | None = None,
+        **options: Any,
     ) -> list[CamResult]:
-        """One :class:`CamResult` per class (all classes by default) from one batched backward."""
+        """One :class:`CamResult` per class (all classes by default).
+
+        For gradient methods the gradients of every class come from one batched backward; other
+        methods run once per class.
+        """
         info = get_method(method)
-        if "gradient_moments" in info.needs:
-            raise MethodError(f"{method!r} runs extra forwards per class; call explain() once per class")
         fwd = self.forward(x)
         out = fwd.output.detach()
         classes = list(range(num_classes(out))) if classes is None else list(classes)
+        if info.needs != frozenset({"gradients"}) and info.needs != frozenset({"class_weights"}):
+            return [
+                self.explain(x, method, c, spacing=spacing, gradient_sigma_mm=gradient_sigma_mm, **options)
+                for c in classes
+            ]
+        opts = _method_options(info, options)
+        input_spacing = self._input_spacing(x, spacing)
+        base = {
+            n: {"spacing": _feature_spacing(input_spacing, x.shape[2:], a.shape[2:]), "input_spacing": input_spacing}
+            for n, a in fwd.activations.items()
+        }
+        smooth = self._gradient_filter(gradient_sigma_mm, base)
         timings: dict[str, float] = {"forward": fwd.seconds}
         start = time.perf_counter()
         grads = self.class_gradients(x, classes) if "gradients" in info.needs else None
@@ -436,13 +500,104 @@ class CamEngine:
                 LayerCapture(
                     n,
                     a.detach(),
-                    gradients=grads[n][i] if grads is not None else None,
+                    gradients=smooth(n, grads[n][i]) if grads is not None else None,
                     class_weights=weights.get(n),
+                    **base[n],
                 )
                 for n, a in fwd.activations.items()
             ]
-            results.append(self._finish(x, info, captures, fwd, tgt, cls, dict(timings)))
+            results.append(self._finish(x, info, captures, fwd, tgt, cls, dict(timings), opts))
         return results
+
+    def runner(self, x: torch.Tensor, target: TargetSpec | Target = None, batch_size: int | None = None) -> ModelRunner:
+        """A :class:`ModelRunner` for perturbation methods on ``x`` (uses the cached forward)."""
+        fwd = self.forward(x)
+        tgt, _ = resolve_target(target, fwd.output.detach(), self.labels)
+        xp = self._prepare(x)
+        layer = next(iter(fwd.activations))
+        with torch.no_grad():
+            base = tgt(fwd.output.detach())
+
+        def run_inputs(batch: torch.Tensor) -> torch.Tensor:
+            with _frozen(self.model, self.eval_mode), torch.no_grad():
+                return _first_tensor(self.model(batch))
+
+        def run_activations(acts: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+            head = self._head(layer, fwd)  # traced on first use only: Score-CAM never needs it
+            runner.head_only = head is not None
+            acts = acts.clone()  # in-place ops after the layer (ReLU) must not write into the caller's rows
+            with _frozen(self.model, self.eval_mode), torch.no_grad():
+                if head is not None:
+                    return _first_tensor(head(acts))
+                return self._forward_replacing(xp[sample], layer, acts)
+
+        runner = ModelRunner(
+            target=tgt,
+            inputs=xp,
+            base_scores=base,
+            batch_size=batch_size or self.batch_size or self._auto_batch_size(xp),
+            run_inputs=run_inputs,
+            run_activations=run_activations,
+            show_progress=self.progress,
+        )
+        return runner
+
+    def _head(self, layer: str, fwd: ForwardPass) -> nn.Module | None:
+        """The layers after ``layer`` as a module (checked on the cached forward), or ``None``."""
+        if layer not in self._heads:
+            from volcam.head import check_head, extract_head
+
+            with _frozen(self.model, self.eval_mode), _attributes_kept(self.model):
+                head = extract_head(self.model, layer)
+                if head is not None and not check_head(head, fwd.activations[layer].detach(), fwd.output.detach()):
+                    head = None
+            if head is None:
+                logger.info("layer %r: no head-only pass possible; perturbations run the whole model", layer)
+            self._heads[layer] = head
+        return self._heads[layer]
+
+    def _forward_replacing(self, x: torch.Tensor, layer: str, activations: torch.Tensor) -> torch.Tensor:
+        """The model's output when ``layer`` outputs ``activations`` instead (a full forward)."""
+        handle = get_layer(self.model, layer).register_forward_hook(lambda _m, _i, _o: activations)
+        try:
+            return _first_tensor(self.model(x))
+        finally:
+            handle.remove()
+
+    def _auto_batch_size(self, x: torch.Tensor, budget: float = 0.25, cap: int = 64) -> int:
+        """Rows per model call so a batch's activations fit in ``budget`` of the free memory.
+
+        A forward's peak is a few times its largest layer output; the shapes come from the
+        meta-device probe, the free memory from CUDA or the operating system.
+        """
+        records = self._record_layer_outputs(x[:1])
+        largest = max((math.prod(r.shape) for r in records), default=x[:1].numel())
+        per_row = 4 * largest * x.element_size() + x[:1].numel() * x.element_size()
+        return int(max(1, min(cap, budget * _free_memory(x.device) // per_row)))
+
+    def _input_spacing(self, x: torch.Tensor, spacing: Sequence[float] | None) -> tuple[float, ...]:
+        dims = x.ndim - 2
+        if spacing is None:
+            spacing = _metatensor_spacing(x, dims) or self.spacing
+        if spacing is None:
+            return (1.0,) * dims
+        spacing = tuple(float(s) for s in (spacing if isinstance(spacing, Sequence) else [spacing] * dims))
+        if len(spacing) != dims or any(s <= 0 for s in spacing):
+            raise InputError(f"spacing {spacing} does not give a positive size for each of the {dims} spatial axes")
+        return spacing
+
+    def _gradient_filter(self, sigma_mm: float | Sequence[float] | None, fields: Mapping[str, Mapping[str, Any]]):
+        """``(layer, gradients) -> gradients`` smoothed at that layer's spacing (identity if no σ)."""
+        if sigma_mm is None:
+            return lambda _name, g: g
+        from volcam.filters import gaussian_filter_mm
+
+        def smooth(name: str, g: torch.Tensor) -> torch.Tensor:
+            flat = g.reshape(-1, *g.shape[-len(fields[name]["spacing"]) - 1 :])  # batched class grads too
+            out = gaussian_filter_mm(flat, sigma_mm, fields[name]["spacing"])
+            return out.reshape(g.shape)
+
+        return smooth
 
     def _finish(
         self,
@@ -453,6 +608,7 @@ class CamEngine:
         tgt: Target,
         classes: torch.Tensor,
         timings: dict[str, float],
+        opts: Mapping[str, Any],
     ) -> CamResult:
         start = time.perf_counter()
         with torch.no_grad():
@@ -500,6 +656,42 @@ class CamEngine:
         return x.detach().to(device=self.device, dtype=dtype)
 
 
+def _engine_options(opts: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    return {n: opts[n] for n in names if n in opts and opts[n] is not None}
+
+
+def _feature_spacing(spacing: Sequence[float], size: Sequence[int], feature_size: Sequence[int]) -> tuple[float, ...]:
+    """A layer's voxel size: the input's times the layer's stride per axis."""
+    return tuple(float(sp) * s / f for sp, s, f in zip(spacing, size, feature_size, strict=True))
+
+
+def _metatensor_spacing(x: torch.Tensor, dims: int) -> tuple[float, ...] | None:
+    """Voxel size from a ``MetaTensor``'s affine (column norms of its linear part), if it is one."""
+    monai_data = sys.modules.get("monai.data")
+    if monai_data is None or not isinstance(x, monai_data.MetaTensor):
+        return None
+    affine = torch.as_tensor(x.affine, dtype=torch.float64)
+    if affine.ndim == 3:
+        affine = affine[0]
+    if affine.shape[0] < dims + 1:
+        return None
+    return tuple(float(v) for v in affine[:dims, :dims].norm(dim=0))
+
+
+def _free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` (CUDA's free memory, else the OS's available memory)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3  # no way to ask: assume a modest machine
+
+
 def _method_options(info: MethodInfo, options: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(options) - set(info.options)
     if unknown:
@@ -524,6 +716,23 @@ def _frozen(model: nn.Module, eval_mode: bool) -> Iterator[None]:
             m.training = training
         for p, flag in grads:
             p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Undo attribute assignments a model's ``forward`` makes while volcam probes or traces it.
+
+    Tracing (and the meta-device shape probe) runs ``forward`` with stand-in values; a model that
+    keeps state (a call counter, a cached shape) would be left holding them. Each module's
+    attribute dictionary is restored.
+    """
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, attributes in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attributes)
 
 
 def _first_tensor(output: Any) -> torch.Tensor:

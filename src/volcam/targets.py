@@ -39,6 +39,7 @@ __all__ = [
     "predicted_classes",
     "probabilities",
     "resolve_target",
+    "target_rows",
 ]
 
 
@@ -154,10 +155,13 @@ class RegionTarget:
     Args:
         class_index: the output channel.
         mask: ``(*S)``, ``(B, *S)`` or ``(B, 1, *S)``, boolean or weights, on the output grid.
+        rows: for a batch of perturbed copies, the sample each row belongs to (set by
+            :func:`target_rows`); ``None`` when rows are the samples themselves.
     """
 
     class_index: int
     mask: torch.Tensor
+    rows: torch.Tensor | None = None
 
     def class_indices(self, output: torch.Tensor) -> torch.Tensor:
         return torch.full((output.shape[0],), self.class_index, dtype=torch.long, device=output.device)
@@ -176,6 +180,8 @@ class RegionTarget:
                 f"the region mask has shape {tuple(mask.shape)}; the output's spatial shape is {tuple(spatial)}"
             )
         mask = mask.reshape(-1, *spatial).to(output.dtype)
+        if self.rows is not None and mask.shape[0] > 1:
+            mask = mask[self.rows.to(mask.device)]
         return (output[:, self.class_index] * mask).flatten(1).sum(dim=1)
 
 
@@ -216,3 +222,19 @@ def _label_index(name: str | int, labels: Sequence[str] | None) -> int:
     if name not in labels:
         raise TargetError(f"unknown class label {name!r}; the model's labels are {', '.join(map(repr, labels))}")
     return list(labels).index(name)
+
+
+def target_rows(target: Target, sample: torch.Tensor) -> Target:
+    """The target for a batch whose row ``i`` is a perturbed copy of sample ``sample[i]``.
+
+    Perturbation methods score many copies of each sample at once; each copy must be scored for
+    its own sample's class (or region).
+    """
+    if isinstance(target, (ClassTarget, ClassProbability)):
+        classes = torch.as_tensor(target.classes, dtype=torch.long).flatten()
+        if classes.numel() > 1:
+            classes = classes.to(sample.device)[sample]
+        return type(target)(classes)
+    if isinstance(target, RegionTarget):
+        return RegionTarget(target.class_index, target.mask, rows=sample)
+    return target  # a custom target sees the copies as its batch

@@ -8,8 +8,12 @@ map at the layer's resolution, ``(B, 1, *s)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from volcam.runner import ModelRunner
 
 __all__ = ["LayerCapture", "channel_weighted_sum", "spatial_dims"]
 
@@ -28,6 +32,9 @@ class LayerCapture:
         spacing: the feature map's voxel size per spatial axis, in mm (seconds on a time axis):
             the input's spacing times the layer's stride. Always filled (1.0 per input voxel when
             the input carries no spacing), so filters can take widths in mm.
+        input_spacing: the input's voxel size per spatial axis, same units.
+        runner: batched gradient-free model calls, for perturbation methods
+            (:class:`volcam.runner.ModelRunner`; it holds the input too).
     """
 
     layer: str
@@ -36,6 +43,8 @@ class LayerCapture:
     class_weights: torch.Tensor | None = None
     gradient_moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     spacing: tuple[float, ...] | None = None
+    input_spacing: tuple[float, ...] | None = None
+    runner: ModelRunner | None = None
 
 
 def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:

@@ -18,11 +18,11 @@ from volcam.methods import activation as _act
 from volcam.methods import cfcam as _cf
 from volcam.methods import decomposition as _dec
 from volcam.methods import gradient as _grad
-from volcam.methods.base import LayerCapture
+from volcam.methods import perturbation as _pert
 
 __all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register"]
 
-NEEDS = frozenset({"gradients", "class_weights", "gradient_moments"})
+NEEDS = frozenset({"gradients", "class_weights", "gradient_moments", "runner"})
 """What a method may ask the engine for; see :class:`volcam.methods.base.LayerCapture`."""
 
 
@@ -40,6 +40,8 @@ class MethodInfo:
         options: options the engine takes for this method, with their defaults.
         fuse: how maps of several target layers combine, ``list[(B, 1, *S)] -> (B, 1, *S)``;
             by default the mean of the per-layer normalised maps.
+        input_space: the method works on the input grid, not on a layer (occlusion): it runs
+            once, whatever the target layers.
     """
 
     name: str
@@ -49,10 +51,15 @@ class MethodInfo:
     summary: str
     options: Mapping[str, object] = field(default_factory=dict)
     fuse: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = field(default=None, repr=False)
+    input_space: bool = False
 
     @property
     def needs_gradients(self) -> bool:
         return bool(self.needs & {"gradients", "gradient_moments"})
+
+    @property
+    def needs_runner(self) -> bool:
+        return "runner" in self.needs
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -149,6 +156,48 @@ register(
         "1F+1B",
         "positive gradients x activations per position; several layers fused by max",
         fuse=_grad.layercam_fuse,
+    )
+)
+register(
+    MethodInfo(
+        "scorecam",
+        lambda c, weights, **_: _pert.scorecam(c.activations, c.runner, weights=weights),
+        frozenset({"runner"}),
+        "K+1 F",
+        "channels weighted by the class score of the input each one masks (no gradients)",
+        options=MappingProxyType({"weights": "probability", "batch_size": None}),
+    )
+)
+register(
+    MethodInfo(
+        "ablationcam",
+        lambda c, **_: _pert.ablationcam(c.activations, c.runner),
+        frozenset({"runner"}),
+        "1F + K head passes",
+        "channels weighted by the score lost when each is zeroed (head-only passes when possible)",
+        options=MappingProxyType({"batch_size": None}),
+    )
+)
+register(
+    MethodInfo(
+        "occlusion",
+        lambda c, patch_mm, stride_mm, baseline, roi, max_forwards, **_: _pert.occlusion(
+            c.runner, c.input_spacing, patch_mm, stride_mm, baseline, roi, max_forwards
+        ),
+        frozenset({"runner"}),
+        "1F per patch",
+        "mean score drop when a sliding patch (size and stride in mm) hides each voxel",
+        options=MappingProxyType(
+            {
+                "patch_mm": None,
+                "stride_mm": None,
+                "baseline": "mean",
+                "roi": None,
+                "max_forwards": 128,
+                "batch_size": None,
+            }
+        ),
+        input_space=True,
     )
 )
 

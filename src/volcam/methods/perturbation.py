@@ -1,0 +1,213 @@
+"""Perturbation methods: Score-CAM, Ablation-CAM and occlusion sensitivity.
+
+Each is a function of tensors and a :class:`~volcam.runner.ModelRunner`, which runs the model on
+batches of perturbed copies without gradients. They cost many passes, so each reports progress
+through the runner and skips work that cannot change the answer (constant channels in Score-CAM).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from volcam.errors import MethodError
+from volcam.geometry import upsample
+from volcam.methods.base import channel_weighted_sum
+from volcam.runner import ModelRunner
+
+__all__ = ["ablationcam", "occlusion", "occlusion_patches", "scorecam"]
+
+
+def scorecam(activations: torch.Tensor, runner: ModelRunner, weights: str = "probability") -> torch.Tensor:
+    """Score-CAM (Wang et al., CVPR-W 2020): channels weighted by the score of the input they mask.
+
+    ``H_k = minmax(upsample(A_k))`` masks the input; ``M = ReLU(sum_k s_k A_k)`` with
+
+    * ``weights="probability"``: ``s_k`` the class probability of ``x * H_k`` (METHODS.md, as
+      pytorch-grad-cam computes it);
+    * ``weights="increase"``: ``s = softmax_k(y_c(x * H_k) - y_c(x))``, the paper's increase in
+      confidence normalised over channels (as TorchCAM computes it).
+
+    Constant channels mask nothing useful and are skipped (weight 0), which saves their forwards.
+
+    Args:
+        activations: ``(B, K, *s)``.
+        runner: scores the masked inputs, ``runner.batch_size`` at a time.
+
+    Returns:
+        ``(B, 1, *s)``.
+    """
+    if weights not in ("probability", "increase"):
+        raise MethodError(f"Score-CAM weights must be 'probability' or 'increase', not {weights!r}")
+    b, k = activations.shape[:2]
+    size = runner.inputs.shape[2:]
+    flat = activations.flatten(2)
+    varying = flat.amax(2) > flat.amin(2)  # (B, K)
+    scores = torch.zeros(b, k, dtype=activations.dtype, device=activations.device)
+    if weights == "increase":
+        scores.fill_(-math.inf)  # constant channels get weight 0 after the softmax
+    with runner.progress(int(varying.sum()), "Score-CAM masked forwards") as bar:
+        for i in range(b):
+            channels = varying[i].nonzero()[:, 0]
+            for chunk in channels.split(runner.batch_size):
+                masks = upsample(activations[i, chunk][:, None].float(), size)  # (m, 1, *S)
+                low = masks.flatten(1).amin(1).view(-1, *[1] * (masks.ndim - 1))
+                high = masks.flatten(1).amax(1).view(-1, *[1] * (masks.ndim - 1))
+                masks = (masks - low) / torch.where(high > low, high - low, torch.ones_like(high))
+                sample = torch.full((len(chunk),), i, dtype=torch.long, device=masks.device)
+                masked = runner.inputs[i : i + 1] * masks
+                s = runner.input_scores(masked, sample, probability=weights == "probability")
+                scores[i, chunk] = s.to(scores.dtype) - (runner.base_scores[i] if weights == "increase" else 0)
+                bar.update(len(chunk))
+    if weights == "increase":
+        scores = torch.softmax(scores, dim=1).nan_to_num(0.0)  # all channels constant: all weights 0
+    return F.relu(channel_weighted_sum(scores, activations))
+
+
+def ablationcam(activations: torch.Tensor, runner: ModelRunner) -> torch.Tensor:
+    """Ablation-CAM (Desai & Ramaswamy, WACV 2020): ``w_k = (y_c - y_c[A_k := 0]) / y_c``.
+
+    Each channel is zeroed in its own row of a batch of copies of ``A``; the runner sends them
+    through the head alone when the model can be cut at the layer (K cheap passes), otherwise
+    through the whole model with the layer's output replaced (K full forwards).
+
+    Returns:
+        ``ReLU(sum_k w_k A_k)``, ``(B, 1, *s)``.
+    """
+    b, k = activations.shape[:2]
+    weights = torch.zeros(b, k, dtype=activations.dtype, device=activations.device)
+    eye = torch.eye(k, dtype=torch.bool, device=activations.device)
+    with runner.progress(b * k, "Ablation-CAM passes") as bar:
+        for i in range(b):
+            base = runner.base_scores[i]
+            for chunk in torch.arange(k, device=activations.device).split(runner.batch_size):
+                ablated = activations[i : i + 1].repeat(len(chunk), *[1] * (activations.ndim - 1))
+                ablated[eye[chunk]] = 0  # row j zeroes channel chunk[j]
+                sample = torch.full((len(chunk),), i, dtype=torch.long, device=activations.device)
+                scores = runner.activation_scores(ablated, sample)
+                weights[i, chunk] = ((base - scores) / torch.where(base != 0, base, torch.ones_like(base))).to(
+                    weights.dtype
+                )
+                bar.update(len(chunk))
+    return F.relu(channel_weighted_sum(weights, activations))
+
+
+def occlusion_patches(
+    size: Sequence[int],
+    spacing: Sequence[float],
+    patch_mm: float | Sequence[float] | None = None,
+    stride_mm: float | Sequence[float] | None = None,
+    max_forwards: int = 128,
+) -> tuple[list[torch.Tensor], tuple[int, ...]]:
+    """Start positions per axis and the patch size in voxels for a sliding-window occlusion.
+
+    Widths are in mm (seconds on a time axis) and converted with ``spacing``. Windows start every
+    ``stride`` voxels, and the last one is moved back to end at the border, so every voxel is
+    covered (as MONAI's sliding windows are). With no ``patch_mm`` the grid is chosen so the whole
+    volume takes about ``max_forwards`` forwards: ``n`` windows per axis of twice the stride, each
+    voxel covered by one or two windows per axis. That keeps the default to minutes on a CPU.
+
+    Returns:
+        ``(starts, patch)``: one tensor of start indices per axis, and the patch size in voxels.
+    """
+    dims = len(size)
+    if patch_mm is None:
+        n = max(1, math.floor(max_forwards ** (1 / dims) + 1e-9))
+        patch = tuple(max(1, math.ceil(2 * s / (n + 1))) for s in size)
+        stride = tuple(max(1, math.ceil((s - p) / (n - 1))) if n > 1 else s for s, p in zip(size, patch, strict=True))
+    else:
+        pm = _per_axis(patch_mm, dims)
+        sm = _per_axis(stride_mm if stride_mm is not None else [p / 2 for p in pm], dims)
+        patch = tuple(min(s, max(1, round(p / sp))) for p, sp, s in zip(pm, spacing, size, strict=True))
+        stride = tuple(max(1, round(st / sp)) for st, sp in zip(sm, spacing, strict=True))
+    starts = []
+    for s, p, st in zip(size, patch, stride, strict=True):
+        pos = list(range(0, max(s - p, 0) + 1, st))
+        if pos[-1] != s - p:
+            pos.append(s - p)  # the last window ends at the border
+        starts.append(torch.tensor(pos))
+    return starts, patch
+
+
+def occlusion(
+    runner: ModelRunner,
+    spacing: Sequence[float],
+    patch_mm: float | Sequence[float] | None = None,
+    stride_mm: float | Sequence[float] | None = None,
+    baseline: str | float = "mean",
+    roi: torch.Tensor | None = None,
+    max_forwards: int = 128,
+) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus, 2014) on the input grid, batched.
+
+    A patch (size and stride in mm) filled with ``baseline`` slides over the input; each voxel
+    gets the mean drop of the target score ``y_c(x) - y_c(x occluded)`` over the patches covering
+    it (0 outside every patch). ``roi``, a boolean ``(*S)`` mask, keeps only the patches that touch
+    it: a lesion's neighbourhood in seconds instead of the whole volume.
+
+    Args:
+        runner: scores the occluded inputs.
+        spacing: input voxel size per axis (mm, or s on a time axis).
+        baseline: ``"mean"`` (the sample's mean intensity), ``"zero"``, or a number.
+
+    Returns:
+        ``(B, 1, *S)`` mean drop per voxel (positive where hiding the voxel lowers the score).
+    """
+    x = runner.inputs
+    b, size = x.shape[0], tuple(x.shape[2:])
+    starts, patch = occlusion_patches(size, spacing, patch_mm, stride_mm, max_forwards)
+    grids = torch.meshgrid(*starts, indexing="ij")
+    corners = torch.stack([g.flatten() for g in grids], dim=1)  # (P, dims)
+    if roi is not None:
+        roi = torch.as_tensor(roi, dtype=torch.bool, device=x.device).reshape(size)
+        keep = [
+            bool(roi[tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch, strict=True))].any())
+            for corner in corners
+        ]
+        corners = corners[torch.tensor(keep, dtype=torch.bool)]
+        if len(corners) == 0:
+            raise MethodError("the occlusion region of interest is empty")
+    fill = _baseline(x, baseline)
+    total = torch.zeros(b, 1, *size, dtype=torch.float32, device=x.device)
+    count = torch.zeros(1, 1, *size, dtype=torch.float32, device=x.device)
+    for corner in corners:
+        count[(..., *_box(corner, patch))] += 1
+    with runner.progress(b * len(corners), "occlusion forwards") as bar:
+        for i in range(b):
+            for chunk in corners.split(runner.batch_size):
+                batch = x[i : i + 1].repeat(len(chunk), *[1] * (x.ndim - 1))
+                for j, corner in enumerate(chunk):
+                    batch[(j, slice(None), *_box(corner, patch))] = fill[i]
+                sample = torch.full((len(chunk),), i, dtype=torch.long, device=x.device)
+                drops = runner.base_scores[i] - runner.input_scores(batch, sample)
+                for j, corner in enumerate(chunk):
+                    total[(i, 0, *_box(corner, patch))] += drops[j].float()
+                bar.update(len(chunk))
+    return total / count.clamp_min(1)
+
+
+def _box(corner: torch.Tensor, patch: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch, strict=True))
+
+
+def _baseline(x: torch.Tensor, baseline: str | float) -> torch.Tensor:
+    """``(B,)`` fill values: the sample mean, zero, or a constant."""
+    if baseline == "mean":
+        return x.flatten(1).mean(1)
+    if baseline == "zero":
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    if isinstance(baseline, (int, float)):
+        return torch.full((x.shape[0],), float(baseline), dtype=x.dtype, device=x.device)
+    raise MethodError(f"occlusion baseline must be 'mean', 'zero' or a number, not {baseline!r}")
+
+
+def _per_axis(value: float | Sequence[float], dims: int) -> tuple[float, ...]:
+    if isinstance(value, (int, float)):
+        return (float(value),) * dims
+    value = tuple(float(v) for v in value)
+    if len(value) != dims:
+        raise MethodError(f"{len(value)} values were given for {dims} spatial axes")
+    return value
