@@ -157,7 +157,8 @@ def test_missing_decoder_names_the_package_to_install(monkeypatch) -> None:
 
     # As if no JPEG-LS plugin were installed: the decoder reports no available plugin.
     monkeypatch.setattr(get_decoder(JPEGLSLossless), "_available", {})
-    with pytest.raises(DependencyError, match=r"JPEG-LS.*pip install 'volcam\[codecs\]'") as caught:
+    hint = r"pip install pylibjpeg pylibjpeg-libjpeg \(or pip install 'volcam\[codecs\]'\)"
+    with pytest.raises(DependencyError, match=r"JPEG-LS.*" + hint) as caught:
         volcam.load(pydicom_file("MR_small_jpeg_ls_lossless.dcm"))
     assert "\n" not in str(caught.value)
 

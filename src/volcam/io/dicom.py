@@ -48,7 +48,6 @@ logger = logging.getLogger("volcam.io")
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _CLIP_MODALITIES = {"US", "IVUS", "XA", "RF", "ES"}
 _COLOR = {"RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"}
-_CODEC_HINT = "pip install 'volcam[codecs]' (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle)"
 
 
 @contextlib.contextmanager
@@ -260,6 +259,19 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     return None
 
 
+def _codec_hint(syntax_name: str) -> str:
+    """The packages that decode a transfer syntax, as a pip command."""
+    if "2000" in syntax_name:
+        packages = "pylibjpeg pylibjpeg-openjpeg"
+    elif "JPEG" in syntax_name:
+        packages = "pylibjpeg pylibjpeg-libjpeg"
+    elif "RLE" in syntax_name:
+        packages = "pylibjpeg pylibjpeg-rle"
+    else:
+        packages = "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle"
+    return f"pip install {packages} (or pip install 'volcam[codecs]')"
+
+
 def _check_decoder(ds: Dataset, path: Path) -> None:
     """A one-line error naming what to install when the pixel data is compressed and no decoder is."""
     syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
@@ -273,7 +285,8 @@ def _check_decoder(ds: Dataset, path: Path) -> None:
         raise DependencyError(f"{path}: pixel data is {syntax.name}, which no installed decoder reads") from None
     if not decoder.is_available:
         raise DependencyError(
-            f"{path}: pixel data is compressed as {syntax.name} and no decoder is installed: {_CODEC_HINT}"
+            f"{path}: pixel data is compressed as {syntax.name} and no decoder is installed: "
+            + _codec_hint(syntax.name)
         )
 
 
@@ -491,6 +504,8 @@ def _load_file(path: Path) -> Any:
         return _load_clip(path, ds, array)
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return _load_multiframe(path, ds, array)
+    if "PerFrameFunctionalGroupsSequence" in ds:  # an enhanced CT/MR of one frame
+        return _load_multiframe(path, ds, array[None])
     geometry = series_geometry([(path, ds)])
     if geometry.fatal:
         raise SeriesError(f"{path}: {'; '.join(geometry.fatal)}")
