@@ -6,11 +6,13 @@ The public API::
     result = volcam.explain(model, x, method="gradcam")   # x: (B, C, *S)
     result.map                                            # (B, 1, *S) in [0, 1]
     volcam.methods()                                      # names and what each needs
+    volcam.explain_clip(frame_model, clip)                # (C, T, H, W) through a 2D model
 
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
 
 from volcam.api import explain, methods
+from volcam.clip import ClipResult, explain_clip
 from volcam.engine import CamEngine, ForwardPass
 from volcam.errors import (
     DependencyError,
@@ -36,6 +38,7 @@ __all__ = [
     "CamResult",
     "ClassProbability",
     "ClassTarget",
+    "ClipResult",
     "DependencyError",
     "FileFormatError",
     "ForwardPass",
@@ -51,6 +54,7 @@ __all__ = [
     "VolcamWarning",
     "__version__",
     "explain",
+    "explain_clip",
     "layer_names",
     "load",
     "methods",

@@ -401,6 +401,7 @@ class CamEngine:
         *,
         spacing: Sequence[float] | None = None,
         gradient_sigma_mm: float | Sequence[float] | None = None,
+        normalize: bool = True,
         **options: Any,
     ) -> CamResult:
         """Explain ``x`` with ``method`` for ``target`` (default: each sample's predicted class).
@@ -415,10 +416,13 @@ class CamEngine:
             gradient_sigma_mm: smooth the gradients with a Gaussian of this σ in mm (one value,
                 or one per axis) at the layer's resolution before the method weighs them; for
                 gradient methods only.
+            normalize: min-max scale each sample's map to [0, 1]. ``False`` keeps the method's
+                own scale on the input grid, for callers who normalise over a larger set (all
+                frames of a clip, a cohort).
             options: the method's options (see ``MethodInfo.options``).
 
         Returns:
-            a :class:`CamResult` whose ``map`` is ``(B, 1, *S)`` in [0, 1].
+            a :class:`CamResult` whose ``map`` is ``(B, 1, *S)``, in [0, 1] when normalised.
         """
         info = get_method(method)
         opts = _method_options(info, options)
@@ -455,7 +459,7 @@ class CamEngine:
         captures = [LayerCapture(n, a.detach(), **fields[n]) for n, a in fwd.activations.items()]
         if info.input_space:
             captures = captures[:1]
-        return self._finish(x, info, captures, fwd, tgt, classes, timings, opts)
+        return self._finish(x, info, captures, fwd, tgt, classes, timings, opts, normalize)
 
     def explain_classes(
         self,
@@ -609,6 +613,7 @@ class CamEngine:
         classes: torch.Tensor,
         timings: dict[str, float],
         opts: Mapping[str, Any],
+        scale: bool = True,
     ) -> CamResult:
         start = time.perf_counter()
         with torch.no_grad():
@@ -617,11 +622,12 @@ class CamEngine:
             start = time.perf_counter()
             size = x.shape[2:]
             if len(raw) == 1:
-                cam = normalize(upsample(raw[0].float(), size))
+                cam = upsample(raw[0].float(), size)
             else:
                 maps = [upsample(r.float(), size) for r in raw]
-                fused = info.fuse(maps) if info.fuse is not None else torch.stack([normalize(m) for m in maps]).mean(0)
-                cam = normalize(fused)
+                cam = info.fuse(maps) if info.fuse is not None else torch.stack([normalize(m) for m in maps]).mean(0)
+            if scale:
+                cam = normalize(cam)
             timings["upsample"] = time.perf_counter() - start
             output = fwd.output.detach()
             scores = tgt(output).detach()

@@ -1,0 +1,162 @@
+"""Explaining a clip with a frame-based 2D model (POCOVID-style lung ultrasound classifiers).
+
+A spatio-temporal model (3D convolutions over T, H, W) takes a clip as a volume and needs nothing
+here: ``volcam.explain(model, clip[None])``. A frame-based model sees one frame at a time: the
+frames go through it as a batch, chunk by chunk to bound memory, the clip's class is the one with
+the highest mean frame probability, and the frame maps stack back along T, normalised over the
+whole clip so a weak frame stays weak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from volcam.engine import CamEngine, LayerSpec
+from volcam.errors import InputError
+from volcam.geometry import like_input, normalize
+from volcam.targets import Target, TargetSpec, probabilities
+
+__all__ = ["ClipResult", "explain_clip"]
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    """One explanation of a clip.
+
+    Attributes:
+        map: ``(1, T, H, W)`` in [0, 1] over the whole clip, laid out like the clip
+            ``(C, T, H, W)``; a ``MetaTensor`` with the clip's affine when the clip was one.
+        method: the method's registry name.
+        layers: the target layer(s).
+        target_class: the class explained (-1 for a custom target).
+        labels: the class names, when known.
+        frame_probabilities: ``(T, num_classes)``, each frame's class probabilities: the curve
+            that shows when in the clip the evidence appears.
+        probabilities: ``(num_classes,)``, the clip's: the mean over frames.
+        frame_scores: ``(T,)`` the target score per frame.
+        timings: wall seconds of the passes.
+    """
+
+    map: torch.Tensor
+    method: str
+    layers: tuple[str, ...]
+    target_class: int
+    frame_probabilities: torch.Tensor
+    probabilities: torch.Tensor
+    frame_scores: torch.Tensor
+    labels: tuple[str, ...] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> int:
+        """The clip's predicted class: argmax of the mean frame probability."""
+        return int(self.probabilities.argmax())
+
+
+def explain_clip(
+    model: nn.Module,
+    clip: torch.Tensor,
+    method: str = "gradcam",
+    target: TargetSpec | Target = None,
+    layer: LayerSpec = "auto",
+    *,
+    chunk_size: int = 16,
+    frame_interval: float | None = None,
+    temporal_sigma_s: float | None = None,
+    min_frame_probability: float | None = None,
+    device: str | torch.device | None = None,
+    labels: Sequence[str] | None = None,
+    **options: Any,
+) -> ClipResult:
+    """Explain a clip ``(C, T, H, W)`` (or ``(1, C, T, H, W)``) with a frame-based 2D model.
+
+    Args:
+        model: takes frames ``(N, C, H, W)``.
+        clip: channel-first clip; a ``MetaTensor`` from :func:`volcam.load` carries its frame
+            interval and pixel spacing.
+        method: any method of :func:`volcam.methods`.
+        target: a class index or label for the whole clip, or a :class:`Target`; ``None``
+            explains the clip's class (highest mean frame probability), which costs one
+            gradient-free pass over the frames first.
+        layer: the frame model's target layer(s).
+        chunk_size: frames per batch.
+        frame_interval: seconds between frames (default: the clip's metadata, else 1 s).
+        temporal_sigma_s: smooth the maps along T with a Gaussian of this σ in seconds.
+        min_frame_probability: frames whose probability for the explained class is below this
+            get an empty map, so only frames confident for the class light up.
+        options: passed to :meth:`CamEngine.explain` (method options, ``gradient_sigma_mm``...).
+
+    Example::
+
+        >>> frames_model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(),
+        ...                                    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        ...                                    torch.nn.Linear(8, 3))
+        >>> result = explain_clip(frames_model, torch.rand(3, 20, 64, 64), temporal_sigma_s=0.5)
+        >>> result.map.shape, result.frame_probabilities.shape
+        (torch.Size([1, 20, 64, 64]), torch.Size([20, 3]))
+    """
+    original = clip
+    if clip.ndim == 5 and clip.shape[0] == 1:
+        clip = clip[0]
+    if clip.ndim != 4:
+        raise InputError(f"a clip must be (C, T, H, W) or (1, C, T, H, W); got shape {tuple(clip.shape)}")
+    if chunk_size < 1:
+        raise InputError("chunk_size must be at least 1")
+    meta = getattr(original, "meta", {}) or {}
+    interval = float(frame_interval or meta.get("frame_interval") or 1.0)
+    pixel_spacing = _frame_spacing(meta)
+    plain = clip.as_tensor() if hasattr(clip, "as_tensor") else clip
+    frames = plain.permute(1, 0, 2, 3)  # frames as a batch: (T, C, H, W)
+    chunks = frames.split(chunk_size)
+    timings: dict[str, float] = {}
+    with CamEngine(model, layer, device=device, labels=labels) as engine:
+        outputs = None
+        if target is None:  # the clip's class needs every frame's probabilities first
+            outputs = torch.cat([engine.forward(chunk).output.detach() for chunk in chunks])
+            clip_probs = probabilities(outputs).mean(0)
+            target = int(clip_probs.argmax())
+        maps, scores, outs = [], [], []
+        for chunk in chunks:
+            result = engine.explain(chunk, method, target, spacing=pixel_spacing, normalize=False, **options)
+            maps.append(result.map.detach())
+            scores.append(result.scores)
+            outs.append(result.output)
+            for step, seconds in result.timings.items():
+                timings[step] = timings.get(step, 0.0) + seconds
+        layers = result.layers
+        target_class = int(result.classes[0])
+    outputs = torch.cat(outs)
+    frame_probs = probabilities(outputs)
+    cam = torch.cat(maps)[:, 0][None, None]  # (1, 1, T, H, W)
+    if temporal_sigma_s:
+        from volcam.filters import gaussian_filter_mm
+
+        cam = gaussian_filter_mm(cam, (temporal_sigma_s, 0.0, 0.0), (interval, 1.0, 1.0))
+    if min_frame_probability is not None and target_class >= 0:
+        quiet = frame_probs[:, target_class] < min_frame_probability
+        cam[:, :, quiet.to(cam.device)] = 0
+    cam = normalize(cam)[0]  # (1, T, H, W), over the whole clip
+    return ClipResult(
+        map=like_input(cam, original if original.ndim == 4 else original[0]),
+        method=result.method,
+        layers=layers,
+        target_class=target_class,
+        frame_probabilities=frame_probs,
+        probabilities=frame_probs.mean(0),
+        frame_scores=torch.cat(scores),
+        labels=tuple(labels) if labels is not None else None,
+        timings=timings,
+    )
+
+
+def _frame_spacing(meta: dict) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from a clip's metadata (spacing is (T, H, W))."""
+    spacing = meta.get("spacing")
+    if spacing is None or len(spacing) != 3:
+        return None
+    return (float(spacing[1]), float(spacing[2]))
