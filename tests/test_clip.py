@@ -100,3 +100,9 @@ def test_metatensor_spacing_reaches_the_methods():
         via_meta = engine.explain(x, "gradcam", gradient_sigma_mm=1.5)
         explicit = engine.explain(x.as_tensor(), "gradcam", gradient_sigma_mm=1.5, spacing=(0.7, 0.7, 2.5))
     assert torch.allclose(via_meta.map.as_tensor(), explicit.map)
+
+
+def test_bad_gradient_sigma_is_a_volcam_error():
+    net = GapNet(3).eval()
+    with pytest.raises(volcam.MethodError, match="gradient_sigma_mm"):
+        volcam.explain(net, torch.rand(1, 1, 8, 8, 8), "gradcam", layer="features.2", gradient_sigma_mm=(1.0, 2.0))

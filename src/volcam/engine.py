@@ -598,7 +598,10 @@ class CamEngine:
 
         def smooth(name: str, g: torch.Tensor) -> torch.Tensor:
             flat = g.reshape(-1, *g.shape[-len(fields[name]["spacing"]) - 1 :])  # batched class grads too
-            out = gaussian_filter_mm(flat, sigma_mm, fields[name]["spacing"])
+            try:
+                out = gaussian_filter_mm(flat, sigma_mm, fields[name]["spacing"])
+            except ValueError as err:  # a negative σ, or one value per axis too many
+                raise MethodError(f"gradient_sigma_mm={sigma_mm!r}: {err}") from None
             return out.reshape(g.shape)
 
         return smooth

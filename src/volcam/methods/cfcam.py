@@ -115,7 +115,12 @@ def cfcam(
 ) -> torch.Tensor:
     """CF-CAM map ``(B, 1, *s)``: ``ReLU(sum_k softmax(w)_k A_k)`` over the channels that are not
     noise, ``w`` from :func:`cfcam_weights`. ``groups`` (from :func:`channel_groups`) may be given
-    to reuse one clustering for several gradients."""
+    to reuse one clustering for several gradients.
+
+    Caveat, measured in ``benchmarks/results/cfcam_stability.md``: the softmax acts on raw mean
+    gradients, which are often ~1e-3, so the weights come out nearly uniform and the map tends to
+    the mean of the retained channels: very stable under gradient noise, but nearly the same for
+    every class. Compare classes before reading a CF-CAM map as class evidence."""
     if groups is None:
         groups = channel_groups(activations)
     w = cfcam_weights(gradients, groups, spacing, sigma_mm, range_sigma)
