@@ -2,6 +2,8 @@
 
 from volcam.methods.activation import cam
 from volcam.methods.base import LayerCapture
+from volcam.methods.cfcam import cfcam, cfcam_weights, channel_groups
+from volcam.methods.decomposition import eigencam, eigengradcam, kpcacam
 from volcam.methods.gradient import (
     gradcam,
     gradcampp,
@@ -11,20 +13,30 @@ from volcam.methods.gradient import (
     layercam_fuse,
     xgradcam,
 )
+from volcam.methods.perturbation import ablationcam, occlusion, scorecam
 from volcam.methods.registry import MethodInfo, get_method, methods, register
 
 __all__ = [
     "LayerCapture",
     "MethodInfo",
+    "ablationcam",
     "cam",
+    "cfcam",
+    "cfcam_weights",
+    "channel_groups",
+    "eigencam",
+    "eigengradcam",
     "get_method",
     "gradcam",
     "gradcampp",
     "gradcampp_from_moments",
     "hirescam",
+    "kpcacam",
     "layercam",
     "layercam_fuse",
     "methods",
+    "occlusion",
     "register",
+    "scorecam",
     "xgradcam",
 ]
