@@ -7,6 +7,8 @@ The public API::
     result.map                                            # (B, 1, *S) in [0, 1]
     volcam.methods()                                      # names and what each needs
     volcam.explain_clip(frame_model, clip)                # (C, T, H, W) through a 2D model
+    model = volcam.load_model("card.json")                # network + preprocessing + labels
+    model.explain(volcam.load("scan/"), "gradcam").map    # the map on the scan's own grid
 
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
@@ -28,6 +30,7 @@ from volcam.errors import (
 )
 from volcam.io import load
 from volcam.layers import layer_names
+from volcam.models import CardError, Model, ModelCard, ScanExplanation, load_model
 from volcam.result import CamResult
 from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
 
@@ -36,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CamEngine",
     "CamResult",
+    "CardError",
     "ClassProbability",
     "ClassTarget",
     "ClipResult",
@@ -45,8 +49,11 @@ __all__ = [
     "InputError",
     "LayerError",
     "MethodError",
+    "Model",
+    "ModelCard",
     "OutputError",
     "RegionTarget",
+    "ScanExplanation",
     "SeriesError",
     "Target",
     "TargetError",
@@ -57,5 +64,6 @@ __all__ = [
     "explain_clip",
     "layer_names",
     "load",
+    "load_model",
     "methods",
 ]

@@ -107,6 +107,74 @@ def info(
     typer.echo("\n".join(lines))
 
 
+@app.command()
+def explain(
+    input: Annotated[Path, typer.Argument(help="A scan: DICOM folder or file, NIfTI, NRRD/MHA, ultrasound clip.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the maps, pictures and summary.json.")],
+    method: Annotated[
+        list[str] | None, typer.Option("--method", help="CAM method (repeat for several); see `volcam methods`.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
+    layer: Annotated[list[str] | None, typer.Option(help="Target layer (repeat to fuse); default: the card's.")] = None,
+    gradient_sigma_mm: Annotated[
+        float | None, typer.Option(help="Smooth gradients with a Gaussian of this σ in mm first.")
+    ] = None,
+    dicom: Annotated[bool, typer.Option("--dicom", help="Also write each map as a derived DICOM series.")] = False,
+    trust_weights: Annotated[
+        bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+) -> None:
+    """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
+    from volcam.demo import explain_to_folder
+    from volcam.errors import InputError, TargetError
+    from volcam.io import load
+    from volcam.methods.registry import get_method
+    from volcam.models import load_model
+
+    methods = method or ["gradcam"]
+    for name in methods:
+        get_method(name)  # an unknown name fails before anything is loaded
+    loaded = load_model(model, trust=trust_weights, device=device)
+    if layer:
+        loaded.check_layer(layer)
+    scan = load(input)
+    target_spec: str | int | None = int(target) if target is not None and target.isdigit() else target
+    options = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
+    chosen = (layer[0] if len(layer) == 1 else layer) if layer else None
+    try:
+        summary = explain_to_folder(
+            scan, loaded, out, methods, target=target_spec, layer=chosen, dicom=dicom, progress=typer.echo, **options
+        )
+    except (InputError, TargetError) as error:  # about this scan: say which file
+        raise type(error)(f"{input}: {error}") from None
+    first = summary["explanations"][0]
+    probabilities = ", ".join(f"{k} {v:.3f}" for k, v in first["probabilities"].items())
+    typer.echo(f"prediction: {first['prediction']} ({probabilities}); summary: {Path(out) / 'summary.json'}")
+
+
+@app.command()
+def methods() -> None:
+    """List the CAM methods with their cost in passes and what each does."""
+    from volcam.api import methods as all_methods
+
+    for info in all_methods():
+        typer.echo(f"{info.name:<16}{info.passes:<22}{info.summary}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's pictures and maps.")] = Path(
+        "volcam-demo"
+    ),
+) -> None:
+    """Explain the shipped chest CT and lung-ultrasound samples with the demo models (no training, no download)."""
+    from volcam.demo import run_demo
+
+    run_demo(out, echo=typer.echo)
+
+
 def main() -> None:
     """Entry point for ``python -m volcam.cli``."""
     app()

@@ -1,0 +1,496 @@
+"""Model cards: a network, its weights, its preprocessing, its labels and default layer, in one file.
+
+A card is a small JSON file next to the weights::
+
+    {
+      "volcam_card": 1,
+      "name": "demo-ct-covid",
+      "kind": "volume",                      # "volume" (C, X, Y, Z), "frames" (2D frame model on a clip
+                                             #  (C, T, H, W)) or "clip" (spatio-temporal 3D model)
+      "labels": ["normal", "covid"],
+      "layer": "layer2",                     # default target layer
+      "in_channels": 1,
+      "network": {"monai": "ResNet", "args": {...}},   # or {"torchscript": "net.pt"}
+                                                        # or {"bundle": "a MONAI bundle folder"}
+      "weights": "ct_covid.pt",              # a state_dict, relative to the card
+      "preprocessing": [{"name": "Orientation", "args": {"axcodes": "RAS"}}, ...]
+    }
+
+:func:`load_model` reads a card (or a MONAI bundle folder: ``configs/inference.json`` +
+``models/model.pt``) and returns a :class:`Model`, whose :meth:`Model.explain` takes a scan as
+:func:`volcam.load` returns it and gives the map back **in the scan's own geometry** (same grid,
+same affine), through the inverse of the card's MONAI transforms.
+
+Weights load with ``torch.load(weights_only=True)``: plain tensors only, nothing executed. A file
+that needs more (a pickled model object) is refused unless ``trust=True``. TorchScript runs no
+Python on load. A bundle's config may hold Python expressions (``$...``); those too need ``trust``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from volcam.errors import InputError, LayerError
+from volcam.preprocess import CardError, Preprocessing
+
+__all__ = ["CardError", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
+
+KINDS = {"volume": "volumes (C, X, Y, Z)", "frames": "clips (C, T, H, W) frame by frame", "clip": "clips (C, T, H, W)"}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a card file says (paths resolved against the card's folder)."""
+
+    path: Path
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    layer: str
+    in_channels: int
+    network: dict[str, Any]
+    weights: Path | None
+    preprocessing: tuple[dict[str, Any], ...]
+    modality: str | None = None
+    description: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """Read and check a card file (JSON); a :class:`CardError` naming the file if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise CardError(f"{path}: no such model card")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CardError(f"{path}: not a JSON model card ({error})") from None
+    if not isinstance(data, dict) or "network" not in data:
+        raise CardError(f"{path}: a model card is a JSON object with at least 'network' and 'labels'")
+    kind = str(data.get("kind", "volume"))
+    if kind not in KINDS:
+        raise CardError(f"{path}: kind {kind!r}; use one of {', '.join(KINDS)}")
+    network = data["network"]
+    if not isinstance(network, dict) or not ({"monai", "torchscript", "bundle"} & set(network)):
+        raise CardError(f"{path}: 'network' needs one of 'monai' (a MONAI network name), 'torchscript' or 'bundle'")
+    folder = path.parent
+    weights = data.get("weights")
+    metrics = data.get("metrics") or {}
+    if isinstance(metrics, str) and (folder / metrics).is_file():
+        metrics = json.loads((folder / metrics).read_text())
+    return ModelCard(
+        path=path,
+        name=str(data.get("name", path.stem)),
+        kind=kind,
+        labels=tuple(str(v) for v in data.get("labels", ())),
+        layer=str(data.get("layer", "auto")),
+        in_channels=int(data.get("in_channels", 1)),
+        network=dict(network),
+        weights=folder / weights if weights else None,
+        preprocessing=tuple(data.get("preprocessing", ())),
+        modality=data.get("modality"),
+        description=str(data.get("description", "")),
+        metrics=metrics if isinstance(metrics, dict) else {},
+    )
+
+
+# -- weights and networks ---------------------------------------------------------------------------
+
+
+def load_weights(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path``: ``weights_only`` unless ``trust``; ``{"state_dict": ...}`` is unwrapped."""
+    if not path.is_file():
+        raise CardError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0][:160]
+        raise CardError(
+            f"{path}: these weights need more than tensors to load ({first}); "
+            "load them only if you trust where they came from (trust=True, volcam --trust-weights)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise CardError(f"{path}: not a PyTorch weights file ({str(error).splitlines()[0][:160]})") from None
+    if isinstance(state, nn.Module):  # a whole pickled model (only reachable with trust)
+        return state.state_dict()
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CardError(f"{path}: expected a state_dict (parameter name → tensor)")
+    return dict(state)
+
+
+def _fit(network: nn.Module, state: Mapping[str, torch.Tensor], card_path: Path, weights: Path) -> None:
+    """Load ``state`` into ``network`` strictly; one line saying how the card and the weights disagree."""
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if names:
+                parts.append(f"{what}: {', '.join(names[:3])}" + (f" (+{len(names) - 3})" if len(names) > 3 else ""))
+        raise CardError(
+            f"{card_path}: the card's network does not match the weights {weights.name} ({'; '.join(parts)})"
+        )
+    network.load_state_dict(state, strict=True)
+
+
+def _monai_network(name: str, args: Mapping[str, Any], where: Path) -> nn.Module:
+    import monai.networks.nets as nets
+
+    cls = getattr(nets, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise CardError(f"{where}: {name!r} is not a network in monai.networks.nets")
+    try:
+        return cls(**dict(args))
+    except (TypeError, ValueError, AssertionError) as error:
+        raise CardError(f"{where}: cannot build {name}: {str(error).splitlines()[0]}") from None
+
+
+def _torchscript(path: Path) -> nn.Module:
+    if not path.is_file():
+        raise CardError(f"{path}: no such TorchScript file")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as error:
+        raise CardError(f"{path}: not a TorchScript model ({str(error).splitlines()[0][:160]})") from None
+
+
+def _has_expression(value: Any) -> bool:
+    """Whether a bundle config value is (or holds) a Python expression or a reference to one."""
+    if isinstance(value, str):
+        return value.startswith(("$", "@", "%"))
+    if isinstance(value, Mapping):
+        return any(_has_expression(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_expression(v) for v in value)
+    return False
+
+
+def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
+    """A MONAI bundle's network (``network_def`` of ``configs/inference.json``) with ``models/model.pt``."""
+    config_path = folder / "configs" / "inference.json"
+    weights = folder / "models" / "model.pt"
+    if not config_path.is_file():
+        raise CardError(f"{folder}: not a MONAI bundle (no configs/inference.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CardError(f"{config_path}: not JSON ({error})") from None
+    definition = config.get("network_def")
+    if not isinstance(definition, dict):
+        raise CardError(f"{config_path}: no 'network_def' to build the network from")
+    target = str(definition.get("_target_", ""))
+    plain = target.startswith("monai.networks.nets.") or "." not in target
+    if not trust and (_has_expression(definition) or not plain):
+        raise CardError(
+            f"{config_path}: the network definition runs code ({target or 'an expression'}); "
+            "load it only if you trust the bundle (trust=True, volcam --trust-weights)"
+        )
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_path)
+    try:
+        network = parser.get_parsed_content("network_def", instantiate=True)
+    except Exception as error:  # the bundle's own code can raise anything; say which bundle
+        raise CardError(f"{config_path}: cannot build network_def ({str(error).splitlines()[0][:160]})") from None
+    _fit(network, load_weights(weights, trust), config_path, weights)
+    labels: tuple[str, ...] = ()
+    metadata = folder / "configs" / "metadata.json"
+    if metadata.is_file():
+        try:
+            outputs = json.loads(metadata.read_text()).get("network_data_format", {}).get("outputs", {})
+            channels = next(iter(outputs.values())).get("channel_def", {})
+            labels = tuple(str(channels[k]) for k in sorted(channels, key=int))
+        except (ValueError, StopIteration, AttributeError, KeyError):
+            labels = ()
+    return network, labels
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScanExplanation:
+    """A map in the scan's own geometry, and what it explains.
+
+    Attributes:
+        map: ``(1, *S)`` in [0, 1] on the scan's grid, a ``MetaTensor`` with the scan's affine.
+        result: the engine's :class:`~volcam.CamResult` (volumes) or :class:`~volcam.ClipResult`
+            (clips), on the network's grid.
+        prediction: the predicted label.
+        target: the label explained.
+        probabilities: label → probability (a clip's: mean over frames).
+        layers: the target layer(s).
+        timings: wall seconds of ``preprocess``, ``explain`` and ``invert``.
+    """
+
+    map: Any
+    result: Any
+    method: str
+    prediction: str
+    target: str
+    probabilities: dict[str, float]
+    layers: tuple[str, ...]
+    timings: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready record: prediction, probabilities, method, layer, target and timings."""
+        return {
+            "prediction": self.prediction,
+            "probabilities": self.probabilities,
+            "method": self.method,
+            "layer": list(self.layers),
+            "target": self.target,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+class Model:
+    """A network with its card: preprocessing, labels, default layer; explains scans in their geometry."""
+
+    def __init__(self, network: nn.Module, card: ModelCard, device: str | torch.device | None = None) -> None:
+        self.network = network.eval()
+        self.card = card
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.network.to(self.device)
+        self.preprocessing = Preprocessing(card.preprocessing, card.in_channels, where=str(card.path))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def layer_choices(self) -> list[str]:
+        """Names a person would pick from: the network's top-level layers, without norms, activations,
+        pooling and the linear head (nothing spatial to explain there, or nothing of its own)."""
+        plain = (nn.Linear, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
+        skipped = ("torch.nn.modules.activation", "torch.nn.modules.batchnorm", "torch.nn.modules.pooling")
+        return [
+            name
+            for name, module in self.network.named_children()
+            if not isinstance(module, plain) and type(module).__module__ not in skipped
+        ]
+
+    def check_layer(self, layer: str | Sequence[str]) -> None:
+        names = dict(self.network.named_modules())
+        for one in [layer] if isinstance(layer, str) else layer:
+            if one != "auto" and one not in names:
+                choices = ", ".join(self.layer_choices())
+                raise LayerError(
+                    f"{self.card.path.name}: the model has no layer {one!r}; its layers: {choices}"
+                    " (or any dotted name inside them)"
+                )
+
+    def check_scan(self, scan: torch.Tensor) -> None:
+        """A one-line :class:`InputError` when the scan is not what the model takes (kind, dimensions)."""
+        axes = (getattr(scan, "meta", None) or {}).get("axes")
+        what = {"xyz": "a volume", "thw": "a clip"}.get(axes or "", f"an array of {scan.ndim - 1} axes")
+        wants_clip = self.card.kind in ("frames", "clip")
+        if scan.ndim != 4 or (axes is not None and (axes == "thw") != wants_clip):
+            raise InputError(
+                f"{self.name} explains {KINDS[self.card.kind]}; this input is {what} of shape {tuple(scan.shape)}"
+            )
+        modality = (getattr(scan, "meta", None) or {}).get("modality")
+        if self.card.modality and modality not in (None, "OT", self.card.modality):
+            raise InputError(f"{self.name} was trained on {self.card.modality}; this scan is {modality}")
+
+    def prepare(self, scan: torch.Tensor) -> Any:
+        """The scan as the network's input ``(C, *S')`` (a MetaTensor that can be inverted)."""
+        self.check_scan(scan)
+        prepared = self.preprocessing(scan)
+        prepared.meta["spacing"] = tuple(float(v) for v in prepared.pixdim)  # after resampling, not the scan's
+        return prepared
+
+    def predict(self, scan: torch.Tensor) -> dict[str, float]:
+        """Label → probability for one scan (a clip: mean frame probability)."""
+        from volcam.targets import probabilities
+
+        prepared = self.prepare(scan)
+        x = prepared.as_tensor().to(self.device)
+        with torch.no_grad():
+            batch = x.permute(1, 0, 2, 3) if self.card.kind == "frames" else x[None]
+            out = self._run(batch)
+        probs = probabilities(out).mean(0)
+        return {self._label(i): float(p) for i, p in enumerate(probs)}
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.network(batch)
+        except RuntimeError as error:
+            raise InputError(
+                f"{self.name} cannot take an input of shape {tuple(batch.shape)} after preprocessing "
+                f"({str(error).strip().splitlines()[0][:160]})"
+            ) from None
+
+    def _label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else str(index)
+
+    def explain(
+        self,
+        scan: torch.Tensor,
+        method: str | Sequence[str] = "gradcam",
+        target: int | str | None = None,
+        layer: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> ScanExplanation | list[ScanExplanation]:
+        """Explain ``scan`` (``(C, *S)`` from :func:`volcam.load`) and map the result back onto it.
+
+        Args:
+            scan: a volume ``(C, X, Y, Z)`` or a clip ``(C, T, H, W)``, as :func:`volcam.load` gives.
+            method: one method name, or several (they share one forward pass on a volume).
+            target: a label or class index; ``None`` explains the predicted class.
+            layer: target layer(s); ``None`` takes the card's (``"auto"`` for ``cam``, which needs
+                the layer feeding the pooling).
+            options: method options and ``gradient_sigma_mm``, ``temporal_sigma_s`` (clips) ...
+
+        Returns:
+            a :class:`ScanExplanation` per method (one, or a list when ``method`` is a list), whose
+            ``map`` has the scan's shape and affine.
+        """
+        from volcam.clip import explain_clip
+        from volcam.engine import CamEngine
+
+        methods = [method] if isinstance(method, str) else list(method)
+        start = time.perf_counter()
+        prepared = self.prepare(scan)
+        prep_seconds = time.perf_counter() - start
+        explanations = []
+        engine = None
+        try:
+            for name in methods:
+                chosen = layer if layer is not None else ("auto" if name == "cam" else self.card.layer)
+                self.check_layer(chosen)
+                start = time.perf_counter()
+                if self.card.kind == "frames":
+                    try:
+                        result = explain_clip(
+                            self.network, prepared, name, target, chosen, labels=self.labels or None,
+                            device=self.device, **options,
+                        )  # fmt: skip
+                    except RuntimeError as error:
+                        raise InputError(
+                            f"{self.name} cannot take this clip ({str(error).splitlines()[0][:160]})"
+                        ) from None
+                    klass, prediction = result.target_class, result.predicted
+                    probs = result.probabilities
+                else:
+                    if engine is None or engine.target_layers != tuple([chosen] if isinstance(chosen, str) else chosen):
+                        engine = CamEngine(self.network, chosen, device=self.device, labels=self.labels or None)
+                        x = prepared[None]
+                    try:
+                        result = engine.explain(x, name, target, **options)
+                    except RuntimeError as error:
+                        raise InputError(
+                            f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing "
+                            f"({str(error).strip().splitlines()[0][:160]})"
+                        ) from None
+                    klass, prediction = int(result.classes[0]), int(result.predicted[0])
+                    probs = result.probabilities[0] if result.probabilities is not None else torch.zeros(0)
+                explain_seconds = time.perf_counter() - start
+                start = time.perf_counter()
+                cam = self.preprocessing.invert(
+                    result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared
+                )
+                cam = _on_scan(cam, scan)
+                explanations.append(
+                    ScanExplanation(
+                        map=cam,
+                        result=result,
+                        method=result.method,
+                        prediction=self._label(prediction),
+                        target=self._label(klass) if klass >= 0 else "custom",
+                        probabilities={self._label(i): round(float(p), 6) for i, p in enumerate(probs)},
+                        layers=tuple(result.layers),
+                        timings={
+                            "preprocess": prep_seconds,
+                            "explain": explain_seconds,
+                            "invert": time.perf_counter() - start,
+                        },
+                    )
+                )
+                prep_seconds = 0.0  # paid once
+        finally:
+            if engine is not None:
+                engine.close()
+        return explanations[0] if isinstance(method, str) else explanations
+
+
+def _on_scan(cam: torch.Tensor, scan: torch.Tensor) -> Any:
+    """The inverted map with exactly the scan's metadata and affine (no float round-off from the inverse)."""
+    from monai.data import MetaTensor
+
+    plain = cam.as_tensor() if isinstance(cam, MetaTensor) else cam
+    if tuple(plain.shape[1:]) != tuple(scan.shape[1:]):
+        raise InputError(
+            f"the map came back as {tuple(plain.shape[1:])}, not on the scan's grid {tuple(scan.shape[1:])}"
+        )
+    meta = dict(getattr(scan, "meta", {}) or {})
+    return MetaTensor(plain.contiguous(), meta=meta) if meta else plain
+
+
+def load_model(path: str | os.PathLike, *, trust: bool = False, device: str | torch.device | None = None) -> Model:
+    """Load a model card (JSON) or a MONAI bundle folder as a :class:`Model`.
+
+    Args:
+        path: a card file, or a MONAI bundle folder (``configs/inference.json`` + ``models/model.pt``;
+            its labels from ``configs/metadata.json``, no preprocessing: give a card that points at
+            the bundle for that).
+        trust: allow weights that need more than ``torch.load(weights_only=True)`` (they can run
+            code when loaded) and bundle configs with Python expressions. Only for files you trust.
+        device: where to run (CPU by default).
+
+    Raises:
+        CardError: the card is unreadable, names an unknown network or transform, or its network
+            does not match the weights (the message says which parameters differ).
+    """
+    path = Path(path)
+    if path.is_dir():
+        network, labels = _bundle(path, trust)
+        card = ModelCard(
+            path=path / "configs" / "inference.json",
+            name=path.name,
+            kind="volume",
+            labels=labels,
+            layer="auto",
+            in_channels=1,
+            network={"bundle": str(path)},
+            weights=path / "models" / "model.pt",
+            preprocessing=(),
+        )
+        return Model(network, card, device)
+    card = read_card(path)
+    spec = card.network
+    if "monai" in spec:
+        network = _monai_network(str(spec["monai"]), spec.get("args", {}), card.path)
+        if card.weights is None:
+            raise CardError(f"{card.path}: a MONAI network needs 'weights' (a state_dict file)")
+        _fit(network, load_weights(card.weights, trust), card.path, card.weights)
+    elif "torchscript" in spec:
+        network = _torchscript(card.path.parent / str(spec["torchscript"]))
+    else:
+        network, labels = _bundle(card.path.parent / str(spec["bundle"]), trust)
+        if not card.labels and labels:
+            card = ModelCard(**{**card.__dict__, "labels": labels})
+    return Model(network, card, device)
