@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from nibabel.orientations import aff2axcodes
+from scipy.ndimage import distance_transform_edt
 
 import volcam
 from volcam import sample_data as sd
 from volcam.demo import localization
-from volcam.errors import InputError, LayerError
+from volcam.errors import InputError, LayerError, MethodError
 from volcam.models import CardError, load_model
 
 
@@ -58,11 +59,12 @@ def test_map_comes_back_on_the_anisotropic_lps_scan(ct_model, ct_scan, ct_mask, 
     on_disk = nib.load(written)
     assert np.allclose(on_disk.affine, nib.load(sd.file(sd.CT_NIFTI)).affine, atol=1e-5)
     cam = np.asarray(on_disk.dataobj)
-    # The hot voxels are on the lesions: the peak within 5 mm, and most of the top 1% near a lesion.
-    scores = localization(cam, ct_mask, ct_scan.meta["spacing"])
-    assert scores["pointing_hit"]
-    near = localization((cam >= np.quantile(cam, 0.99)).astype(float), ct_mask, ct_scan.meta["spacing"], 5.0)
-    assert near["energy_in_mask"] > 0.5
+    # The hot voxels are on the lesions: the peak within 5 mm of one, and so are most voxels above 0.9.
+    spacing = ct_scan.meta["spacing"]
+    assert localization(cam, ct_mask, spacing)["pointing_hit"]
+    distance = distance_transform_edt(ct_mask == 0, sampling=spacing)
+    hot = cam >= 0.9
+    assert hot.sum() > 20 and (distance[hot] <= 5.0).mean() > 0.8
 
 
 def test_dicom_series_and_nifti_give_the_same_map(ct_model, ct_scan) -> None:
@@ -154,6 +156,7 @@ def test_monai_bundle_folder(tmp_path, ct_scan) -> None:
         load_model(bundle)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_torchscript_card(tmp_path, ct_model, ct_scan) -> None:
     prepared = ct_model.prepare(ct_scan).as_tensor()[None]
     traced = torch.jit.trace(ct_model.network, prepared)
@@ -163,5 +166,6 @@ def test_torchscript_card(tmp_path, ct_model, ct_scan) -> None:
     card["weights"] = None
     model = load_model(write(tmp_path, card))
     assert model.predict(ct_scan) == pytest.approx(ct_model.predict(ct_scan), abs=1e-4)
-    explained = model.explain(ct_scan, "occlusion", patch_mm=20.0, stride_mm=10.0)
-    assert explained.map.shape == ct_scan.shape
+    # A TorchScript module takes no Python hooks, so CAM methods need the network as Python modules.
+    with pytest.raises(MethodError, match="TorchScript"):
+        model.explain(ct_scan, "gradcam")

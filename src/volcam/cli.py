@@ -144,6 +144,8 @@ def explain(
     options = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
     chosen = (layer[0] if len(layer) == 1 else layer) if layer else None
     try:
+        loaded.check_scan(scan)
+        loaded.check_target(target_spec)
         summary = explain_to_folder(
             scan, loaded, out, methods, target=target_spec, layer=chosen, dicom=dicom, progress=typer.echo, **options
         )

@@ -20,7 +20,7 @@ from volcam.io.atomic import atomic_file
 
 __all__ = ["CT_METHODS", "LUS_METHODS", "explain_to_folder", "localization", "run_demo"]
 
-CT_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "cam")
+CT_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "xgradcam")
 LUS_METHODS = ("gradcam", "gradcam++", "layercam")
 
 
@@ -83,7 +83,8 @@ def explain_to_folder(
         "input": {"kind": "clip" if clip else "volume", "shape": list(scan.shape), "spacing": list(spacing)},
         "explanations": [],
     }
-    bar = tqdm(methods, desc=f"{model.name}", unit="method", leave=False, disable=progress is None)
+    # The bar shows on a terminal only (disable=None), so piped output and error lines stay clean.
+    bar = tqdm(methods, desc=f"{model.name}", unit="method", leave=False, disable=None if progress else True)
     for method in bar:
         bar.set_postfix_str(method)
         explained = model.explain(scan, method, target=target, layer=layer, **options)

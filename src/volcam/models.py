@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.errors import InputError, LayerError
+from volcam.errors import InputError, LayerError, MethodError, TargetError
 from volcam.preprocess import CardError, Preprocessing
 
 __all__ = ["CardError", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
@@ -316,6 +316,11 @@ class Model:
         if self.card.modality and modality not in (None, "OT", self.card.modality):
             raise InputError(f"{self.name} was trained on {self.card.modality}; this scan is {modality}")
 
+    def check_target(self, target: int | str | None) -> None:
+        """A one-line :class:`TargetError` for a label the model does not have, listing those it has."""
+        if isinstance(target, str) and self.labels and target not in self.labels:
+            raise TargetError(f"{self.name} has no class {target!r}; its labels: {', '.join(self.labels)}")
+
     def prepare(self, scan: torch.Tensor) -> Any:
         """The scan as the network's input ``(C, *S')`` (a MetaTensor that can be inverted)."""
         self.check_scan(scan)
@@ -373,6 +378,11 @@ class Model:
         from volcam.engine import CamEngine
 
         methods = [method] if isinstance(method, str) else list(method)
+        if isinstance(self.network, torch.jit.ScriptModule):
+            raise MethodError(
+                f"{self.card.path.name}: a TorchScript network takes no Python hooks, which CAM methods need; "
+                "use a card with the MONAI network and its state_dict (TorchScript cards can predict only)"
+            )
         start = time.perf_counter()
         prepared = self.prepare(scan)
         prep_seconds = time.perf_counter() - start
