@@ -1,0 +1,67 @@
+"""Numbers for a map: faithfulness, localization, sanity and robustness (METHODS.md, "Metrics").
+
+* :mod:`~volcam.metrics.faithfulness`: deletion/insertion curves, Average Drop / Increase in
+  Confidence, ROAD (needs the model: batched ``no_grad`` forwards);
+* :mod:`~volcam.metrics.localization`: pointing game (tolerance in mm), energy pointing game,
+  IoU/Dice, per-lesion hits (a map and a mask only);
+* :mod:`~volcam.metrics.sanity`: cascading parameter randomization on a copy of the model;
+* :mod:`~volcam.metrics.robustness`: max-sensitivity, stability under gradient noise.
+
+SciPy is imported by the functions that use it, so importing this package stays light.
+"""
+
+from volcam.metrics._common import MetricInputError, spearman, ssim
+from volcam.metrics.faithfulness import (
+    ConfidenceChange,
+    Curve,
+    DeletionInsertion,
+    Road,
+    average_drop_increase,
+    deletion_insertion,
+    removal_order,
+    road,
+)
+from volcam.metrics.imputation import imputation_system, noisy_linear_imputation
+from volcam.metrics.localization import (
+    EnergyPointing,
+    LesionHits,
+    Overlap,
+    PointingGame,
+    energy_pointing_game,
+    lesion_hits,
+    overlap,
+    pointing_game,
+)
+from volcam.metrics.robustness import GradientNoise, Sensitivity, gradient_noise_stability, max_sensitivity
+from volcam.metrics.sanity import SanityCheck, parameter_randomization, randomization_blocks
+
+__all__ = [
+    "ConfidenceChange",
+    "Curve",
+    "DeletionInsertion",
+    "EnergyPointing",
+    "GradientNoise",
+    "LesionHits",
+    "MetricInputError",
+    "Overlap",
+    "PointingGame",
+    "Road",
+    "SanityCheck",
+    "Sensitivity",
+    "average_drop_increase",
+    "deletion_insertion",
+    "energy_pointing_game",
+    "gradient_noise_stability",
+    "imputation_system",
+    "lesion_hits",
+    "max_sensitivity",
+    "noisy_linear_imputation",
+    "overlap",
+    "parameter_randomization",
+    "pointing_game",
+    "randomization_blocks",
+    "removal_order",
+    "road",
+    "spearman",
+    "ssim",
+]
