@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
 from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
 from volcam.models import Model, load_model
 from volcam.preprocess import Preprocessing
@@ -98,7 +99,7 @@ def train(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, b
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         total, correct = 0.0, 0
-        for i in range(0, len(x), batch):
+        for i in tqdm(range(0, len(x), batch), desc=f"epoch {epoch + 1}", leave=False):
             idx = order[i : i + batch]
             xb = x[idx]
             if xb.ndim == 5:  # flips left-right: a lesion is a lesion on either side
@@ -147,7 +148,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def ct_set(base: int, n: int, pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor, list]:
     xs, ys, phantoms = [], [], []
-    for i in range(n):
+    for i in tqdm(range(n), desc=f"CT phantoms {base}+", leave=False):
         p = chest_ct(base + i, covid=bool(i % 2))
         xs.append(pre(p.metatensor()).as_tensor())
         ys.append(p.label)
@@ -157,7 +158,7 @@ def ct_set(base: int, n: int, pre: Preprocessing) -> tuple[torch.Tensor, torch.T
 
 def pointing(model: Model, phantoms: list, layer: str) -> float:
     hits = []
-    for p in phantoms:
+    for p in tqdm(phantoms, desc=f"pointing game at {layer}", leave=False):
         if p.label:
             ex = model.explain(p.metatensor(), "gradcam", target="covid", layer=layer)
             hits.append(pointing_hit(ex.map[0].numpy(), p.mask, p.spacing))
@@ -225,7 +226,7 @@ def make_lus(out: Path, n_train: int, n_test: int, epochs: int) -> dict:
     net, pre = build("lus_covid", card, LUS_NETWORK, out)
     log(f"US: {n_train} training clips (seeds {LUS_SEEDS['train']}+)")
     xs, ys = [], []
-    for i in range(n_train):
+    for i in tqdm(range(n_train), desc="ultrasound clips", leave=False):
         clip = lung_ultrasound(LUS_SEEDS["train"] + i, covid=bool(i % 2), frames=8)
         frames = pre(clip.metatensor()).as_tensor().permute(1, 0, 2, 3)  # (T, 1, H, W)
         xs.append(frames)
@@ -238,7 +239,7 @@ def make_lus(out: Path, n_train: int, n_test: int, epochs: int) -> dict:
 
     log(f"US: scoring on {n_test} held-out clips (seeds {LUS_SEEDS['test']}+)")
     probs, labels, hits = [], [], []
-    for i in range(n_test):
+    for i in tqdm(range(n_test), desc="held-out clips", leave=False):
         clip = lung_ultrasound(LUS_SEEDS["test"] + i, covid=bool(i % 2))
         ex = model.explain(clip.metatensor(), "gradcam", target="covid")
         probs.append(ex.probabilities["covid"])

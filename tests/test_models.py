@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 
 import nibabel as nib
@@ -125,8 +124,11 @@ def test_weights_needing_unpickling_are_refused_unless_trusted(tmp_path) -> None
 
 def test_not_a_weights_file_and_not_a_card(tmp_path) -> None:
     card = copy_card(tmp_path)
-    (tmp_path / card["weights"]).write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(CardError, match=r"card\.json|ct_covid\.pt"):
+    (tmp_path / card["weights"]).write_bytes(b"these are not weights")
+    with pytest.raises(CardError, match=r"ct_covid\.pt: not a PyTorch weights file"):
+        load_model(write(tmp_path, card))
+    torch.save([torch.zeros(2)], tmp_path / card["weights"])  # tensors, but no parameter names
+    with pytest.raises(CardError, match=r"ct_covid\.pt: expected a state_dict"):
         load_model(write(tmp_path, card))
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(CardError, match=r"bad\.json: not a JSON model card"):

@@ -32,7 +32,6 @@ import json
 import os
 import pickle
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +119,7 @@ def load_weights(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
             f"{path}: these weights need more than tensors to load ({first}); "
             "load them only if you trust where they came from (trust=True, volcam --trust-weights)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+    except Exception as error:  # torch.load fails on garbage in many ways (IndexError, EOFError, BadZipFile ...)
         raise CardError(f"{path}: not a PyTorch weights file ({str(error).splitlines()[0][:160]})") from None
     if isinstance(state, nn.Module):  # a whole pickled model (only reachable with trust)
         return state.state_dict()
@@ -387,7 +386,8 @@ class Model:
         prepared = self.prepare(scan)
         prep_seconds = time.perf_counter() - start
         explanations = []
-        engine = None
+        engines: dict[tuple[str, ...], CamEngine] = {}  # one per layer choice, each keeps its forward
+        x = prepared[None]
         try:
             for name in methods:
                 chosen = layer if layer is not None else ("auto" if name == "cam" else self.card.layer)
@@ -406,9 +406,10 @@ class Model:
                     klass, prediction = result.target_class, result.predicted
                     probs = result.probabilities
                 else:
-                    if engine is None or engine.target_layers != tuple([chosen] if isinstance(chosen, str) else chosen):
-                        engine = CamEngine(self.network, chosen, device=self.device, labels=self.labels or None)
-                        x = prepared[None]
+                    key = (chosen,) if isinstance(chosen, str) else tuple(chosen)
+                    if key not in engines:
+                        engines[key] = CamEngine(self.network, chosen, device=self.device, labels=self.labels or None)
+                    engine = engines[key]
                     try:
                         result = engine.explain(x, name, target, **options)
                     except RuntimeError as error:
@@ -442,7 +443,7 @@ class Model:
                 )
                 prep_seconds = 0.0  # paid once
         finally:
-            if engine is not None:
+            for engine in engines.values():
                 engine.close()
         return explanations[0] if isinstance(method, str) else explanations
 
