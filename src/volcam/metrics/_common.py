@@ -181,7 +181,7 @@ def ssim(
         k = torch.exp(-((r / sigma) ** 2) / 2)
         shape = [5, 1] + [1] * ndim
         shape[2 + axis] = size
-        stack = conv(stack, (k / k.sum()).view(shape), groups=5)
+        stack = conv(stack, (k / k.sum()).view([1, 1, *shape[2:]]).expand(shape), groups=5)
     ma, mb, maa, mbb, mab = stack.unbind(1)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     va, vb, cab = maa - ma * ma, mbb - mb * mb, mab - ma * mb
