@@ -171,3 +171,12 @@ def test_torchscript_card(tmp_path, ct_model, ct_scan) -> None:
     # A TorchScript module takes no Python hooks, so CAM methods need the network as Python modules.
     with pytest.raises(MethodError, match="TorchScript"):
         model.explain(ct_scan, "gradcam")
+
+
+def test_sample_data_folder_is_found_or_named(tmp_path, monkeypatch) -> None:
+    assert (sd.path() / sd.CT_CARD).is_file()
+    monkeypatch.setenv("VOLCAM_SAMPLE_DATA", str(tmp_path))  # wins when it holds the data ...
+    shutil.copy(sd.file(sd.CT_CARD), tmp_path / sd.CT_CARD)
+    assert sd.path() == tmp_path
+    with pytest.raises(volcam.FileFormatError, match="missing from the sample data"):
+        sd.file(sd.LUS_CARD)
