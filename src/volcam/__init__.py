@@ -6,6 +6,7 @@ The public API::
     result = volcam.explain(model, x, method="gradcam")   # x: (B, C, *S)
     result.map                                            # (B, 1, *S) in [0, 1]
     volcam.methods()                                      # names and what each needs
+    volcam.metrics.pointing_game(result.map, lesion_mask) # faithfulness, localization, sanity
     volcam.explain_clip(frame_model, clip)                # (C, T, H, W) through a 2D model
     model = volcam.load_model("card.json")                # network + preprocessing + labels
     model.explain(volcam.load("scan/"), "gradcam").map    # the map on the scan's own grid
@@ -13,6 +14,7 @@ The public API::
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
 
+from volcam import metrics  # deletion/insertion, ROAD, pointing game, sanity: SciPy loads on use
 from volcam.api import explain, methods
 from volcam.clip import ClipResult, explain_clip
 from volcam.engine import CamEngine, ForwardPass
@@ -66,4 +68,5 @@ __all__ = [
     "load",
     "load_model",
     "methods",
+    "metrics",
 ]
