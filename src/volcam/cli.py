@@ -157,6 +157,58 @@ def explain(
 
 
 @app.command()
+def evaluate(
+    input: Annotated[Path, typer.Argument(help="A volume: DICOM folder or file, NIfTI, NRRD/MHA.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
+    mask: Annotated[Path, typer.Option("--mask", help="Lesion mask on the scan's grid (NIfTI, ...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for metrics.csv/.md/.json and the PNG plots.")],
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated CAM methods, e.g. gradcam,gradcam++,cfcam.")
+    ] = "gradcam,gradcam++",
+    target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
+    layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
+    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm.")] = 5.0,
+    steps: Annotated[int, typer.Option(help="Deletion/insertion steps (100 = 1% each).")] = 100,
+    road: Annotated[bool, typer.Option("--road", help="Also ROAD (noisy linear imputation; slower).")] = False,
+    robustness: Annotated[bool, typer.Option("--robustness", help="Also max-sensitivity to input noise.")] = False,
+    trust_weights: Annotated[
+        bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+) -> None:
+    """Score CAM methods on INPUT against a lesion MASK: localization, faithfulness, sanity; table + plots in OUT."""
+    from volcam.errors import InputError, TargetError
+    from volcam.io import load
+    from volcam.methods.registry import get_method
+    from volcam.metrics.evaluate import evaluate_to_folder
+    from volcam.models import load_model
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    for name in names:
+        get_method(name)  # an unknown name fails before anything is loaded
+    loaded = load_model(model, trust=trust_weights, device=device)
+    if layer:
+        loaded.check_layer(layer)
+    scan = load(input)
+    lesions = load(mask)
+    target_spec: str | int | None = int(target) if target is not None and target.isdigit() else target
+    try:
+        loaded.check_scan(scan)
+        loaded.check_target(target_spec)
+        rows = evaluate_to_folder(
+            scan, loaded, lesions, out, names, target=target_spec, layer=layer, tolerance_mm=tolerance_mm,
+            steps=steps, road=road, robustness=robustness, progress=typer.echo,
+        )  # fmt: skip
+    except (InputError, TargetError) as error:  # about this scan or mask: say which files
+        raise type(error)(f"{input} / {mask}: {error}") from None
+    failed = [r["method"] for r in rows if r.get("sanity") == "FAIL"]
+    plots = f"{Path(out) / 'faithfulness.png'}, {Path(out) / 'sanity.png'}"
+    typer.echo(f"table: {Path(out) / 'metrics.md'}; plots: {plots}")
+    if failed:
+        typer.echo(f"sanity check FAILED for {', '.join(failed)}: the map does not change with the model's weights")
+
+
+@app.command()
 def methods() -> None:
     """List the CAM methods with their cost in passes and what each does."""
     from volcam.api import methods as all_methods

@@ -1,0 +1,232 @@
+"""Every metric for several methods on one scan: a table (CSV + Markdown) and two plots.
+
+:func:`evaluate_to_folder` is what ``volcam evaluate`` runs. Localization is scored on the scan's
+own grid (the map as :meth:`volcam.Model.explain` returns it, the lesion mask as loaded, the scan's
+spacing in mm); faithfulness, sanity and robustness need the network, so they run on the network's
+input (the scan after the card's preprocessing) with the map on that grid.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from volcam.metrics._common import MetricInputError
+
+__all__ = ["COLUMNS", "evaluate_to_folder"]
+
+COLUMNS = {
+    "pointing_hit": "pointing game hit (argmax within the tolerance of a lesion; 1 or 0)",
+    "energy_in_mask": "share of the map's energy inside the lesions",
+    "energy_random": "what a uniform map scores: the lesions' share of the volume",
+    "dice_matched": "Dice of the map's top-n voxels (n = lesion volume) with the lesions",
+    "iou_at_0.5": "IoU of the map >= 0.5 · max with the lesions",
+    "lesion_hit_rate": "lesions where the map reaches half its maximum",
+    "deletion_auc": "deletion AUC of the class probability (lower is better)",
+    "insertion_auc": "insertion AUC (higher is better)",
+    "average_drop": "Average Drop in %, lower is better",
+    "increase_in_confidence": "Increase in Confidence in %, higher is better",
+    "road": "ROAD (LeRF − MoRF)/2 over 10..90% (higher is better; --road)",
+    "sanity": "pass/FAIL: does the map change when the weights are randomised",
+    "sanity_spearman": "Spearman with the original map, every block random",
+    "sanity_ssim": "SSIM with the original map, every block random",
+    "max_sensitivity": "max relative map change under ±2% input noise (lower is better; --robustness)",
+    "seconds": "wall time of this method's map and metrics",
+}
+
+
+def evaluate_to_folder(
+    scan: Any,
+    model: Any,
+    mask: Any,
+    out: str | Path,
+    methods: Sequence[str] = ("gradcam",),
+    *,
+    target: str | int | None = None,
+    layer: str | Sequence[str] | None = None,
+    tolerance_mm: float = 5.0,
+    steps: int = 100,
+    road: bool = False,
+    robustness: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Explain ``scan`` with each method and score the maps; write the table and plots to ``out``.
+
+    Args:
+        scan: ``(C, X, Y, Z)`` as :func:`volcam.load` returns it.
+        model: a :class:`volcam.Model` (a model card) for volumes.
+        mask: the lesion mask on the scan's grid, ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
+        out: the folder for ``metrics.csv``, ``metrics.md``, ``metrics.json``,
+            ``faithfulness.png`` (deletion and insertion curves) and ``sanity.png``.
+        methods: CAM method names.
+        target: the class explained (label or index); ``None``: the predicted class.
+        layer: target layer(s); ``None``: the card's.
+        tolerance_mm: pointing-game tolerance.
+        steps: deletion/insertion steps (100: 1% each).
+        road: also ROAD (sparse imputations: slower).
+        robustness: also max-sensitivity under input noise.
+
+    Returns:
+        one row per method, as written to ``metrics.csv``.
+    """
+    from volcam.metrics import faithfulness, localization, sanity
+    from volcam.metrics import robustness as robust
+
+    if model.card.kind != "volume":
+        raise MetricInputError(f"{model.name} explains clips; volcam evaluate scores volume models")
+    scan_spacing = tuple(float(s) for s in (getattr(scan, "meta", {}) or {}).get("spacing", (1.0,) * 3))[:3]
+    plain_mask = torch.as_tensor(mask.as_tensor() if hasattr(mask, "as_tensor") else mask)
+    if tuple(plain_mask.shape[-3:]) != tuple(scan.shape[-3:]):
+        raise MetricInputError(
+            f"the lesion mask has shape {tuple(plain_mask.shape)}; the scan's grid is {tuple(scan.shape[1:])}"
+        )
+    lesions = plain_mask.reshape(scan.shape[-3:]) != 0
+    if not bool(lesions.any()):
+        raise MetricInputError("the lesion mask is empty")
+    network = model.network
+    x = model.prepare(scan)[None].as_tensor().to(model.device)
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, Any] = {}
+    checks: dict[str, Any] = {}
+    for method in methods:
+        start = time.perf_counter()
+        explained = model.explain(scan, method, target=target, layer=layer)
+        cls = int(explained.result.classes[0])
+        chosen = list(explained.layers) if len(explained.layers) > 1 else explained.layers[0]
+        on_scan = (explained.map.as_tensor() if hasattr(explained.map, "as_tensor") else explained.map)[0]  # (X, Y, Z)
+        on_net = explained.result.map
+        on_net = on_net.as_tensor() if hasattr(on_net, "as_tensor") else on_net
+        row: dict[str, Any] = {"method": explained.method, "target": explained.target}
+        hit = localization.pointing_game(on_scan, lesions, tolerance_mm=tolerance_mm, spacing=scan_spacing)
+        energy = localization.energy_pointing_game(on_scan, lesions)
+        overlap = localization.overlap(on_scan, lesions, thresholds=(0.5,))
+        lesion = localization.lesion_hits(on_scan, lesions, tolerance_mm=tolerance_mm, spacing=scan_spacing)
+        row.update(
+            pointing_hit=int(hit.hits[0]),
+            energy_in_mask=float(energy.energy[0]),
+            energy_random=float(energy.baseline[0]),
+            dice_matched=float(overlap.matched_dice[0]),
+            **{"iou_at_0.5": float(overlap.iou[0, 0])},
+            lesion_hit_rate=lesion.hit_rate,
+        )
+        di = faithfulness.deletion_insertion(network, x, on_net, target=cls, steps=steps)
+        curves[explained.method] = di
+        confidence = faithfulness.average_drop_increase(network, x, on_net, target=cls)
+        row.update(
+            deletion_auc=float(di.deletion.auc[0]),
+            insertion_auc=float(di.insertion.auc[0]),
+            average_drop=confidence.average_drop,
+            increase_in_confidence=confidence.increase,
+        )
+        if road:
+            row["road"] = float(faithfulness.road(network, x, on_net, target=cls).score[0])
+        check = sanity.parameter_randomization(network, x, method, target=cls, layer=chosen)
+        checks[explained.method] = check
+        row.update(
+            sanity="pass" if check.passed else "FAIL",
+            sanity_spearman=float(check.spearman[-1].mean()),
+            sanity_ssim=float(check.ssim[-1].mean()),
+        )
+        if robustness:
+            sensitivity = robust.max_sensitivity(network, x, method, cls, chosen, n_samples=4)
+            row["max_sensitivity"] = float(sensitivity.value[0])
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+        if progress is not None:
+            progress(
+                f"  {explained.method:<16} pointing {row['pointing_hit']}  deletion {row['deletion_auc']:.3f}  "
+                f"insertion {row['insertion_auc']:.3f}  sanity {row['sanity']}"
+            )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_tables(rows, out)
+    _plot_curves(curves, out / "faithfulness.png")
+    _plot_sanity(checks, out / "sanity.png")
+    return rows
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    from volcam.io.atomic import atomic_file
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_format(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines += ["", *[f"- `{c}`: {COLUMNS[c]}" for c in columns if c in COLUMNS], ""]
+    for name, text in (
+        ("metrics.csv", buffer.getvalue()),
+        ("metrics.md", "\n".join(lines)),
+        ("metrics.json", json.dumps(rows, indent=2) + "\n"),
+    ):
+        with atomic_file(out / name) as temporary:
+            temporary.write_text(text)
+
+
+def _plot_curves(curves: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from volcam.io.atomic import atomic_file
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for name, di in curves.items():
+        for ax, curve in zip(axes, (di.deletion, di.insertion), strict=True):
+            ax.plot(curve.fractions, curve.scores[0], label=f"{name} (AUC {float(curve.auc[0]):.3f})")
+    for ax, title in zip(axes, ("deletion (lower is better)", "insertion (higher is better)"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("fraction of voxels, most salient first")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("class probability")
+    fig.tight_layout()
+    with atomic_file(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_sanity(checks: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from volcam.io.atomic import atomic_file
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for name, check in checks.items():
+        steps = range(1, len(check.steps) + 1)
+        label = f"{name} ({'pass' if check.passed else 'FAIL'})"
+        axes[0].plot(steps, check.spearman.mean(1), marker="o", label=label)
+        axes[1].plot(steps, check.ssim.mean(1), marker="o", label=label)
+        ticks = list(check.steps)
+    for ax, title in zip(axes, ("Spearman rank correlation", "SSIM"), strict=True):
+        ax.set_title(f"{title} with the original map")
+        ax.set_xlabel("blocks randomised, from the head down")
+        if checks:
+            ax.set_xticks(range(1, len(ticks) + 1), ticks, rotation=60, fontsize=7)
+        ax.axhline(next(iter(checks.values())).threshold if checks else 0.5, color="grey", ls="--", lw=1)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_file(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=110)
+    plt.close(fig)
