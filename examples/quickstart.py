@@ -100,7 +100,7 @@ def main() -> None:
     near = F.max_pool3d(mask[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0  # one voxel of tolerance
     print(f"\nexplaining a held-out lesion volume (lesion = {mask.float().mean():.1%} of the voxels)")
     print(f"{'method':<16}{'seconds':>9}{'energy in lesion':>18}{'pointing':>10}")
-    with volcam.CamEngine(model, device=device, labels=["normal", "lesion"]) as engine:
+    with volcam.CamEngine(model, device=device, labels=["normal", "lesion"], progress=False) as engine:
         for info in volcam.methods():
             start = time.perf_counter()
             result = engine.explain(x, info.name, target="lesion")

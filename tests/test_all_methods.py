@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GapNet
 
 import volcam
+from conftest import GapNet
 
 METHODS = [m.name for m in volcam.methods()]
 # small perturbation budgets: the contract is checked, not the method's quality

@@ -15,10 +15,10 @@ import torch
 
 from volcam.errors import MethodError
 from volcam.methods import activation as _act
-from volcam.methods import cfcam as _cf
 from volcam.methods import decomposition as _dec
 from volcam.methods import gradient as _grad
 from volcam.methods import perturbation as _pert
+from volcam.methods.cfcam import cfcam as _cfcam
 
 __all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register"]
 
@@ -234,7 +234,7 @@ register(
 register(
     MethodInfo(
         "cfcam",
-        lambda c, sigma_mm, range_sigma, **_: _cf.cfcam(
+        lambda c, sigma_mm, range_sigma, **_: _cfcam(
             c.activations, c.gradients, spacing=c.spacing, sigma_mm=sigma_mm, range_sigma=range_sigma
         ),
         frozenset({"gradients"}),
