@@ -7,6 +7,7 @@ message as one line, with no traceback. Programming errors inside volcam stay or
 from __future__ import annotations
 
 __all__ = [
+    "CardError",
     "DependencyError",
     "FileFormatError",
     "InputError",
@@ -58,3 +59,7 @@ class OutputError(VolcamError, OSError):
 
 class VolcamWarning(UserWarning):
     """Something a reader should know about an input that still loads: a slice gap, gantry tilt, no spacing."""
+
+
+class CardError(VolcamError, ValueError):
+    """A model card that cannot be used: unreadable, an unknown field, or weights that do not fit it."""

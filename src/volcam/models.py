@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.errors import InputError, LayerError, MethodError, TargetError
-from volcam.preprocess import CardError, Preprocessing
+from volcam.errors import CardError, InputError, LayerError, MethodError, TargetError
+from volcam.preprocess import Preprocessing
 
 __all__ = ["CardError", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
 

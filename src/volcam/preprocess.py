@@ -15,16 +15,12 @@ from typing import Any
 
 import torch
 
-from volcam.errors import InputError, VolcamError
+from volcam.errors import CardError, InputError
 
 __all__ = ["CardError", "Preprocessing"]
 
 # Transforms that take or run code, or write files: a card is data and may come from anyone.
 _REFUSED = {"Lambda", "RandLambda", "SaveImage", "LoadImage", "ToDevice", "CuCIM", "RandCuCIM", "TorchVision"}
-
-
-class CardError(VolcamError, ValueError):
-    """A model card that cannot be used: unreadable, an unknown field, or weights that do not fit it."""
 
 
 def _build(step: Mapping[str, Any], where: str) -> Any:
