@@ -200,3 +200,15 @@ def test_road_prefers_the_true_map(case) -> None:
     assert good.morf[0, 1] < random.morf[0, 1]
     with pytest.raises(MetricInputError):
         road(model, x, region.float(), percentages=(0, 100))
+
+
+def test_images_work_as_volumes_do() -> None:
+    from conftest import GapNet
+
+    net = GapNet(2, num_classes=2).eval()
+    x = torch.rand(2, 1, 12, 12)
+    cam = torch.rand(2, 1, 12, 12)
+    curves = deletion_insertion(net, x, cam, steps=5, baseline="blur")
+    assert curves.deletion.scores.shape == (2, 6) and curves.classes.shape == (2,)
+    assert road(net, x, cam, percentages=(25, 75), neighbours=8).morf.shape == (2, 2)
+    assert average_drop_increase(net, x, cam).original.shape == (2,)
