@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 venv="$here/.venv-gradcam"
 python=${PYTHON:-python3}
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import pytorch_grad_cam, monai" 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import pytorch_grad_cam, monai, sklearn, tqdm" 2>/dev/null; then
   echo "$venv is ready"; exit 0
 fi
 "$python" -m venv "$venv"
@@ -17,6 +17,9 @@ export PIP_FIND_LINKS="$empty"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q "torch==2.13.0" "torchvision==0.28.0"
 "$venv/bin/pip" install -q "grad-cam==1.5.7" "monai>=1.4" numpy
-# volcam itself is not needed here: that venv runs the pytorch-grad-cam variant only.
+# benchmarks/methods.py runs volcam here too, imported from src/ (not installed: its I/O extras are
+# not needed), so both libraries share one torch build; volcam's core needs only these beside torch:
+"$venv/bin/pip" install -q "scikit-learn>=1.3" "tqdm>=4.60"
+"$venv/bin/python" -c "import sys; sys.path.insert(0, '$here/../src'); import volcam; print('volcam', volcam.__version__, 'from src/')"
 "$venv/bin/python" -c "import torch, torchvision, pytorch_grad_cam; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 rmdir "$empty"
