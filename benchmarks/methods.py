@@ -36,7 +36,10 @@ target's score of each masked input; with ``ClassifierOutputTarget`` (a logit) t
 ``weights="increase"`` (``softmax_k(y_c(x·H_k) - y_c(x))``: a softmax does not see the shift).
 volcam's default ``weights="probability"`` (``s_k = softmax_c(f(x·H_k))_c``, no softmax over
 channels) has no exact pytorch-grad-cam counterpart; it is compared with pytorch-grad-cam's
-default target and with ``ClassifierOutputSoftmaxTarget`` (``softmax_k`` of the probabilities).
+default target and with ``ClassifierOutputSoftmaxTarget`` (``softmax_k`` of the probabilities). One
+difference remains between ``weights="increase"`` and pytorch-grad-cam: it upsamples the masks with
+``align_corners=True``, volcam with ``align_corners=False``; the port also runs with volcam's
+convention, as a diagnostic, to show whether that is all that separates them.
 
 Eigen-CAM, Eigen-Grad-CAM, KPCA-CAM: both libraries centre each channel over the positions;
 pytorch-grad-cam keeps the SVD's (or ARPACK's) arbitrary sign, volcam turns the component so it
@@ -154,6 +157,7 @@ class Variant:
     options: tuple[tuple[str, object], ...] = ()  # volcam method options
     pgc_target: str = "logit"  # "logit": ClassifierOutputTarget, "softmax": ClassifierOutputSoftmaxTarget
     port: bool = False  # pytorch-grad-cam's code made n-D (ScoreCAM, AblationCAM)
+    align_corners: bool = True  # the Score-CAM port's mask upsampling (pytorch-grad-cam's: True)
     expensive: bool = False  # one call, no warm-up
 
     @property
@@ -167,7 +171,9 @@ class Variant:
             return f"volcam {self.method}" + (f" ({opts})" if opts else "")
         name = PGC_CLASSES[self.method]
         target = "" if self.pgc_target == "logit" else ", ClassifierOutputSoftmaxTarget"
-        return f"pytorch-grad-cam {name}" + (" (3D port)" if self.port else "") + target
+        port = " (3D port)" if self.port and self.align_corners else ""
+        port = port or ("" if self.align_corners else " (port with volcam's mask upsampling, align_corners=False)")
+        return f"pytorch-grad-cam {name}" + port + target
 
 
 def volcam_variant(method: str, **options: object) -> Variant:
@@ -181,11 +187,12 @@ def volcam_variant(method: str, **options: object) -> Variant:
     )
 
 
-def pgc_variant(method: str, target: str = "logit", port: bool = False) -> Variant:
+def pgc_variant(method: str, target: str = "logit", port: bool = False, align_corners: bool = True) -> Variant:
     key = f"pgc{'-port' if port else ''}:{method}" + (f":{target}" if target != "logit" else "")
+    key += "" if align_corners else ":align_corners=False"
     # the ports run every forward; the stock classes fail fast in 3D
     expensive = port or (method in ("scorecam", "ablationcam"))
-    return Variant(key, "pgc", method, pgc_target=target, port=port, expensive=expensive)
+    return Variant(key, "pgc", method, pgc_target=target, port=port, align_corners=align_corners, expensive=expensive)
 
 
 FLOOR = Variant("floor", "floor")
@@ -313,12 +320,16 @@ def pgc_ports() -> dict[str, type]:
     from pytorch_grad_cam.ablation_layer import AblationLayer
 
     class ScoreCAMPort(ScoreCAM):
+        align_corners = True  # as UpsamplingBilinear2d; False is volcam's (a diagnostic variant)
+
         def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
             with torch.no_grad():
                 activation_tensor = torch.from_numpy(activations).to(self.device)
                 # was: torch.nn.UpsamplingBilinear2d(size=input_tensor.shape[-2:]) (align_corners=True)
                 mode = {4: "bilinear", 5: "trilinear"}[activation_tensor.ndim]
-                upsampled = F.interpolate(activation_tensor, size=input_tensor.shape[2:], mode=mode, align_corners=True)
+                upsampled = F.interpolate(
+                    activation_tensor, size=input_tensor.shape[2:], mode=mode, align_corners=self.align_corners
+                )
                 maxs = upsampled.view(upsampled.size(0), upsampled.size(1), -1).max(dim=-1)[0]
                 mins = upsampled.view(upsampled.size(0), upsampled.size(1), -1).min(dim=-1)[0]
                 axes = (...,) + (None,) * (upsampled.ndim - 2)  # was: [:, :, None, None]
@@ -403,6 +414,8 @@ def setup_pgc(model: torch.nn.Module, case: Case, variant: Variant, spec: dict, 
         cam = cls(model=model, target_layers=layers)
     if name == "ScoreCAM" and batch_size:
         cam.batch_size = batch_size  # read by ScoreCAM.get_cam_weights (16 when absent)
+    if variant.port and name == "ScoreCAM":
+        cam.align_corners = variant.align_corners
     target_cls = ClassifierOutputTarget if variant.pgc_target == "logit" else ClassifierOutputSoftmaxTarget
     targets = [target_cls(TARGET_CLASS)]
     caught: dict[str, np.ndarray] = {}
@@ -662,7 +675,9 @@ def agreement_variants(case: Case) -> list[tuple[Variant, list[Variant]]]:
         if method == "scorecam":
             softmax = pgc_variant(method, "softmax", port=case.dims == 3)
             pairs.append((volcam_variant(method), [*others, softmax]))
-            pairs.append((volcam_variant(method, weights="increase"), others[-1:]))
+            # the one difference left between the two: how the masks are upsampled
+            diagnostic = pgc_variant(method, port=True, align_corners=False)
+            pairs.append((volcam_variant(method, weights="increase"), [*others[-1:], diagnostic]))
         else:
             pairs.append((volcam_variant(method), others))
     return pairs
@@ -725,13 +740,22 @@ def agreement_verdicts(case: Case, scores: list[tuple[str, str, Agreement]]) -> 
         if a is None or a.r_feature is None:
             lines.append(f"FAIL {case.key} {method}: no comparison ({vc} against {pg} did not run)")
             continue
+        # The verdict is on the same formulation: a decomposition's sign is arbitrary in pytorch-grad-cam
+        # (volcam fixes it by the mean activation), and its Score-CAM upsamples the masks with corners
+        # aligned; the raw r stays in the line.
         r = a.r_feature
-        text = f"{case.key} {method}: {vc} against {pg}, r = {r:.5f} at feature resolution (target > 0.99)"
+        text = f"{case.key} {method}: {vc} against {pg}, r = {r:.5f} at feature resolution"
         if a.r_aligned is not None and not a.pgc_sign_agrees:
+            r = a.r_aligned
             text += (
                 f"; pytorch-grad-cam's SVD sign came out opposite to volcam's mean-activation rule, r = "
                 f"{a.r_aligned:.5f} with its component turned by that rule"
             )
+        same_masks = by_pair.get((vc, pgc_variant(method, port=True, align_corners=False).key))
+        if method == "scorecam" and same_masks is not None and same_masks.r_feature is not None:
+            r = same_masks.r_feature
+            text += f"; r = {same_masks.r_feature:.5f} when the port upsamples the masks as volcam does"
+        text += f" (target > 0.99 on the like-for-like r: {r:.5f})"
         lines.append(f"{verdict(r > R_TARGET)} {text}")
     return lines
 
@@ -933,6 +957,15 @@ def header(args, load: tuple[str, str], versions: dict[str, str], cases: list[Ca
         "matrix (volcam's rule), then ReLU'd",
         "- pytorch-grad-cam (3D port): its `ScoreCAM`/`AblationCAM` code with only the 2D-only lines made n-D "
         "(stock 1.5.7 fails on volumes: see the notes); `benchmarks/methods.py` `pgc_ports`",
+        *(
+            [
+                "- assembled with `--resume` from the worker results kept in the work dir: variants that ran while "
+                "the machine was busy were rerun; the load averages above are this invocation's, the other-load "
+                "column is each variant's own"
+            ]
+            if args.resume
+            else []
+        ),
         "- other load: CPU-seconds per second used by other processes during the timed calls (from /proc/stat "
         f"less the worker's own CPU time; 0 = idle, {os.cpu_count()} = every core busy elsewhere)",
         "",
