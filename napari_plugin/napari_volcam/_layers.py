@@ -1,0 +1,129 @@
+"""Scans and maps as napari layer data: the geometry and grey range come from :mod:`volcam.display`.
+
+A layer made here keeps what the widget and the writer need in its ``metadata``: ``volcam`` (plain
+values: geometry, modality, series description, spacing; no patient identifier) and ``volcam_scan``
+(the loaded scan itself, whose array the layer's data is a view of, so nothing is copied).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SCAN_KEY = "volcam_scan"
+INFO_KEY = "volcam"
+RESULT_KEY = "volcam_result"
+COLORMAPS = ("turbo", "jet", "inferno")
+
+
+def layer_name(meta: dict[str, Any]) -> str:
+    """A name from the modality and series description only (file names may hold patient names)."""
+    kind = "clip" if meta.get("axes") == "thw" else "volume"
+    description = str(meta.get("series_description") or "").strip()
+    return f"{meta.get('modality') or 'OT'} {description or kind}"
+
+
+def scan_layer(scan: Any, name: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A loaded scan ``(C, *S)`` → napari ``(data, kwargs, "image")`` in the display orientation."""
+    from volcam.display import display_geometry, display_limits
+
+    geometry = display_geometry(scan)
+    meta = dict(scan.meta)
+    values = scan.as_tensor().numpy()
+    rgb = values.shape[0] == 3
+    data = geometry.to_display(np.moveaxis(values, 0, -1) if rgb else values[0])
+    if rgb:  # colour ultrasound: napari shows RGB as 0..255 bytes
+        data = np.clip(data, 0, 255).astype(np.uint8)
+    clip = geometry.axes == "tyx"
+    info = {
+        "geometry": geometry.as_metadata(),
+        "modality": str(meta.get("modality") or "OT"),
+        "series_description": str(meta.get("series_description") or ""),
+        "spacing": [float(v) for v in meta.get("spacing", geometry.scale)],
+        "axes": str(meta.get("axes") or geometry.axes),
+        "frame_interval": meta.get("frame_interval"),
+        "problems": [str(p) for p in meta.get("problems", [])],
+        "orientation": "time, rows, columns" if clip else "axial, radiological (S, P, L in LPS mm)",
+    }
+    kwargs: dict[str, Any] = {
+        "name": name or layer_name(meta),
+        "scale": geometry.scale,
+        "translate": geometry.translate,
+        "metadata": {INFO_KEY: info, SCAN_KEY: scan},
+        "rgb": rgb,
+        "axis_labels": ("t", "y", "x") if clip else ("S", "P", "L"),
+        "units": ("s", "mm", "mm") if clip else ("mm", "mm", "mm"),
+    }
+    if not rgb:
+        kwargs["colormap"] = "gray"
+        kwargs["contrast_limits"] = display_limits(data, info["modality"])
+    return data, kwargs, "image"
+
+
+def mask_layer(mask: Any, like: dict[str, Any], name: str) -> tuple[np.ndarray, dict[str, Any], str]:
+    """A lesion mask on a scan's grid (loaded like it) → a Labels layer over that scan's layer kwargs."""
+    from volcam.display import DisplayGeometry
+
+    geometry = DisplayGeometry.from_metadata(like["metadata"][INFO_KEY]["geometry"])
+    values = mask.as_tensor().numpy() if hasattr(mask, "as_tensor") else np.asarray(mask)
+    if values.ndim == len(geometry.shape) + 1:
+        values = values[0]
+    data = geometry.to_display(np.rint(values).astype(np.int32))
+    kwargs = {
+        "name": name,
+        "scale": like["scale"],
+        "translate": like["translate"],
+        "opacity": 0.4,
+        "units": like["units"],
+        "axis_labels": like["axis_labels"],
+        "metadata": {INFO_KEY: {"geometry": like["metadata"][INFO_KEY]["geometry"], "kind": "mask"}},
+    }
+    return data, kwargs, "labels"
+
+
+def scan_of(layer: Any) -> Any:
+    """The scan behind an image layer: the one it was read from, else one rebuilt from its data and scale."""
+    scan = layer.metadata.get(SCAN_KEY)
+    if scan is not None:
+        return scan
+    from volcam.errors import InputError
+    from volcam.io.image import LPS_TO_RAS, make_volume
+
+    data = np.asarray(layer.data, dtype=np.float32)
+    if data.ndim != 3 or layer.rgb:
+        raise InputError(f"layer {layer.name!r}: a grey 3D volume is needed, this one has shape {data.shape}")
+    scale, translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float)
+    lps = np.eye(4)  # displayed (S, P, L) → source (L, P, S) voxel order, LPS world
+    for source, display in enumerate((2, 1, 0)):
+        lps[source, source] = scale[display]
+        lps[source, 3] = translate[display]
+    volume = np.transpose(data, (2, 1, 0))[None]
+    return make_volume(volume, LPS_TO_RAS @ lps, path=layer.name, modality=None)
+
+
+def threshold_colormap(name: str, threshold: float) -> Any:
+    """A napari colormap: ``name`` (turbo/jet/inferno) above ``threshold``, black (adds nothing) below."""
+    from matplotlib import colormaps
+    from napari.utils.colormaps import Colormap
+
+    values = np.linspace(0.0, 1.0, 256)
+    colours = colormaps[name](values)
+    colours[values < threshold] = (0.0, 0.0, 0.0, 1.0)
+    return Colormap(colours, name=f"volcam {name} > {threshold:.2f}", interpolation="zero")
+
+
+def cam_layer_kwargs(like: Any, name: str, colormap: str, threshold: float, opacity: float) -> dict[str, Any]:
+    """Display settings of a map over the image layer ``like``: same scale/translate, additive, fixed 0..1."""
+    return {
+        "name": name,
+        "scale": tuple(like.scale),
+        "translate": tuple(like.translate),
+        "units": tuple(like.units),
+        "axis_labels": tuple(like.axis_labels),
+        "colormap": threshold_colormap(colormap, threshold),
+        "blending": "additive",
+        "contrast_limits": (0.0, 1.0),
+        "opacity": opacity,
+        "interpolation2d": "linear",
+    }

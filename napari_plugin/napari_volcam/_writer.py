@@ -1,0 +1,63 @@
+"""Writers: a map layer back into its source's geometry, as NIfTI or as a derived DICOM series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_volcam._layers import INFO_KEY, RESULT_KEY, SCAN_KEY
+
+
+def _source_map(data: Any, attributes: dict) -> tuple[Any, dict]:
+    """The layer's data in the source's voxel order, as a MetaTensor with the source's affine."""
+    import torch
+    from monai.data import MetaTensor
+    from volcam.display import DisplayGeometry
+    from volcam.errors import InputError
+
+    metadata = attributes.get("metadata") or {}
+    info = metadata.get(INFO_KEY)
+    if not info or "geometry" not in info:
+        raise InputError("this layer was not read or made by volcam, so its source geometry is unknown")
+    geometry = DisplayGeometry.from_metadata(info["geometry"])
+    values = np.ascontiguousarray(geometry.to_source(np.asarray(data, dtype=np.float32)))
+    return MetaTensor(torch.from_numpy(values), affine=torch.tensor(geometry.affine, dtype=torch.float64)), metadata
+
+
+def write_nifti(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save a map layer as NIfTI on its source's grid and affine (``.nii`` / ``.nii.gz``)."""
+    from napari.utils.notifications import show_error
+    from volcam.errors import VolcamError
+    from volcam.io.write import write_nifti as write
+
+    try:
+        cam, metadata = _source_map(data, attributes)
+        written = write(cam, path, result=metadata.get(RESULT_KEY))
+    except VolcamError as error:
+        show_error(f"volcam cannot save {Path(path).name}: {error}")
+        return []
+    return [str(written)]
+
+
+def write_dicom(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save a map layer as a derived DICOM series (colour overlay on the scan) in the folder ``path`` minus ``.dcm``."""
+    from napari.utils.notifications import show_error
+    from volcam.errors import VolcamError
+    from volcam.io.write import write_dicom as write
+
+    folder = Path(path)
+    folder = folder.with_suffix("") if folder.suffix.lower() == ".dcm" else folder
+    try:
+        cam, metadata = _source_map(data, attributes)
+        scan = metadata.get(SCAN_KEY)
+        if scan is None:
+            raise VolcamError(
+                "a derived DICOM series needs the scan the map was computed on; explain it in napari first"
+            )
+        written = write(cam, folder, scan, result=metadata.get(RESULT_KEY), overwrite=True)
+    except VolcamError as error:
+        show_error(f"volcam cannot save {folder.name}: {error}")
+        return []
+    return [str(written)]

@@ -1,0 +1,105 @@
+"""One scan, one model, many explanations: the forward pass is paid once per scan.
+
+A viewer explains the same scan again and again (another class, another gradient method, another
+σ). :class:`ScanSession` keeps the scan's preprocessed input and one :class:`~volcam.engine.CamEngine`
+per target layer, whose cached forward serves every later request, so a change of class or method
+costs a backward through the head and the map's way back to the scan's grid. Frame models on clips
+run through :meth:`volcam.Model.explain` (they have no single forward to keep).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from volcam.errors import InputError
+from volcam.models import Model, ScanExplanation, _on_scan
+
+__all__ = ["ScanSession"]
+
+
+class ScanSession:
+    """Explanations of one ``scan`` (``(C, *S)`` from :func:`volcam.load`) by one :class:`~volcam.Model`.
+
+    Use as a context manager, or call :meth:`close` to drop the cached forward and its graph.
+    """
+
+    def __init__(self, model: Model, scan: torch.Tensor) -> None:
+        self.model = model
+        self.scan = scan
+        self._input: torch.Tensor | None = None  # (1, C', *S'), the same tensor every call: the engine's cache key
+        self._prepared: Any = None
+        self._engines: dict[tuple[str, ...], Any] = {}
+        self.forwards = 0  # forward passes run so far (for tests and timings)
+
+    def __enter__(self) -> ScanSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
+
+    def _engine(self, layer: str | Sequence[str]) -> Any:
+        from volcam.engine import CamEngine
+
+        key = (layer,) if isinstance(layer, str) else tuple(layer)
+        if key not in self._engines:
+            model = self.model
+            self._engines[key] = CamEngine(model.network, layer, device=model.device, labels=model.labels or None)
+        return self._engines[key]
+
+    def explain(
+        self,
+        method: str = "gradcam",
+        target: int | str | None = None,
+        layer: str | Sequence[str] | None = None,
+        **options,
+    ) -> ScanExplanation:
+        """Like :meth:`volcam.Model.explain` for one method, reusing this scan's forward.
+
+        ``timings`` holds ``preprocess`` (0 after the first call), ``explain`` and ``invert`` seconds.
+        """
+        model = self.model
+        if model.card.kind == "frames" or isinstance(model.network, torch.jit.ScriptModule):
+            return model.explain(self.scan, method, target, layer, **options)
+        model.check_target(target)
+        chosen = layer if layer is not None else ("auto" if method == "cam" else model.card.layer)
+        model.check_layer(chosen)
+        start = time.perf_counter()
+        if self._input is None:
+            self._prepared = model.prepare(self.scan)
+            self._input = self._prepared[None]
+        prep_seconds = time.perf_counter() - start
+        engine = self._engine(chosen)
+        start = time.perf_counter()
+        before = engine._cache
+        try:
+            result = engine.explain(self._input, method, target, **options)
+        except RuntimeError as error:
+            raise InputError(
+                f"{model.name} cannot take an input of shape {tuple(self._input.shape)} after preprocessing "
+                f"({str(error).strip().splitlines()[0][:160]})"
+            ) from None
+        self.forwards += engine._cache is not before
+        explain_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        cam = _on_scan(model.preprocessing.invert(result.map[0], self._prepared), self.scan)
+        klass, prediction = int(result.classes[0]), int(result.predicted[0])
+        probs = result.probabilities[0] if result.probabilities is not None else torch.zeros(0)
+        return ScanExplanation(
+            map=cam,
+            result=result,
+            method=result.method,
+            prediction=model._label(prediction),
+            target=model._label(klass) if klass >= 0 else "custom",
+            probabilities={model._label(i): round(float(p), 6) for i, p in enumerate(probs)},
+            layers=tuple(result.layers),
+            timings={"preprocess": prep_seconds, "explain": explain_seconds, "invert": time.perf_counter() - start},
+        )

@@ -1,0 +1,209 @@
+"""The explain dock in a real napari viewer under Xvfb: result geometry, pixels on screen, responsiveness, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import volcam  # noqa: E402
+from volcam import sample_data  # noqa: E402
+from volcam.display import display_geometry  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_MS = 120_000
+
+
+def _widget(viewer, qtbot):
+    from napari_volcam._widget import ExplainWidget
+
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="volcam", area="right")
+    qtbot.waitUntil(lambda: widget.target.count() > 1, timeout=TIMEOUT_MS)  # card loaded in its worker
+    return widget
+
+
+def _run(widget, qtbot, methods=None):
+    worker = widget.explain(methods)
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    return worker
+
+
+@pytest.fixture
+def ct_viewer(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("volcam", "demo_ct")
+    return viewer
+
+
+def world_to_screen(viewer, shot: np.ndarray, y: float, x: float) -> tuple[int, int]:
+    """Screenshot pixel (row, column) of a 2D world point (y, x): the camera's centre and zoom (px per mm)."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    ratio = shot.shape[1] / canvas.width()
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9: scene.camera
+    cy, cx = camera.center[-2:]
+    zoom = camera.zoom * ratio
+    return int(round((y - cy) * zoom + shot.shape[0] / 2)), int(round((x - cx) * zoom + shot.shape[1] / 2))
+
+
+def colourfulness(pixels: np.ndarray) -> np.ndarray:
+    """max - min over RGB: 0 for grey, high for a coloured overlay."""
+    rgb = pixels[..., :3].astype(np.int32)
+    return rgb.max(-1) - rgb.min(-1)
+
+
+def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
+    from qtpy.QtCore import QTimer
+
+    viewer = ct_viewer
+    ct, mask = viewer.layers["demo chest CT"], viewer.layers["demo chest CT lesions"]
+    widget = _widget(viewer, qtbot)
+    assert widget.card.text().endswith(sample_data.CT_CARD)  # the demo card preselected for a CT
+    assert [widget.target.itemText(i) for i in range(widget.target.count())] == ["predicted", "normal", "covid"]
+    assert widget.target_layer.itemText(0) == "auto" and "layer2" in [
+        widget.target_layer.itemText(i) for i in range(widget.target_layer.count())
+    ]
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    widget.method.setCurrentText("gradcam")
+    _run(widget, qtbot)
+    timer.stop()
+    assert widget.last_error == ""
+    cam = widget.cam_layer
+    assert cam.name == "gradcam · covid"
+    # the GUI thread kept processing events while the worker computed
+    assert len(ticks) >= 5, f"only {len(ticks)} timer ticks: the event loop was blocked"
+
+    np.testing.assert_allclose(cam.scale, ct.scale)
+    np.testing.assert_allclose(cam.translate, ct.translate)
+    scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
+    model = volcam.load_model(sample_data.file(sample_data.CT_CARD))
+    expected = model.explain(scan, "gradcam")
+    np.testing.assert_allclose(cam.data, display_geometry(scan).to_display(expected.map[0].numpy()), atol=1e-5)
+    assert "prediction: covid" in widget.status.text() and "normal 0.000" in widget.status.text()
+    assert cam.blending == "additive" and tuple(cam.contrast_limits) == (0.0, 1.0) and cam.colorbar.visible
+
+    # on screen: the overlay colours the lesion and leaves the air outside the body grey
+    mask.visible = False
+    k = widget.current_slice()
+    lesion = np.argwhere(mask.data[k] > 0)
+    assert len(lesion), "the peak slice shows no lesion"
+    viewer.reset_view()
+    qtbot.wait(100)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    scale, translate = np.asarray(ct.scale[1:]), np.asarray(ct.translate[1:])
+    hot = np.argwhere(cam.data[k] > 0.6)
+    rows, cols = zip(*(world_to_screen(viewer, shot, *(translate + scale * p)) for p in hot), strict=True)
+    lesion_colour = np.median(colourfulness(shot[list(rows), list(cols)]))
+    corner = world_to_screen(viewer, shot, *(translate + scale * np.array([3, 3])))
+    background = colourfulness(shot[corner[0] - 2 : corner[0] + 3, corner[1] - 2 : corner[1] + 3]).max()
+    assert lesion_colour > 80, lesion_colour
+    assert background < 10, background
+    # the hottest voxels are in the lesions (the pointing game the widget reports)
+    numbers = widget.update_localization()
+    assert numbers["pointing_hit"] and "hit" in widget.localization.text()
+
+
+def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
+    import time
+
+    widget = _widget(ct_viewer, qtbot)
+    _run(widget, qtbot)
+    session = next(iter(widget._sessions.values()))
+    assert session.forwards == 1
+    seconds = []
+    for method, target in (("gradcam", "normal"), ("gradcam++", "covid"), ("layercam", "predicted")):
+        widget.method.setCurrentText(method)
+        widget.target.setCurrentText(target)
+        start = time.perf_counter()
+        _run(widget, qtbot)
+        seconds.append(time.perf_counter() - start)
+        assert widget.last_error == ""
+    assert session.forwards == 1  # one forward served every class and method
+    assert max(seconds) < 1.0, seconds
+    assert {"gradcam · normal", "gradcam++ · covid", "layercam · covid"} <= {layer.name for layer in ct_viewer.layers}
+
+
+def test_review_steps_profile_and_compare(ct_viewer, qtbot):
+    from volcam.review import peak, slice_profile, top_slices
+
+    viewer = ct_viewer
+    widget = _widget(viewer, qtbot)
+    _run(widget, qtbot)
+    cam = np.asarray(widget.cam_layer.data)
+    assert widget.current_slice() == peak(cam)[0]  # a new map opens on its peak slice
+    widget.step_top(1)
+    assert widget.current_slice() == top_slices(cam, k=5)[0]
+    widget.step_top(1)
+    assert widget.current_slice() == top_slices(cam, k=5)[1]
+    np.testing.assert_allclose(widget.plot.profile, slice_profile(cam))
+    widget.plot._clicked(type("Click", (), {"xdata": 7.2})())  # a click on the profile at slice 7
+    assert widget.current_slice() == 7
+
+    from qtpy.QtCore import Qt
+
+    for name in ("gradcam++", "hirescam"):
+        (item,) = widget.compare_methods.findItems(name, Qt.MatchExactly)
+        item.setSelected(True)
+    worker = widget.compare()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: viewer.grid.enabled, timeout=5000)
+    names = [layer.name for layer in viewer.layers]
+    assert names[:4] == [
+        "demo chest CT",
+        "gradcam++ · covid (compare)",
+        "demo chest CT ⟨1⟩",
+        "hirescam · covid (compare)",
+    ]
+    assert viewer.grid.stride == 2
+    viewer.dims.set_point(0, viewer.layers[1].translate[0] + 10 * viewer.layers[1].scale[0])
+    assert widget.current_slice() == 10  # one dims for every cell: the slices are linked
+
+
+def test_model_failing_on_the_scan_leaves_the_viewer_usable(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("volcam", "demo_ultrasound")
+    widget = _widget(viewer, qtbot)
+    assert widget.card.text().endswith(sample_data.LUS_CARD)
+    widget.card.setText(str(sample_data.file(sample_data.CT_CARD)))  # a CT volume model on a clip
+    widget._card_changed()
+    qtbot.wait(200)
+    _run(widget, qtbot)
+    assert "explains volumes" in widget.last_error and "error" in widget.status.text()
+    assert widget.cam_layer is None and widget.run_button.isEnabled()
+
+    widget.card.setText(str(sample_data.file(sample_data.LUS_CARD)))
+    widget._card_changed()
+    qtbot.wait(200)
+    _run(widget, qtbot)
+    assert widget.last_error == ""
+    clip = viewer.layers["demo lung ultrasound"]
+    cam = widget.cam_layer
+    assert cam.data.shape == clip.data.shape == (24, 128, 128)
+    np.testing.assert_allclose(cam.scale, clip.scale)
+    assert viewer.dims.nsteps[0] == 24  # the clip's time axis is the slider
+
+
+def test_writer_puts_the_map_back_in_the_source_geometry(ct_viewer, qtbot, tmp_path):
+    widget = _widget(ct_viewer, qtbot)
+    _run(widget, qtbot)
+    cam = widget.cam_layer
+    written = cam.save(str(tmp_path / "cam.nii.gz"), plugin="volcam")
+    assert written
+    back = volcam.load(tmp_path / "cam.nii.gz")
+    scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
+    np.testing.assert_allclose(back.affine.numpy(), scan.affine.numpy(), atol=1e-4)
+    np.testing.assert_allclose(display_geometry(scan).to_display(back[0].numpy()), cam.data, atol=1e-5)
+
+    series = cam.save(str(tmp_path / "cam_series.dcm"), plugin="volcam")
+    assert series
+    derived = volcam.load(tmp_path / "cam_series")
+    assert tuple(derived.shape[1:]) == tuple(scan.shape[1:])
+    np.testing.assert_allclose(derived.affine.numpy(), scan.affine.numpy(), atol=1e-3)
