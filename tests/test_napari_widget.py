@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-import volcam  # noqa: E402
-from volcam import sample_data  # noqa: E402
-from volcam.display import display_geometry  # noqa: E402
+import volcam
+from volcam import sample_data
+from volcam.display import display_geometry
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def world_to_screen(viewer, shot: np.ndarray, y: float, x: float) -> tuple[int, 
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9: scene.camera
     cy, cx = camera.center[-2:]
     zoom = camera.zoom * ratio
-    return int(round((y - cy) * zoom + shot.shape[0] / 2)), int(round((x - cx) * zoom + shot.shape[1] / 2))
+    return int(np.rint((y - cy) * zoom + shot.shape[0] / 2)), int(np.rint((x - cx) * zoom + shot.shape[1] / 2))
 
 
 def colourfulness(pixels: np.ndarray) -> np.ndarray:

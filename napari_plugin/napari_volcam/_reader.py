@@ -34,8 +34,9 @@ def napari_get_reader(path: str | list[str]) -> Any:
 
 def read_scan(path: str | os.PathLike | list) -> list[tuple]:
     """The scan at ``path`` as one image layer (``[(None,)]`` with an error notification if unreadable)."""
-    import volcam
     from napari.utils.notifications import show_error, show_warning
+
+    import volcam
     from volcam.errors import VolcamError
 
     if isinstance(path, list):

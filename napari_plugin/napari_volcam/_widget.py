@@ -49,6 +49,11 @@ def demo_card(modality: str | None) -> str:
         return ""
 
 
+def _named(layers: Any, name: str) -> Any:
+    """The layer called ``name``, or ``None`` (napari's LayerList has no ``get``)."""
+    return next((layer for layer in layers if layer.name == name), None)
+
+
 def error_text(error: BaseException) -> str:
     """One line for a person: volcam's own message, or the exception's type and first line."""
     from volcam.errors import VolcamError
@@ -256,10 +261,10 @@ class ExplainWidget(QWidget):
 
     def selected_image(self) -> Any:
         name = self.image.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return _named(self.viewer.layers, name)
 
     def _image_changed(self, name: str) -> None:
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        layer = _named(self.viewer.layers, name)
         if layer is None:
             return
         modality = layer.metadata.get(INFO_KEY, {}).get("modality")
@@ -496,7 +501,7 @@ class ExplainWidget(QWidget):
     def current_slice(self) -> int:
         layer = self.cam_layer
         point = self.viewer.dims.point[0]
-        return int(round((point - layer.translate[0]) / layer.scale[0])) if layer is not None else 0
+        return int(np.rint((point - layer.translate[0]) / layer.scale[0])) if layer is not None else 0
 
     def go_to_peak(self) -> None:
         from volcam.review import peak

@@ -14,6 +14,7 @@ def _source_map(data: Any, attributes: dict) -> tuple[Any, dict]:
     """The layer's data in the source's voxel order, as a MetaTensor with the source's affine."""
     import torch
     from monai.data import MetaTensor
+
     from volcam.display import DisplayGeometry
     from volcam.errors import InputError
 
@@ -29,6 +30,7 @@ def _source_map(data: Any, attributes: dict) -> tuple[Any, dict]:
 def write_nifti(path: str, data: Any, attributes: dict) -> list[str]:
     """Save a map layer as NIfTI on its source's grid and affine (``.nii`` / ``.nii.gz``)."""
     from napari.utils.notifications import show_error
+
     from volcam.errors import VolcamError
     from volcam.io.write import write_nifti as write
 
@@ -44,6 +46,7 @@ def write_nifti(path: str, data: Any, attributes: dict) -> list[str]:
 def write_dicom(path: str, data: Any, attributes: dict) -> list[str]:
     """Save a map layer as a derived DICOM series (colour overlay on the scan) in the folder ``path`` minus ``.dcm``."""
     from napari.utils.notifications import show_error
+
     from volcam.errors import VolcamError
     from volcam.io.write import write_dicom as write
 
