@@ -72,11 +72,12 @@ class ScanSession:
         model.check_target(target)
         chosen = layer if layer is not None else ("auto" if method == "cam" else model.card.layer)
         model.check_layer(chosen)
-        start = time.perf_counter()
+        prep_seconds = 0.0  # paid once per scan
         if self._input is None:
+            start = time.perf_counter()
             self._prepared = model.prepare(self.scan)
             self._input = self._prepared[None]
-        prep_seconds = time.perf_counter() - start
+            prep_seconds = time.perf_counter() - start
         engine = self._engine(chosen)
         start = time.perf_counter()
         before = engine._cache
