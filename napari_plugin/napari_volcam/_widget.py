@@ -460,6 +460,7 @@ class ExplainWidget(QWidget):
                     under = self.viewer.add_image(
                         image.data, name=copy_name, scale=image.scale, translate=image.translate,
                         colormap=image.colormap, contrast_limits=image.contrast_limits, rgb=image.rgb,
+                        units=image.units, axis_labels=image.axis_labels,
                     )  # fmt: skip
             order += [under, cam]
         rest = [layer for layer in layers if layer not in order]
