@@ -9,6 +9,7 @@ is :mod:`volcam.review`; this module only wires it to widgets.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,34 @@ def demo_card(modality: str | None) -> str:
 def _named(layers: Any, name: str) -> Any:
     """The layer called ``name``, or ``None`` (napari's LayerList has no ``get``)."""
     return next((layer for layer in layers if layer.name == name), None)
+
+
+@dataclass
+class Review:
+    """What the review panel shows for one map, computed off the GUI thread."""
+
+    data: np.ndarray  # the map in display order, as the layer holds it
+    profile: np.ndarray  # mean activation per slice (frame) along the slider axis
+    top: list[int]  # the slices with the most activation, highest first
+    localization: dict[str, Any] | None  # against the lesion mask, when one is chosen and fits
+
+
+def map_spacing(scale: Any, clip: bool) -> tuple[float, ...]:
+    """Distances for localization: mm in plane; on a clip never across frames (a huge step in time)."""
+    spacing = [float(v) for v in scale]
+    if clip:
+        spacing[0] = 1e6
+    return tuple(spacing)
+
+
+def review_of(data: np.ndarray, mask: np.ndarray | None, spacing: tuple[float, ...]) -> Review:
+    """Profile, top slices and localization of a displayed map (:mod:`volcam.review`)."""
+    from volcam.review import localization, slice_profile, top_slices
+
+    numbers = None
+    if mask is not None and mask.shape == data.shape and mask.any():
+        numbers = localization(data, mask, spacing, tolerance_mm=5.0)
+    return Review(data, slice_profile(data, axis=0), top_slices(data, axis=0, k=TOP_K), numbers)
 
 
 def error_text(error: BaseException) -> str:
@@ -117,7 +146,8 @@ class ExplainWidget(QWidget):
         self.worker: Any = None
         self.last_error = ""
         self.cam_layer: Any = None
-        self._top: list[int] = []
+        self.last_explanation: Any = None
+        self.review: Review | None = None
         self._top_at = -1
 
         self.image = QComboBox()
@@ -193,6 +223,7 @@ class ExplainWidget(QWidget):
         review_layout.addWidget(self.plot)
         self.mask = QComboBox()
         self.mask.currentTextChanged.connect(lambda _: self.update_localization())
+        self._mask_worker: Any = None
         self.localization = QLabel("")
         self.localization.setWordWrap(True)
         mask_form = QFormLayout()
@@ -338,6 +369,8 @@ class ExplainWidget(QWidget):
         """Start explaining the selected image with the chosen method(s); returns the worker."""
         from napari.qt.threading import create_worker
 
+        from volcam.display import DisplayGeometry, display_geometry
+
         layer = self.selected_image()
         card = self.card.text().strip()
         if layer is None or not card:
@@ -345,12 +378,20 @@ class ExplainWidget(QWidget):
             return None
         methods = methods or [self.method.currentText()]
         settings = self.settings()
+        info = layer.metadata.get(INFO_KEY, {})
+        mask = self._mask_data()
+        spacing = map_spacing(layer.scale, info.get("axes") == "thw")
 
         def work() -> Any:
-            session = self._session(card, scan_of(layer))
+            scan = scan_of(layer)
+            # a layer volcam read knows its geometry; a plain one was rebuilt in the display order
+            geometry = DisplayGeometry.from_metadata(info["geometry"]) if "geometry" in info else display_geometry(scan)
+            session = self._session(card, scan)
             yield None  # model and scan ready
             for method in methods:
-                yield (method, session.explain(method, **settings))
+                explanation = session.explain(method, **settings)
+                data = np.ascontiguousarray(geometry.to_display(explanation.map[0].detach().cpu().numpy()))
+                yield (method, explanation, review_of(data, mask, spacing), geometry.as_metadata())
 
         self.worker = create_worker(
             work, _progress={"total": len(methods) + 1, "desc": "volcam explain"}, _ignore_errors=True
@@ -399,15 +440,11 @@ class ExplainWidget(QWidget):
         self._show_error_text(error_text(error))
 
     def _add_result(self, image: Any, item: Any, compare: bool) -> None:
-        from volcam.display import DisplayGeometry
-
         if item is None:
             return
-        method, explanation = item
+        method, explanation, review, geometry = item
+        data = review.data
         info = image.metadata.get(INFO_KEY, {})
-        geometry = DisplayGeometry.from_metadata(info["geometry"]) if "geometry" in info else None
-        values = explanation.map[0].detach().cpu().numpy()
-        data = geometry.to_display(values) if geometry else np.transpose(values, (2, 1, 0))
         name = f"{method} · {explanation.target}" + (" (compare)" if compare else "")
         kwargs = cam_layer_kwargs(
             image, name, self.colormap.currentText(), self.threshold.value(), self.opacity.value() / 100
@@ -415,7 +452,7 @@ class ExplainWidget(QWidget):
         metadata = {
             INFO_KEY: {
                 "kind": "cam",
-                "geometry": info.get("geometry"),
+                "geometry": geometry,
                 "modality": info.get("modality"),
                 "source_layer": image.name,
                 **explanation.summary(),
@@ -437,9 +474,10 @@ class ExplainWidget(QWidget):
             f"<b>prediction: {explanation.prediction}</b> ({probabilities})<br>"
             f"{method} for class '{explanation.target}' at {', '.join(explanation.layers)} in {seconds:.2f} s"
         )
-        self._top = self._review_data()[1]
+        self.review = review
+        self.last_explanation = explanation
         self._top_at = -1
-        self.update_localization()
+        self._show_localization(review.localization)
         if not compare:
             self.go_to_peak()
 
@@ -481,14 +519,6 @@ class ExplainWidget(QWidget):
                 layer.opacity = self.opacity.value() / 100
 
     # -- review -----------------------------------------------------------------------------------
-    def _review_data(self) -> tuple[np.ndarray, list[int]]:
-        from volcam.review import slice_profile, top_slices
-
-        if self.cam_layer is None:
-            return np.zeros(0), []
-        cam = np.asarray(self.cam_layer.data)
-        return slice_profile(cam, axis=0), top_slices(cam, axis=0, k=TOP_K)
-
     def go_to_slice(self, index: int) -> None:
         """Show slice (frame) ``index`` of the map along the slider axis, and mark it on the profile."""
         if self.cam_layer is None:
@@ -497,7 +527,8 @@ class ExplainWidget(QWidget):
         world = float(layer.translate[0] + index * layer.scale[0])
         self.viewer.dims.set_point(0, world)
         axes = layer.metadata.get(INFO_KEY, {}).get("geometry", {}).get("axes", "zyx")
-        self.plot.show_profile(self._review_data()[0], "frame" if axes == "tyx" else "axial slice", index)
+        if self.review is not None:
+            self.plot.show_profile(self.review.profile, "frame" if axes == "tyx" else "axial slice", index)
 
     def current_slice(self) -> int:
         layer = self.cam_layer
@@ -507,36 +538,51 @@ class ExplainWidget(QWidget):
     def go_to_peak(self) -> None:
         from volcam.review import peak
 
-        if self.cam_layer is not None:
-            self.go_to_slice(peak(np.asarray(self.cam_layer.data))[0])
+        if self.review is not None:
+            self.go_to_slice(peak(self.review.data)[0])
 
     def step_top(self, step: int) -> None:
         """Go to the next (``step`` = 1) or previous (-1) of the top slices by mean activation."""
-        if not self._top:
+        if self.review is None or not self.review.top:
             return
-        self._top_at = (self._top_at + step) % len(self._top)
-        self.go_to_slice(self._top[self._top_at])
+        top = self.review.top
+        self._top_at = (self._top_at + step) % len(top)
+        self.go_to_slice(top[self._top_at])
 
-    def update_localization(self) -> dict | None:
-        """Localization numbers of the current map against the chosen lesion mask layer, shown below it."""
-        from volcam.review import localization
-
+    def _mask_data(self) -> np.ndarray | None:
         name = self.mask.currentText()
-        if self.cam_layer is None or name in ("", "none") or name not in self.viewer.layers:
-            self.localization.setText("")
+        layer = _named(self.viewer.layers, name) if name not in ("", "none") else None
+        return None if layer is None else np.asarray(layer.data)
+
+    def update_localization(self) -> Any:
+        """Recompute the localization numbers for a newly chosen mask, in a worker; returns it (or None)."""
+        from napari.qt.threading import create_worker
+
+        mask = self._mask_data()
+        if self.review is None or mask is None:
+            self._show_localization(None)
             return None
-        mask = np.asarray(self.viewer.layers[name].data)
-        cam = np.asarray(self.cam_layer.data)
-        if mask.shape != cam.shape or not mask.any():
-            self.localization.setText(f"{name}: not on the map's grid or empty")
-            return None
-        spacing = list(self.cam_layer.scale)
-        if self.cam_layer.metadata.get(INFO_KEY, {}).get("geometry", {}).get("axes") == "tyx":
-            spacing[0] = 1e6  # a clip: distances within a frame, never across time
-        numbers = localization(cam, mask, tuple(spacing), tolerance_mm=5.0)
+        review, layer = self.review, self.cam_layer
+        clip = layer.metadata.get(INFO_KEY, {}).get("geometry", {}).get("axes") == "tyx"
+        spacing = map_spacing(layer.scale, clip)
+        self._mask_worker = create_worker(review_of, review.data, mask, spacing, _ignore_errors=True)
+        self._mask_worker.returned.connect(lambda new: self._show_review_numbers(review, new))
+        self._mask_worker.errored.connect(self._show_error)
+        self._mask_worker.start()
+        return self._mask_worker
+
+    def _show_review_numbers(self, old: Review, new: Review) -> None:
+        if self.review is old:  # still the map it was computed for
+            self.review = new
+            self._show_localization(new.localization)
+
+    def _show_localization(self, numbers: dict | None) -> None:
+        if numbers is None:
+            name = self.mask.currentText()
+            self.localization.setText("" if name in ("", "none") else f"{name}: not on the map's grid, or empty")
+            return
         self.localization.setText(
             f"pointing game (5 mm): {'hit' if numbers['pointing_hit'] else 'miss'} "
             f"({numbers['distance_mm']:.1f} mm) · energy in mask {numbers['energy_in_mask']:.1%} "
             f"(uniform map: {numbers['energy_baseline']:.1%})"
         )
-        return numbers
