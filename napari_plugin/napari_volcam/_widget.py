@@ -147,6 +147,7 @@ class ExplainWidget(QWidget):
         self.last_error = ""
         self.cam_layer: Any = None
         self.last_explanation: Any = None
+        self.cancelled = False
         self.review: Review | None = None
         self._top_at = -1
 
@@ -406,12 +407,15 @@ class ExplainWidget(QWidget):
         self.compare_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.last_error = ""
+        self.cancelled = False
         self.status.setText(f"explaining with {', '.join(methods)} …")
         self.worker.start()
         return self.worker
 
     def cancel(self) -> None:
+        """Stop after the step running now; what it yields after this is dropped."""
         if self.worker is not None:
+            self.cancelled = True
             self.worker.quit()
             self.status.setText("cancelled")
 
@@ -440,7 +444,7 @@ class ExplainWidget(QWidget):
         self._show_error_text(error_text(error))
 
     def _add_result(self, image: Any, item: Any, compare: bool) -> None:
-        if item is None:
+        if item is None or self.cancelled:
             return
         method, explanation, review, geometry = item
         data = review.data
@@ -460,11 +464,11 @@ class ExplainWidget(QWidget):
             SCAN_KEY: image.metadata.get(SCAN_KEY),
             RESULT_KEY: explanation.result,
         }
-        if name in self.viewer.layers:  # same method and class again: update in place
-            layer = self.viewer.layers[name]
-            layer.data = data
+        layer = _named(self.viewer.layers, name)
+        if layer is not None and layer.metadata.get(INFO_KEY, {}).get("source_layer") == image.name:
+            layer.data = data  # the same method and class on the same scan again: update in place
             layer.metadata = metadata
-        else:
+        else:  # napari suffixes the name when another scan's map already has it
             layer = self.viewer.add_image(data, metadata=metadata, **kwargs)
             layer.colorbar.visible = not compare
         self.cam_layer = layer
@@ -483,6 +487,8 @@ class ExplainWidget(QWidget):
 
     def _arrange_grid(self, image: Any, methods: list[str]) -> None:
         """Grid mode, one cell per method, each the scan under its map; slices stay linked (shared dims)."""
+        if self.cancelled:
+            return
         layers = self.viewer.layers
         cams = [layer for layer in layers if layer.name.endswith("(compare)") and layer.name.split(" · ")[0] in methods]
         if not cams:
