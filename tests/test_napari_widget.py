@@ -240,3 +240,18 @@ def test_a_plain_image_layer_is_explained_from_its_data_and_scale(ct_viewer, qtb
     _run(widget, qtbot)
     assert widget.last_error == ""
     np.testing.assert_allclose(widget.cam_layer.data, reference, atol=1e-4)
+
+
+def test_a_real_colour_ultrasound_cine_is_explained_frame_by_frame(make_napari_viewer, qtbot):
+    from io_fixtures import pydicom_file
+
+    viewer = make_napari_viewer(show=True)
+    (clip,) = viewer.open(str(pydicom_file("examples_ybr_color.dcm")), plugin="volcam")
+    widget = _widget(viewer, qtbot)
+    assert widget.card.text().endswith(sample_data.LUS_CARD)  # an ultrasound scan gets the ultrasound demo
+    _run(widget, qtbot)
+    assert widget.last_error == ""
+    cam = widget.cam_layer
+    assert clip.rgb and cam.data.shape == clip.data.shape[:3] == (30, 240, 320)
+    np.testing.assert_allclose(cam.scale, clip.scale)
+    assert len(widget.plot.profile) == 30  # one value per frame
