@@ -34,6 +34,7 @@ class ScanSession:
         self._prepared: Any = None
         self._engines: dict[tuple[str, ...], Any] = {}
         self.forwards = 0  # forward passes run so far (for tests and timings)
+        self._passes: dict[int, Any] = {}  # engine id → the ForwardPass it holds
 
     def __enter__(self) -> ScanSession:
         return self
@@ -45,6 +46,7 @@ class ScanSession:
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
+        self._passes.clear()
 
     def _engine(self, layer: str | Sequence[str]) -> Any:
         from volcam.engine import CamEngine
@@ -60,7 +62,7 @@ class ScanSession:
         method: str = "gradcam",
         target: int | str | None = None,
         layer: str | Sequence[str] | None = None,
-        **options,
+        **options: Any,
     ) -> ScanExplanation:
         """Like :meth:`volcam.Model.explain` for one method, reusing this scan's forward.
 
@@ -80,15 +82,17 @@ class ScanSession:
             prep_seconds = time.perf_counter() - start
         engine = self._engine(chosen)
         start = time.perf_counter()
-        before = engine._cache
         try:
+            forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
+            if self._passes.get(id(engine)) is not forward:
+                self._passes[id(engine)] = forward
+                self.forwards += 1
             result = engine.explain(self._input, method, target, **options)
         except RuntimeError as error:
             raise InputError(
                 f"{model.name} cannot take an input of shape {tuple(self._input.shape)} after preprocessing "
                 f"({str(error).strip().splitlines()[0][:160]})"
             ) from None
-        self.forwards += engine._cache is not before
         explain_seconds = time.perf_counter() - start
         start = time.perf_counter()
         cam = _on_scan(model.preprocessing.invert(result.map[0], self._prepared), self.scan)
