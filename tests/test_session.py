@@ -12,6 +12,8 @@ from volcam import sample_data
 from volcam.errors import LayerError, TargetError
 from volcam.session import ScanSession
 
+pytestmark = pytest.mark.slow  # the demo models explain the demo CT a dozen times
+
 
 @pytest.fixture(scope="module")
 def ct():
