@@ -171,6 +171,14 @@ def evaluate(
     steps: Annotated[int, typer.Option(help="Deletion/insertion steps (100 = 1% each).")] = 100,
     road: Annotated[bool, typer.Option("--road", help="Also ROAD (noisy linear imputation; slower).")] = False,
     robustness: Annotated[bool, typer.Option("--robustness", help="Also max-sensitivity to input noise.")] = False,
+    baseline: Annotated[
+        str, typer.Option(help="What deletion turns voxels into: zero, mean, blur or a number (network input units).")
+    ] = "zero",
+    insertion_baseline: Annotated[str, typer.Option(help="What insertion starts from (same choices).")] = "blur",
+    region: Annotated[
+        Path | None,
+        typer.Option(help="Body or lung mask on the scan's grid: deletion/insertion and energy stay within it."),
+    ] = None,
     trust_weights: Annotated[
         bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
     ] = False,
@@ -191,21 +199,34 @@ def evaluate(
         loaded.check_layer(layer)
     scan = load(input)
     lesions = load(mask)
+    within = load(region) if region is not None else None
     target_spec: str | int | None = int(target) if target is not None and target.isdigit() else target
     try:
         loaded.check_scan(scan)
         loaded.check_target(target_spec)
         rows = evaluate_to_folder(
             scan, loaded, lesions, out, names, target=target_spec, layer=layer, tolerance_mm=tolerance_mm,
-            steps=steps, road=road, robustness=robustness, progress=typer.echo,
+            steps=steps, road=road, robustness=robustness, baseline=_baseline(baseline),
+            insertion_baseline=_baseline(insertion_baseline), region=within, progress=typer.echo,
         )  # fmt: skip
-    except (InputError, TargetError) as error:  # about this scan or mask: say which files
-        raise type(error)(f"{input} / {mask}: {error}") from None
+    except (InputError, TargetError) as error:  # about this scan or its masks: say which files
+        masks = " / ".join(str(p) for p in (mask, region) if p is not None)
+        raise type(error)(f"{input} / {masks}: {error}") from None
     failed = [r["method"] for r in rows if r.get("sanity") == "FAIL"]
     plots = f"{Path(out) / 'faithfulness.png'}, {Path(out) / 'sanity.png'}"
     typer.echo(f"table: {Path(out) / 'metrics.md'}; plots: {plots}")
     if failed:
         typer.echo(f"sanity check FAILED for {', '.join(failed)}: the map does not change with the model's weights")
+
+
+def _baseline(text: str) -> str | float:
+    """``--baseline``: a named baseline or a number."""
+    try:
+        return float(text)
+    except ValueError:
+        if text not in ("zero", "mean", "blur"):
+            raise typer.BadParameter(f"{text!r}: give zero, mean, blur or a number") from None
+        return text
 
 
 @app.command()

@@ -55,6 +55,7 @@ class Preprocessing:
         self.channels = int(channels)
         self.where = where
         self.compose = Compose([_build(s, where) for s in self.steps])
+        self._geometric: Any = None  # the geometric steps alone, built on first use by mask()
 
     def __call__(self, image: torch.Tensor) -> Any:
         """``(C, *S)`` scan (a ``MetaTensor`` from :func:`volcam.load`) → ``(C', *S')`` network input.
@@ -98,3 +99,32 @@ class Preprocessing:
         )
         back = self.compose.inverse(carried)
         return back.clamp_(0.0, 1.0)  # interpolation may overshoot [0, 1] a hair
+
+    def mask(self, mask: torch.Tensor, like: Any | None = None) -> torch.Tensor:
+        """A mask on the scan's grid ``(*S)`` or ``(1, *S)`` → the network's grid ``(*S')``, boolean.
+
+        Only the card's geometric steps run (those MONAI can invert: orientation, resampling,
+        cropping, padding); intensity steps would turn 0/1 into something else. The mask is resampled
+        as a float with each step's own interpolation and kept where it is at least one half, so a
+        lung or body mask lands where the scan's voxels land. ``like`` (the scan, a ``MetaTensor``)
+        gives the affine when ``mask`` is a plain tensor.
+        """
+        from monai.data import MetaTensor
+        from monai.transforms import Compose, InvertibleTransform
+
+        if self._geometric is None:
+            self._geometric = Compose([t for t in self.compose.transforms if isinstance(t, InvertibleTransform)])
+        plain = mask.as_tensor() if isinstance(mask, MetaTensor) else torch.as_tensor(mask)
+        # the meta holds the affine the geometric steps read
+        meta = dict(mask.meta if isinstance(mask, MetaTensor) else getattr(like, "meta", None) or {})
+        spatial = like.ndim - 1 if like is not None else plain.ndim - int(plain.shape[0] == 1 and plain.ndim > 1)
+        if plain.ndim == spatial:
+            plain = plain[None]
+        image = MetaTensor((plain != 0).float(), meta=meta)
+        try:
+            out = self._geometric(image)
+        except (RuntimeError, ValueError) as error:
+            message = str(error).strip().splitlines()
+            raise InputError(f"preprocessing failed on a mask of shape {tuple(plain.shape)}: {message[-1]}") from None
+        out = out.as_tensor() if isinstance(out, MetaTensor) else out
+        return out[0] >= 0.5

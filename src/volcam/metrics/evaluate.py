@@ -26,7 +26,7 @@ __all__ = ["COLUMNS", "evaluate_to_folder"]
 COLUMNS = {
     "pointing_hit": "pointing game hit (argmax within the tolerance of a lesion; 1 or 0)",
     "energy_in_mask": "share of the map's energy inside the lesions",
-    "energy_random": "what a uniform map scores: the lesions' share of the volume",
+    "energy_random": "what a uniform map scores: the lesions' share of the volume (of the region with --region)",
     "dice_matched": "Dice of the map's top-n voxels (n = lesion volume) with the lesions",
     "iou_at_0.5": "IoU of the map >= 0.5 · max with the lesions",
     "lesion_hit_rate": "lesions where the map reaches half its maximum",
@@ -56,6 +56,9 @@ def evaluate_to_folder(
     steps: int = 100,
     road: bool = False,
     robustness: bool = False,
+    baseline: str | float = "zero",
+    insertion_baseline: str | float = "blur",
+    region: Any | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Explain ``scan`` with each method and score the maps; write the table and plots to ``out``.
@@ -73,6 +76,13 @@ def evaluate_to_folder(
         steps: deletion/insertion steps (100: 1% each).
         road: also ROAD (sparse imputations: slower).
         robustness: also max-sensitivity under input noise.
+        baseline: what deletion turns voxels into: ``"zero"``, ``"mean"``, ``"blur"`` or a number
+            (in the network input's units, after the card's intensity steps).
+        insertion_baseline: what insertion starts from (same choices).
+        region: a body or lung mask on the scan's grid (like ``mask``): the energy is counted
+            within it, and deletion/insertion rank and change only its voxels (carried to the
+            network's grid by the card's geometric steps). Zeroing air outside the body or deleting
+            lung by lung is then what the curves measure, not the background.
 
     Returns:
         one row per method, as written to ``metrics.csv``.
@@ -83,14 +93,15 @@ def evaluate_to_folder(
     if model.card.kind != "volume":
         raise MetricInputError(f"{model.name} explains clips; volcam evaluate scores volume models")
     scan_spacing = tuple(float(s) for s in (getattr(scan, "meta", {}) or {}).get("spacing", (1.0,) * 3))[:3]
-    plain_mask = torch.as_tensor(mask.as_tensor() if hasattr(mask, "as_tensor") else mask)
-    if tuple(plain_mask.shape[-3:]) != tuple(scan.shape[-3:]):
-        raise MetricInputError(
-            f"the lesion mask has shape {tuple(plain_mask.shape)}; the scan's grid is {tuple(scan.shape[1:])}"
-        )
-    lesions = plain_mask.reshape(scan.shape[-3:]) != 0
+    lesions = _on_grid(mask, scan, "lesion")
     if not bool(lesions.any()):
         raise MetricInputError("the lesion mask is empty")
+    within = on_net_region = None
+    if region is not None:
+        within = _on_grid(region, scan, "region")
+        if not bool(within.any()):
+            raise MetricInputError("the region mask is empty")
+        on_net_region = model.preprocessing.mask(within, like=scan).to(model.device)
     network = model.network
     x = model.prepare(scan)[None].as_tensor().to(model.device)
     rows: list[dict[str, Any]] = []
@@ -106,7 +117,7 @@ def evaluate_to_folder(
         on_net = on_net.as_tensor() if hasattr(on_net, "as_tensor") else on_net
         row: dict[str, Any] = {"method": explained.method, "target": explained.target}
         hit = localization.pointing_game(on_scan, lesions, tolerance_mm=tolerance_mm, spacing=scan_spacing)
-        energy = localization.energy_pointing_game(on_scan, lesions)
+        energy = localization.energy_pointing_game(on_scan, lesions, region=within)
         overlap = localization.overlap(on_scan, lesions, thresholds=(0.5,))
         lesion = localization.lesion_hits(on_scan, lesions, tolerance_mm=tolerance_mm, spacing=scan_spacing)
         row.update(
@@ -117,7 +128,10 @@ def evaluate_to_folder(
             **{"iou_at_0.5": float(overlap.iou[0, 0])},
             lesion_hit_rate=lesion.hit_rate,
         )
-        di = faithfulness.deletion_insertion(network, x, on_net, target=cls, steps=steps)
+        di = faithfulness.deletion_insertion(
+            network, x, on_net, target=cls, steps=steps, baseline=baseline,
+            insertion_baseline=insertion_baseline, region=on_net_region,
+        )  # fmt: skip
         curves[explained.method] = di
         confidence = faithfulness.average_drop_increase(network, x, on_net, target=cls)
         row.update(
@@ -151,6 +165,15 @@ def evaluate_to_folder(
     _plot_curves(curves, out / "faithfulness.png")
     _plot_sanity(checks, out / "sanity.png")
     return rows
+
+
+def _on_grid(mask: Any, scan: Any, what: str) -> torch.Tensor:
+    """``mask`` ``(X, Y, Z)`` or ``(1, X, Y, Z)`` on the scan's grid → ``(X, Y, Z)`` boolean."""
+    plain = torch.as_tensor(mask.as_tensor() if hasattr(mask, "as_tensor") else mask)
+    if plain.numel() != scan.shape[-3:].numel() or tuple(plain.shape[-3:]) != tuple(scan.shape[-3:]):
+        grid = tuple(scan.shape[1:])
+        raise MetricInputError(f"the {what} mask has shape {tuple(plain.shape)}; the scan's grid is {grid}")
+    return plain.reshape(scan.shape[-3:]) != 0
 
 
 def _format(value: Any) -> str:
