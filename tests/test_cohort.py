@@ -112,12 +112,13 @@ def test_local_cluster_gives_the_same_results(first_run, manifest, tmp_path) -> 
     table = volcam.run_cohort(manifest, sd.file(sd.CT_CARD), out, scheduler="local", workers=2, **FAST)
     reference = _comparable(first_run[1])
     here = _comparable(table)
-    pd.testing.assert_frame_equal(here, reference, rtol=1e-5)
+    # Sums of float32 maps over other thread counts (2 here, 1 per worker) may differ in the last bits.
+    pd.testing.assert_frame_equal(here, reference, rtol=0, atol=1e-7)
     for case in table.loc[table["status"] == "ok", "case"]:
         a = nib.load(first_run[0] / case / "gradcam.nii.gz")
         b = nib.load(out / case / "gradcam.nii.gz")
         assert np.array_equal(a.affine, b.affine)
-        assert np.allclose(a.get_fdata(), b.get_fdata(), atol=1e-5), case
+        assert np.array_equal(a.get_fdata(), b.get_fdata()), case  # the maps themselves: bit for bit
     # A rerun in-process finds the cluster's cases finished: the fingerprint does not depend on where they ran.
     again = volcam.run_cohort(manifest, sd.file(sd.CT_CARD), out, **FAST)
     assert again.attrs["computed"] == []
