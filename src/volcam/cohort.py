@@ -489,16 +489,16 @@ def run_cohort(
     if layer is not None:
         loaded_model.check_layer(layer)
     loaded_model.check_target(target)
-    out = Path(out)
+    out = Path(out).absolute()  # workers write there, wherever they started
     chosen_layer = layer if layer is None or isinstance(layer, str) else tuple(layer)
     choices = {
         "methods": methods, "target": target, "layer": chosen_layer, "png": png,
         "faithfulness_steps": int(faithfulness_steps), "tolerance_mm": float(tolerance_mm), "options": options,
     }  # fmt: skip
     settings = Settings(
-        model=Path(model), out=out, fingerprint=fingerprint(loaded_model, **choices), trust=trust, device=device,
-        methods=methods, target=target, layer=chosen_layer, png=png, faithfulness_steps=int(faithfulness_steps),
-        tolerance_mm=float(tolerance_mm), options=dict(options),
+        model=Path(model).absolute(), out=out, fingerprint=fingerprint(loaded_model, **choices), trust=trust,
+        device=device, methods=methods, target=target, layer=chosen_layer, png=png,
+        faithfulness_steps=int(faithfulness_steps), tolerance_mm=float(tolerance_mm), options=dict(options),
     )  # fmt: skip
     started = time.perf_counter()
     with _exclusive(out):

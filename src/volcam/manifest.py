@@ -163,7 +163,7 @@ def read_cases(source: str | os.PathLike) -> list[Case]:
             the same id twice (the message names the file and row).
         FileFormatError: the manifest does not exist or cannot be parsed.
     """
-    source = Path(source)
+    source = Path(source).absolute()  # Dask workers may start elsewhere: every path absolute
     if not source.exists():
         raise FileFormatError(f"{source}: no such manifest or folder")
     cases = _from_folder(source) if source.is_dir() else _from_manifest(source)
