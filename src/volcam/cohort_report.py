@@ -109,6 +109,7 @@ def _summary(table: Any, settings: Any, model: Any, manifest: Any, computed: Seq
     labels = list(model.labels)
     ok = table[table["status"] == "ok"]
     errors = table[table["status"] != "ok"]
+    explained = "the predicted one" if settings.target is None else settings.target
     lines = [
         f"# Cohort: {model.name} on {Path(manifest).name}",
         "",
@@ -116,7 +117,7 @@ def _summary(table: Any, settings: Any, model: Any, manifest: Any, computed: Seq
         f"- this run: {len(computed)} cases done in {seconds:.1f} s"
         + (f" ({len(computed) / seconds * 60:.1f} cases/min)" if computed and seconds > 0 else "")
         + f", {len(table) - len(computed)} found finished",
-        f"- methods: {', '.join(settings.methods)}; class explained: {settings.target or 'the predicted one'}; "
+        f"- methods: {', '.join(settings.methods)}; class explained: {explained}; "
         f"layer: {settings.layer or model.card.layer}",
         f"- faithfulness: {settings.faithfulness_steps or 'off'} deletion/insertion steps; "
         f"pointing tolerance {settings.tolerance_mm:g} mm",
