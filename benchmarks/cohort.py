@@ -130,9 +130,10 @@ def main() -> None:
         manifest = synthetic_cohort(
             scratch / "data", args.cases, shape=(128, 128, 48), spacing=(0.7, 0.7, 2.5), dicom=True
         )
-        warm = scratch / "warm.csv"
+        warm = manifest.parent / "warm.csv"  # beside the scans: the manifest's paths are relative
         warm.write_text("\n".join(manifest.read_text().splitlines()[:3]) + "\n")
-        volcam.run_cohort(warm, card, scratch / "warm", **options)  # model loaded and cached, first calls paid
+        warmed = volcam.run_cohort(warm, card, scratch / "warm", **options)  # model cached, first calls paid
+        assert (warmed["status"] == "ok").all(), warmed["error"].tolist()
 
         rows = []
         print("serial ...", flush=True)

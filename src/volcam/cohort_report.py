@@ -189,7 +189,8 @@ def _plot(table: Any, methods: Sequence[str], labels: Sequence[str], path: Path)
             axes[0].hist(values, bins=20, range=(0, 1), alpha=0.6, label=f"{name} ({len(values)})")
         axes[0].set_xlabel(f"P({positive})")
         axes[0].set_ylabel("cases")
-        axes[0].legend(fontsize=7, title="true label", title_fontsize=7)
+        if groups:
+            axes[0].legend(fontsize=7, title="true label", title_fontsize=7)
     axes[0].set_title("predicted probability", fontsize=9)
     for ax, metric in zip(axes[1:], metrics, strict=False):
         data = [ok[f"{m}.{metric}"].dropna().to_numpy() if f"{m}.{metric}" in ok else [] for m in methods]
