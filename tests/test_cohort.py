@@ -122,6 +122,10 @@ def test_local_cluster_gives_the_same_results(first_run, manifest, tmp_path) -> 
     # A rerun in-process finds the cluster's cases finished: the fingerprint does not depend on where they ran.
     again = volcam.run_cohort(manifest, sd.file(sd.CT_CARD), out, **FAST)
     assert again.attrs["computed"] == []
+    start = time.perf_counter()
+    nothing = volcam.run_cohort(manifest, sd.file(sd.CT_CARD), out, scheduler="local", workers=2, **FAST)
+    assert nothing.attrs["computed"] == [] and nothing.attrs["cases_seconds"] < 1  # no cluster started for it
+    assert time.perf_counter() - start < 60
 
 
 def _finished(out: Path) -> int:

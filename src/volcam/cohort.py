@@ -517,19 +517,22 @@ def run_cohort(
         bar = _progress_bar(len(pending), progress)
         computed: list[str] = []
 
+        errors = 0
+
         def done(record: dict[str, Any]) -> None:
+            nonlocal errors
             records[record["case"]] = record
             computed.append(record["case"])
+            errors += record["status"] != "ok"
             bar.update(1)
             minutes = bar.format_dict["elapsed"] / 60
-            errors = sum(records[c]["status"] != "ok" for c in computed)
             bar.set_postfix_str(f"{len(computed) / minutes if minutes else 0:.1f} cases/min, {errors} errors")
 
         loop_started = time.perf_counter()
         try:
             if scheduler is None:
                 _run_here(pending, settings, loaded_model, prefetch, done)
-            else:
+            elif pending:  # nothing to do: no cluster to start
                 _run_dask(pending, settings, scheduler, workers, done)
         finally:
             bar.close()
