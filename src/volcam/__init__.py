@@ -10,6 +10,7 @@ The public API::
     volcam.explain_clip(frame_model, clip)                # (C, T, H, W) through a 2D model
     model = volcam.load_model("card.json")                # network + preprocessing + labels
     model.explain(volcam.load("scan/"), "gradcam").map    # the map on the scan's own grid
+    volcam.run_cohort("cases.csv", "card.json", "out/")   # many cases: maps + table, resumable
 
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
@@ -17,6 +18,7 @@ For several methods or classes on one input keep a :class:`CamEngine`.
 from volcam import metrics  # deletion/insertion, ROAD, pointing game, sanity: SciPy loads on use
 from volcam.api import explain, methods
 from volcam.clip import ClipResult, explain_clip
+from volcam.cohort import run_cohort
 from volcam.engine import CamEngine, ForwardPass
 from volcam.errors import (
     DependencyError,
@@ -69,4 +71,5 @@ __all__ = [
     "load_model",
     "methods",
     "metrics",
+    "run_cohort",
 ]

@@ -250,6 +250,55 @@ def demo(
     run_demo(out, echo=typer.echo)
 
 
+@app.command()
+def cohort(
+    manifest: Annotated[
+        Path,
+        typer.Argument(help="A manifest (.csv/.parquet: case, image, optional mask and label) or a folder of scans."),
+    ],
+    model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the case folders, results table and summary.")],
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated CAM methods, e.g. gradcam,gradcam++.")] = (
+        "gradcam"
+    ),
+    target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
+    layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
+    png: Annotated[bool, typer.Option("--png", help="Also a PNG montage per map.")] = False,
+    faithfulness_steps: Annotated[
+        int, typer.Option(help="Deletion/insertion steps per map (0: no faithfulness, the slow part).")
+    ] = 10,
+    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm (cases with a mask).")] = 5.0,
+    prefetch: Annotated[bool, typer.Option(help="Load the next case while this one computes.")] = True,
+    scheduler: Annotated[
+        str | None, typer.Option(help="'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes with --scheduler local (default 2).")] = None,
+    trust_weights: Annotated[
+        bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+) -> None:
+    """Explain and score every case of MANIFEST: maps per case, results.parquet/.csv, summary.md (resumable)."""
+    from volcam.cohort import run_cohort
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    target_spec: str | int | None = int(target) if target is not None and target.isdigit() else target
+    try:
+        table = run_cohort(
+            manifest, model, out, names, target=target_spec, layer=layer, png=png,
+            faithfulness_steps=faithfulness_steps, tolerance_mm=tolerance_mm, prefetch=prefetch,
+            scheduler=scheduler, workers=workers, trust=trust_weights, device=device, echo=typer.echo,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        typer.echo(f"volcam: interrupted; finished cases are kept in {out}, run again to resume", err=True)
+        raise typer.Exit(130) from None
+    failed = int((table["status"] != "ok").sum())
+    typer.echo(
+        f"{len(table) - failed} cases ok, {failed} failed ({len(table.attrs['computed'])} done now); "
+        f"table: {Path(out) / 'results.parquet'}; summary: {Path(out) / 'summary.md'}"
+    )
+
+
 def main() -> None:
     """Entry point for ``python -m volcam.cli``."""
     app()

@@ -1,0 +1,5 @@
+"""``python -m volcam``: the ``volcam`` command."""
+
+from volcam.cli import main
+
+main()

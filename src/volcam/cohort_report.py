@@ -1,0 +1,229 @@
+"""A cohort's outputs for people and programs: the results table, ``summary.md`` and a PNG of distributions.
+
+The table has one row per case, in manifest order: ``case``, ``image``, ``mask``, ``label`` (as
+the model names it), ``status`` (``ok``/``error``), ``error``, ``prediction``, ``target`` (the class
+explained), ``correct``, ``p_<class>`` per class, ``<method>.<metric>`` per method and metric, and
+the timings in seconds (``load_s``, ``explain_s``, ``metrics_s``, ``write_s``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from volcam.manifest import Case
+
+__all__ = ["METRICS", "results_table", "write_report"]
+
+# Per-method metric columns in the order they are shown (descriptions from volcam evaluate's table).
+METRICS = (
+    "pointing_hit",
+    "energy_in_mask",
+    "dice_matched",
+    "iou_at_0.5",
+    "lesion_hit_rate",
+    "deletion_auc",
+    "insertion_auc",
+    "average_drop",
+    "increase_in_confidence",
+)
+TIMINGS = ("load_s", "explain_s", "metrics_s", "write_s")
+
+
+def true_label(label: str | None, labels: Sequence[str]) -> str | None:
+    """The manifest's label as the model names it: a class name as is, a class index → its name."""
+    if label is None or label in labels:
+        return label
+    if label.lstrip("-").isdigit() and 0 <= int(label) < len(labels):
+        return labels[int(label)]
+    return label
+
+
+def results_table(
+    cases: Sequence[Case], records: dict[str, dict[str, Any]], methods: Sequence[str], labels: Sequence[str]
+) -> Any:
+    """One row per case (manifest order) from the cases' records; the same columns whatever failed."""
+    import pandas as pd
+
+    rows = []
+    for case in cases:
+        record = records.get(case.case_id, {})
+        label = true_label(case.label, labels)
+        ok = record.get("status") == "ok"
+        row: dict[str, Any] = {
+            "case": case.case_id,
+            "image": str(case.image),
+            "mask": "" if case.mask is None else str(case.mask),
+            "label": label or "",
+            "status": record.get("status", "not run"),
+            "error": record.get("error", ""),
+            "prediction": record.get("prediction", "") if ok else "",
+            "target": record.get("target", "") if ok else "",
+            "correct": (record.get("prediction") == label) if ok and label in labels else None,
+        }
+        for name in labels:
+            row[f"p_{name}"] = record.get("probabilities", {}).get(name, math.nan)
+        scores = record.get("metrics", {})
+        for method in methods:
+            for metric in METRICS:
+                row[f"{method}.{metric}"] = scores.get(method, {}).get(metric, math.nan)
+        for timing in TIMINGS:
+            row[timing] = record.get("timings", {}).get(timing, math.nan)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["correct"] = table["correct"].astype("boolean")
+    # Metrics nobody computed (no masks, faithfulness off) are left out rather than all-NaN columns.
+    empty = [c for c in table.columns if "." in c and c.split(".", 1)[0] in methods and table[c].isna().all()]
+    return table.drop(columns=empty)
+
+
+def _auc(table: Any, labels: Sequence[str]) -> tuple[str, float | None]:
+    """(what was scored, AUC) against the labels; ``None`` when the labelled cases lack a class."""
+    from sklearn.metrics import roc_auc_score
+
+    scored = table[table["correct"].notna()]
+    present = set(scored["label"])
+    if len(labels) < 2 or len(present) < 2:
+        return "AUC", None
+    if len(labels) == 2:
+        return f"AUC ({labels[1]} vs {labels[0]})", float(
+            roc_auc_score(scored["label"] == labels[1], scored[f"p_{labels[1]}"])
+        )
+    if present != set(labels):
+        return "AUC (one vs rest)", None
+    probabilities = scored[[f"p_{name}" for name in labels]].to_numpy()
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return "AUC (one vs rest, macro)", float(
+        roc_auc_score(
+            scored["label"].map(list(labels).index), probabilities, multi_class="ovr", labels=range(len(labels))
+        )
+    )
+
+
+def _summary(table: Any, settings: Any, model: Any, manifest: Any, computed: Sequence[str], seconds: float) -> str:
+    from volcam.metrics.evaluate import COLUMNS
+
+    labels = list(model.labels)
+    ok = table[table["status"] == "ok"]
+    errors = table[table["status"] != "ok"]
+    explained = "the predicted one" if settings.target is None else settings.target
+    lines = [
+        f"# Cohort: {model.name} on {Path(manifest).name}",
+        "",
+        f"- cases: {len(table)} ({len(ok)} ok, {len(errors)} failed)",
+        f"- this run: {len(computed)} cases done in {seconds:.1f} s"
+        + (f" ({len(computed) / seconds * 60:.1f} cases/min)" if computed and seconds > 0 else "")
+        + f", {len(table) - len(computed)} found finished",
+        f"- methods: {', '.join(settings.methods)}; class explained: {explained}; "
+        f"layer: {settings.layer or model.card.layer}",
+        f"- faithfulness: {settings.faithfulness_steps or 'off'} deletion/insertion steps; "
+        f"pointing tolerance {settings.tolerance_mm:g} mm",
+        f"- fingerprint: `{settings.fingerprint}`",
+        "",
+        "## Against the labels",
+        "",
+    ]
+    labelled = ok[ok["correct"].notna()]
+    if len(labelled):
+        what, auc = _auc(table, labels)
+        accuracy = float(labelled["correct"].mean())
+        lines.append(f"- accuracy {accuracy:.3f} ({int(labelled['correct'].sum())}/{len(labelled)} labelled cases)")
+        lines.append(
+            f"- {what} {auc:.3f}" if auc is not None else f"- {what}: n/a (needs every class among the labels)"
+        )
+        lines += ["", "| label \\ prediction | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        for truth in labels:
+            counts = [int(((labelled["label"] == truth) & (labelled["prediction"] == p)).sum()) for p in labels]
+            lines.append(f"| {truth} | " + " | ".join(map(str, counts)) + " |")
+    else:
+        lines.append("No case with a label among the model's classes (" + ", ".join(labels) + ").")
+    unknown = sorted(set(ok.loc[ok["correct"].isna() & (ok["label"] != ""), "label"]))
+    if unknown:
+        lines.append(f"- labels not among the model's classes (not scored): {', '.join(unknown)}")
+    metric_columns = [m for m in METRICS if any(f"{method}.{m}" in table for method in settings.methods)]
+    if metric_columns:
+        lines += ["", "## Per method: mean ± sd (n)", "", "| method | " + " | ".join(metric_columns) + " |"]
+        lines.append("|---|" + "---|" * len(metric_columns))
+        for method in settings.methods:
+            cells = []
+            for metric in metric_columns:
+                values = ok.get(f"{method}.{metric}")
+                values = values.dropna() if values is not None else []
+                cells.append(f"{values.mean():.3f} ± {values.std(ddof=0):.3f} ({len(values)})" if len(values) else "")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["", *[f"- `{m}`: {COLUMNS[m]}" for m in metric_columns]]
+    if len(errors):
+        lines += ["", "## Failed cases", "", "| case | error |", "|---|---|"]
+        lines += [f"| {row.case} | {str(row.error).replace('|', '/')} |" for row in errors.itertuples()]
+    if len(ok):
+        means = ", ".join(f"{t[:-2]} {ok[t].mean():.2f} s" for t in TIMINGS if t in ok and ok[t].notna().any())
+        lines += ["", "## Time per case (mean over ok cases)", "", means]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(table: Any, methods: Sequence[str], labels: Sequence[str], path: Path) -> None:
+    """Predicted probability by true label, then one box per method for each metric."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from volcam.io.atomic import atomic_file
+
+    ok = table[table["status"] == "ok"]
+    metrics = [m for m in METRICS if any(f"{method}.{m}" in table for method in methods)]
+    panels = 1 + len(metrics)
+    columns = min(panels, 4)
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(3.6 * columns, 3.0 * rows))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[panels:]:
+        ax.set_axis_off()
+    positive = labels[-1] if labels else None
+    if positive is not None and f"p_{positive}" in ok:
+        groups = [(name, ok.loc[ok["label"] == name, f"p_{positive}"].dropna()) for name in [*labels, ""]]
+        groups = [(name or "no label", values) for name, values in groups if len(values)]
+        for name, values in groups:
+            axes[0].hist(values, bins=20, range=(0, 1), alpha=0.6, label=f"{name} ({len(values)})")
+        axes[0].set_xlabel(f"P({positive})")
+        axes[0].set_ylabel("cases")
+        if groups:
+            axes[0].legend(fontsize=7, title="true label", title_fontsize=7)
+    axes[0].set_title("predicted probability", fontsize=9)
+    for ax, metric in zip(axes[1:], metrics, strict=False):
+        data = [ok[f"{m}.{metric}"].dropna().to_numpy() if f"{m}.{metric}" in ok else [] for m in methods]
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(methods) + 1), list(methods), rotation=30, fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3)
+    figure.suptitle(f"{len(ok)} cases", fontsize=10)
+    figure.tight_layout()
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=90, facecolor="white")
+
+
+def write_report(
+    cases: Sequence[Case],
+    records: dict[str, dict[str, Any]],
+    settings: Any,
+    model: Any,
+    manifest: str | os.PathLike,
+    *,
+    computed: Sequence[str],
+    seconds: float,
+) -> Any:
+    """Write ``results.parquet``, ``results.csv``, ``summary.md``, ``distributions.png``; return the table."""
+    from volcam.io.atomic import atomic_file
+
+    out = Path(settings.out)
+    table = results_table(cases, records, settings.methods, list(model.labels))
+    with atomic_file(out / "results.parquet") as temporary:
+        table.to_parquet(temporary, index=False)
+    with atomic_file(out / "results.csv") as temporary:
+        table.to_csv(temporary, index=False)
+    with atomic_file(out / "summary.md") as temporary:
+        temporary.write_text(_summary(table, settings, model, manifest, computed, seconds))
+    _plot(table, settings.methods, list(model.labels), out / "distributions.png")
+    return table

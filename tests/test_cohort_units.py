@@ -1,0 +1,181 @@
+"""Cohort pieces: manifests, case ids, input signatures, error rows, retries, the lock and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import volcam
+from volcam import sample_data as sd
+from volcam.cli import app
+from volcam.cohort_report import true_label
+from volcam.errors import FileFormatError, InputError, MethodError, OutputError
+from volcam.manifest import Case, input_signature, read_cases, synthetic_cohort
+
+FAST = {"methods": ["gradcam"], "faithfulness_steps": 0, "progress": False}
+
+
+def test_csv_manifest_keeps_ids_and_resolves_paths(tmp_path) -> None:
+    (tmp_path / "m.csv").write_text(
+        "Case_ID,Image_Path,Mask,Label\n007,scans/a.nii.gz,,covid\n008,/abs/b.nii.gz,masks/b.nii.gz,0\n"
+    )
+    cases = read_cases(tmp_path / "m.csv")
+    assert cases == [
+        Case("007", tmp_path / "scans" / "a.nii.gz", None, "covid"),
+        Case("008", Path("/abs/b.nii.gz"), tmp_path / "masks" / "b.nii.gz", "0"),
+    ]
+
+
+def test_parquet_manifest(tmp_path) -> None:
+    pd.DataFrame({"case": ["a", "b"], "image": ["a.nii", "b.nii"], "label": [1, None]}).to_parquet(
+        tmp_path / "m.parquet"
+    )
+    cases = read_cases(tmp_path / "m.parquet")
+    assert [(c.case_id, c.image.name, c.mask, c.label) for c in cases] == [
+        ("a", "a.nii", None, "1"),
+        ("b", "b.nii", None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("case,mask\na,m.nii\n", ["no image column", "case, mask"]),
+        ("case,image\n../up,a.nii\n", ["row 2", "'../up'"]),
+        ("case,image\n.hidden,a.nii\n", ["row 2", "cannot name a folder"]),
+        ("case,image\na,a.nii\na,b.nii\n", ["'a' appears twice"]),
+        ("case,image\na,\n", ["row 2", "needs an id and an image"]),
+    ],
+)
+def test_bad_manifest_is_one_clear_error(tmp_path, text, words) -> None:
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(InputError) as error:
+        read_cases(tmp_path / "m.csv")
+    assert str(tmp_path / "m.csv") in str(error.value)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_missing_manifest(tmp_path) -> None:
+    with pytest.raises(FileFormatError, match="no such manifest"):
+        read_cases(tmp_path / "nothing.csv")
+
+
+def test_folder_of_scans(tmp_path) -> None:
+    for name in ("b.nii.gz", "b_mask.nii.gz", "a.nrrd", "notes.md", "manifest.csv", ".hidden.nii"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "c").mkdir()  # a DICOM series
+    cases = read_cases(tmp_path)
+    assert [(c.case_id, c.image.name, c.mask.name if c.mask else None) for c in cases] == [
+        ("a", "a.nrrd", None),
+        ("b", "b.nii.gz", "b_mask.nii.gz"),
+        ("c", "c", None),
+    ]
+
+
+def test_input_signature_follows_the_files(tmp_path) -> None:
+    scan = tmp_path / "a.nii"
+    scan.write_bytes(b"1234")
+    case = Case("a", scan)
+    first = input_signature(case)
+    assert input_signature(case) == first
+    scan.write_bytes(b"12345")
+    assert input_signature(case) != first
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "1.dcm").write_bytes(b"1")
+    folder = Case("s", series)
+    before = input_signature(folder)
+    (series / "2.dcm").write_bytes(b"2")
+    assert input_signature(folder) != before
+
+
+def test_labels_as_indices_or_names() -> None:
+    labels = ("normal", "covid")
+    assert [true_label(v, labels) for v in ("1", "0", "covid", "7", None)] == ["covid", "normal", "covid", "7", None]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return synthetic_cohort(tmp_path / "data", 2)
+
+
+@pytest.mark.slow
+def test_mask_on_another_grid_is_that_case_s_error(tiny, tmp_path) -> None:
+    nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4)), tiny.parent / "case001_mask.nii.gz")
+    table = volcam.run_cohort(tiny, sd.file(sd.CT_CARD), tmp_path / "out", **FAST)
+    assert list(table["status"]) == ["ok", "error"]
+    assert table.loc[1, "error"].startswith("metrics: the lesion mask has shape (1, 5, 5, 5)")
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_not_recorded_as_finished(tiny, tmp_path, monkeypatch) -> None:
+    real = volcam.Model.explain
+    calls = []
+
+    def short_of_memory(self, scan, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second case
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return real(self, scan, *args, **kwargs)
+
+    monkeypatch.setattr(volcam.Model, "explain", short_of_memory)
+    out = tmp_path / "out"
+    table = volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, **FAST)
+    assert list(table["status"]) == ["ok", "error"]
+    assert table.loc[1, "error"].startswith("explain: out of memory")
+    assert not (out / "case001").exists()
+    monkeypatch.setattr(volcam.Model, "explain", real)
+    again = volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, **FAST)  # tried again, and now it fits
+    assert again.attrs["computed"] == ["case001"] and list(again["status"]) == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_a_changed_scan_is_done_again(tiny, tmp_path) -> None:
+    out = tmp_path / "out"
+    volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, **FAST)
+    scan = nib.load(tiny.parent / "case000.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(scan.dataobj)[::-1].copy(), scan.affine), tiny.parent / "case000.nii.gz")
+    assert volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, **FAST).attrs["computed"] == ["case000"]
+
+
+def test_one_run_per_output_folder(tiny, tmp_path) -> None:
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".volcam-cohort.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(OutputError, match="another volcam cohort run"):
+            volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, **FAST)
+
+
+def test_bad_choices_fail_before_any_case(tiny, tmp_path) -> None:
+    with pytest.raises(MethodError):
+        volcam.run_cohort(tiny, sd.file(sd.CT_CARD), tmp_path / "out", methods=["nosuchcam"])
+    with pytest.raises(InputError, match="workers= needs scheduler"):
+        volcam.run_cohort(tiny, sd.file(sd.CT_CARD), tmp_path / "out", workers=2)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_cohort(tiny, tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "out"
+    args = ["cohort", str(tiny), "--model", str(sd.file(sd.CT_CARD)), "--out", str(out), "--faithfulness-steps", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "2 cases ok, 0 failed (2 done now)" in result.stdout and "summary.md" in result.stdout
+    assert pd.read_parquet(out / "results.parquet")["status"].tolist() == ["ok", "ok"]
+    again = runner.invoke(app, args)
+    assert "2 finished cases skipped; 0 to do" in again.stdout and "(0 done now)" in again.stdout
+    bad = runner.invoke(
+        app, ["cohort", str(tmp_path / "none.csv"), "--model", str(sd.file(sd.CT_CARD)), "--out", str(out)]
+    )
+    lines = bad.stderr.strip().splitlines()
+    assert bad.exit_code == 2 and len(lines) == 1 and lines[0].startswith("volcam: error: ") and "none.csv" in lines[0]
