@@ -219,7 +219,7 @@ def _write_case(
     folder: Path, record: dict[str, Any], scan: Any = None, explained: Sequence[Any] = (), png: bool = False
 ) -> None:
     """The case's folder, whole or not at all: maps (+ montages), then ``case.json`` listing them."""
-    from volcam.demo import _stem
+    from volcam.demo import method_stem
     from volcam.io.atomic import atomic_folder
     from volcam.io.write import write_nifti
     from volcam.render import montage
@@ -228,7 +228,7 @@ def _write_case(
     start = time.perf_counter()
     with atomic_folder(folder, overwrite=True) as temporary:
         for one in explained:
-            stem = _stem(one.method)
+            stem = method_stem(one.method)
             write_nifti(one.map, temporary / f"{stem}.nii.gz", like=scan)
             files.append(f"{stem}.nii.gz")
             if png:

@@ -43,7 +43,8 @@ def localization(cam: np.ndarray, mask: np.ndarray, spacing: Sequence[float], to
     }
 
 
-def _stem(method: str) -> str:
+def method_stem(method: str) -> str:
+    """A method's name as a file-name stem: ``gradcam++`` → ``gradcampp``."""
     return method.replace("++", "pp").replace("+", "p").replace("/", "-")
 
 
@@ -89,7 +90,7 @@ def explain_to_folder(
         bar.set_postfix_str(method)
         explained = model.explain(scan, method, target=target, layer=layer, **options)
         start = time.perf_counter()
-        stem = _stem(explained.method)
+        stem = method_stem(explained.method)
         files = {"nifti": str(write_nifti(explained.map, out / f"{stem}.nii.gz", like=scan))}
         picture = out / f"{stem}.png"
         title = (
