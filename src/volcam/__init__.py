@@ -10,6 +10,7 @@ The public API::
     volcam.explain_clip(frame_model, clip)                # (C, T, H, W) through a 2D model
     model = volcam.load_model("card.json")                # network + preprocessing + labels
     model.explain(volcam.load("scan/"), "gradcam").map    # the map on the scan's own grid
+    volcam.train_lcam("card.json", "scans/", variant="fm") # learn L-CAM; then explain(..., "lcam-fm")
 
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
@@ -32,6 +33,7 @@ from volcam.errors import (
 )
 from volcam.io import load
 from volcam.layers import layer_names
+from volcam.lcam_training import train_lcam
 from volcam.models import CardError, Model, ModelCard, ScanExplanation, load_model
 from volcam.result import CamResult
 from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
@@ -69,4 +71,5 @@ __all__ = [
     "load_model",
     "methods",
     "metrics",
+    "train_lcam",
 ]
