@@ -208,3 +208,74 @@ def test_weights_file_is_plain_tensors_and_refuses_anything_else(tmp_path) -> No
         load_lcam(tmp_path / "pickled.pt")
     with pytest.raises(CardError, match="no such L-CAM weights file"):
         load_lcam(tmp_path / "missing.pt")
+
+
+# -- the command line and the shipped demo modules --------------------------------------------------
+
+
+def _nifti_scans(folder, n: int) -> list:
+    import nibabel as nib
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    names = []
+    for i in range(n):
+        volume = rng.random((16, 16, 16), dtype=np.float32) * 0.2
+        if i % 2:
+            volume[4:9, 5:10, 6:11] += 1.0
+        names.append(f"scan{i}.nii.gz")
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / names[-1])
+    return names
+
+
+@pytest.mark.slow
+def test_cli_trains_from_a_manifest_and_explain_finds_the_module(card, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from volcam.cli import app
+
+    names = _nifti_scans(tmp_path / "scans", 6)
+    manifest = tmp_path / "scans" / "cohort.csv"
+    manifest.write_text("path,label\n" + "".join(f"{n},{['no', 'yes'][i % 2]}\n" for i, n in enumerate(names)))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["train-lcam", str(card), str(manifest), "--variant", "img", "--epochs", "2", "--target", "label"]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "L-CAM-Img at layer2" in result.stdout and "validation" in result.stdout
+    assert json.loads(card.read_text())["lcam"]["img"]["weights"] == "tiny.lcam-img.pt"
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["explain", str(tmp_path / "scans" / names[1]), "-m", str(card), "--method", "lcam-img", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "summary.json").read_text())["explanations"][0]["method"] == "lcam-img"
+    # a card without the Fm module: one line saying what to train
+    result = runner.invoke(
+        app, ["explain", str(tmp_path / "scans" / names[1]), "-m", str(card), "--method", "lcam-fm", "-o", str(out)]
+    )
+    assert result.exit_code == 2 and result.stderr.startswith("volcam: error: ")
+    assert "no trained L-CAM-Fm module" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_train_lcam_bad_input_is_one_line(card, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from volcam.cli import app
+
+    result = CliRunner().invoke(app, ["train-lcam", str(card), str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"volcam: error: {tmp_path / 'nowhere'}: no such folder, manifest or image"
+
+
+def test_shipped_demo_card_explains_with_both_modules() -> None:
+    from volcam import sample_data as sd
+
+    model = volcam.load_model(sd.file(sd.CT_CARD))
+    scan = volcam.load(sd.file(sd.CT_NIFTI))
+    for method in ("lcam-fm", "lcam-img"):
+        explained = model.explain(scan, method)
+        assert explained.map.shape == scan.shape and explained.layers == (model.card.layer,)
+        low, high = float(explained.map.min()), float(explained.map.max())
+        assert low >= 0.0 and 0.5 < high <= 1.0 + 1e-4  # normalised on the network's grid, then resampled
