@@ -252,8 +252,8 @@ for _variant, _how in (("fm", "times the feature maps"), ("img", "upsampled, tim
             lambda c, module, **_: _lcam(c.activations, c.classes, module),
             frozenset(),
             "1F",
-            f"trained 1×1 conv + sigmoid on the activations (L-CAM-{_variant.capitalize()}: class map {_how} "
-            "keeps the decision); needs a trained module (volcam train-lcam)",
+            f"learned: 1×1 conv + sigmoid on the activations, trained so the class map {_how} keeps the "
+            "decision (volcam train-lcam)",
             options=MappingProxyType({"module": None}),
         )
     )
