@@ -136,6 +136,7 @@ def test_save_load_explain_gives_the_same_map(card, batch) -> None:
     assert run.path == card.with_name("tiny.lcam-fm.pt")
     recorded = json.loads(card.read_text())["lcam"]["fm"]
     assert recorded == {"weights": "tiny.lcam-fm.pt", "layer": "layer2", "labels": ["no", "yes"]}
+    assert model.card.lcam["fm"]["layer"] == "layer2"  # the Model that trained it knows it too
     scan = batch[1] * 1000  # a (C, X, Y, Z) volume; the card pads/crops it to 16³
     from monai.data import MetaTensor
 
@@ -144,6 +145,7 @@ def test_save_load_explain_gives_the_same_map(card, batch) -> None:
     explained = reloaded.explain(scan, "lcam-fm", target="yes")
     assert explained.map.shape == scan.shape and explained.layers == ("layer2",)
     assert explained.result.timings.keys() >= {"forward", "method"}
+    torch.testing.assert_close(model.explain(scan, "lcam-fm", target="yes").map, explained.map)  # trainer's Model
     x = reloaded.prepare(scan)[None].as_tensor()
     direct = volcam.explain(reloaded.network, x, "lcam-fm", 1, "layer2", module=run.module)
     torch.testing.assert_close(explained.result.map.as_tensor(), direct.map)

@@ -423,6 +423,7 @@ def train_lcam(
         save_lcam(path, module, variant=variant, layer=chosen, labels=model.labels, info=info)
         if update_card:
             record_in_card(model.card.path, variant, path, chosen, model.labels)
+            model.refresh_card()  # this Model explains with the new module right away
     return LCamTraining(module, variant, chosen, path, history, best_epoch, stopped_early, time.perf_counter() - start)
 
 

@@ -386,6 +386,11 @@ class Model:
             self._lcam[variant] = module
         return self._lcam[variant]
 
+    def refresh_card(self) -> None:
+        """Re-read the card file, e.g. after :func:`volcam.train_lcam` recorded a module in it."""
+        self.card = read_card(self.card.path)
+        self._lcam.clear()
+
     def method_layer(self, method: str, layer: str | Sequence[str] | None = None) -> str | Sequence[str]:
         """The target layer ``method`` runs at: ``layer`` if given, else the one its trained module
         needs (L-CAM), ``"auto"`` for CAM, else the card's."""
