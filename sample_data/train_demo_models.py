@@ -1,6 +1,6 @@
 """Regenerate everything in sample_data/: demo models (weights, cards, held-out metrics) and sample scans.
 
-    python sample_data/train_demo_models.py [--out sample_data]
+    python sample_data/train_demo_models.py [--out sample_data] [--only lcam]
 
 Deterministic (fixed seeds, one thread order) and CPU-only; a few minutes on 2 cores.
 
@@ -9,6 +9,9 @@ Deterministic (fixed seeds, one thread order) and CPU-only; a few minutes on 2 c
   picked by Grad-CAM pointing on validation seeds 5000+, scored on held-out seeds 9000+.
 - ``lus_covid``: a frame-based 2D ResNet for lung-ultrasound clips (B-lines / consolidation vs
   A-lines). Trained on seeds 20000+, scored on held-out clips 29000+ (clip = mean frame probability).
+- ``ct_covid.lcam-fm.pt`` / ``ct_covid.lcam-img.pt``: L-CAM attention modules for the CT model at its
+  card's layer, trained (classifier frozen) on the same training phantoms (seeds 1000+) and recorded
+  in its card. ``--only lcam`` retrains just these, leaving the classifiers' weights untouched.
 - Sample scans from seeds no model saw: a chest CT as NIfTI and as the same volume in a DICOM
   series, a multi-frame ultrasound DICOM, each with its mask.
 """
@@ -44,6 +47,7 @@ CT_SEEDS = {"train": 1000, "validation": 5000, "test": 9000}
 LUS_SEEDS = {"train": 20000, "test": 29000}
 SAMPLE_CT_SEED, SAMPLE_LUS_SEED = 424242, 434343
 POINTING_TOLERANCE_MM = 5.0
+LCAM_LR = 0.02
 
 CT_NETWORK = {
     "block": "basic",
@@ -213,6 +217,26 @@ def make_ct(out: Path, n_train: int, n_val: int, n_test: int, epochs: int) -> di
     return metrics
 
 
+def make_lcam(out: Path, n_train: int, epochs: dict[str, int]) -> dict:
+    """L-CAM-Fm and L-CAM-Img for the CT model, on its training phantoms; recorded in its card."""
+    from volcam.lcam_training import train_lcam
+
+    model = load_model(out / "ct_covid.card.json")
+    log(f"L-CAM: {n_train} CT training phantoms (seeds {CT_SEEDS['train']}+), layer {model.card.layer}")
+    scans = [chest_ct(CT_SEEDS["train"] + i, covid=bool(i % 2)).metatensor() for i in range(n_train)]
+    summary = {}
+    for variant, n_epochs in epochs.items():
+        run = train_lcam(model, scans, variant, epochs=n_epochs, lr=LCAM_LR, seed=0)
+        last = run.history[run.best_epoch - 1]
+        summary[variant] = {
+            "epochs": len(run.history),
+            "best_epoch": run.best_epoch,
+            "val_loss": round(last["val_loss"], 4),
+        }
+        log(f"L-CAM-{variant.capitalize()}: {summary[variant]} in {run.seconds:.0f} s -> {run.path.name}")
+    return summary
+
+
 # -- lung ultrasound ------------------------------------------------------------------------------
 
 
@@ -295,15 +319,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--quick", action="store_true", help="tiny sets, for checking the script runs")
     parser.add_argument("--samples-only", action="store_true", help="write the sample scans only (no training)")
+    parser.add_argument(
+        "--only", choices=["lcam"], help="run one step only: 'lcam' retrains the L-CAM modules of the CT model"
+    )
     args = parser.parse_args()
     torch.use_deterministic_algorithms(True, warn_only=True)
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     q = args.quick
+    lcam = {"n_train": 16 if q else 160, "epochs": {"fm": 1, "img": 1} if q else {"fm": 30, "img": 8}}
+    if args.only == "lcam":
+        make_lcam(args.out, **lcam)
+        return
     make_samples(args.out)
     if args.samples_only:
         return
     ct = make_ct(args.out, n_train=16 if q else 160, n_val=4 if q else 16, n_test=8 if q else 60, epochs=1 if q else 10)
+    make_lcam(args.out, **lcam)
     lus = make_lus(args.out, n_train=8 if q else 80, n_test=4 if q else 20, epochs=1 if q else 5)
     log(f"done in {time.perf_counter() - start:.0f} s: CT AUC {ct['auc']}, US clip AUC {lus['clip_auc']}")
 

@@ -7,10 +7,13 @@ import torch
 
 import volcam
 from conftest import GapNet
+from volcam.methods.learned import LCamAttention
 
 METHODS = [m.name for m in volcam.methods()]
 # small perturbation budgets: the contract is checked, not the method's quality
 OPTIONS = {"smoothgradcam++": {"n_samples": 2}, "occlusion": {"max_forwards": 8}, "kpcacam": {}}
+# L-CAM explains with a trained attention module: an untrained one of the right shape keeps the contract
+OPTIONS.update({m: {"module": LCamAttention(8, 3)} for m in ("lcam-fm", "lcam-img")})
 
 
 @pytest.mark.parametrize("method", METHODS)

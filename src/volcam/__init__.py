@@ -11,6 +11,7 @@ The public API::
     model = volcam.load_model("card.json")                # network + preprocessing + labels
     model.explain(volcam.load("scan/"), "gradcam").map    # the map on the scan's own grid
     volcam.run_cohort("cases.csv", "card.json", "out/")   # many cases: maps + table, resumable
+    volcam.train_lcam("card.json", "scans/", variant="fm") # learn L-CAM; then explain(..., "lcam-fm")
 
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
@@ -34,6 +35,7 @@ from volcam.errors import (
 )
 from volcam.io import load
 from volcam.layers import layer_names
+from volcam.lcam_training import train_lcam
 from volcam.models import CardError, Model, ModelCard, ScanExplanation, load_model
 from volcam.result import CamResult
 from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
@@ -72,4 +74,5 @@ __all__ = [
     "methods",
     "metrics",
     "run_cohort",
+    "train_lcam",
 ]

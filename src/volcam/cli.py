@@ -229,6 +229,45 @@ def _baseline(text: str) -> str | float:
         return text
 
 
+@app.command("train-lcam")
+def train_lcam(
+    model: Annotated[Path, typer.Argument(help="A model card (.json); the trained module is recorded in it.")],
+    images: Annotated[
+        Path, typer.Argument(help="A folder of scans, or a manifest (.csv/.tsv: path[,label], relative to it).")
+    ],
+    variant: Annotated[str, typer.Option(help="fm: map × feature maps; img: upsampled map × input.")] = "fm",
+    epochs: Annotated[int, typer.Option(help="At most this many epochs (early stopping on the validation loss).")] = 10,
+    layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
+    target: Annotated[str, typer.Option(help="prediction (the model's decision) or label (the manifest's).")] = (
+        "prediction"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.01,
+    validation: Annotated[float, typer.Option(help="Fraction held out for the validation loss.")] = 0.2,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.")] = 3,
+    seed: Annotated[int, typer.Option(help="Split, shuffling and initial weights.")] = 0,
+    area_weight: Annotated[float, typer.Option(help="Weight of the mask-area penalty (paper: 2).")] = 2.0,
+    tv_weight: Annotated[float, typer.Option(help="Weight of the total-variation penalty (paper: 0.01).")] = 0.01,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Weights file; default: beside the card.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+) -> None:
+    """Train an L-CAM attention module on MODEL's frozen network over IMAGES; record it in the card."""
+    from volcam.lcam_training import train_lcam as train
+
+    run = train(
+        model, images, variant, epochs=epochs, layer=layer, target=target, batch_size=batch_size, lr=lr,
+        validation=validation, patience=patience, seed=seed, area_weight=area_weight, tv_weight=tv_weight,
+        out=out, device=device,
+    )  # fmt: skip
+    for row in run.history:
+        typer.echo(f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.4f}  validation {row['val_loss']:.4f}")
+    stop = " (stopped early)" if run.stopped_early else ""
+    typer.echo(
+        f"L-CAM-{run.variant.capitalize()} at {run.layer}: best epoch {run.best_epoch}{stop}; "
+        f"saved {run.path}, recorded in {model}"
+    )
+
+
 @app.command()
 def methods() -> None:
     """List the CAM methods with their cost in passes and what each does."""

@@ -456,7 +456,7 @@ class CamEngine:
             runner = self.runner(x, tgt, batch_size=opts.get("batch_size"))
             for n in fields:
                 fields[n]["runner"] = runner
-        captures = [LayerCapture(n, a.detach(), **fields[n]) for n, a in fwd.activations.items()]
+        captures = [LayerCapture(n, a.detach(), classes=classes, **fields[n]) for n, a in fwd.activations.items()]
         if info.input_space:
             captures = captures[:1]
         return self._finish(x, info, captures, fwd, tgt, classes, timings, opts, normalize)

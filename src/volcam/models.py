@@ -13,7 +13,9 @@ A card is a small JSON file next to the weights::
       "network": {"monai": "ResNet", "args": {...}},   # or {"torchscript": "net.pt"}
                                                         # or {"bundle": "a MONAI bundle folder"}
       "weights": "ct_covid.pt",              # a state_dict, relative to the card
-      "preprocessing": [{"name": "Orientation", "args": {"axcodes": "RAS"}}, ...]
+      "preprocessing": [{"name": "Orientation", "args": {"axcodes": "RAS"}}, ...],
+      "lcam": {"fm": {"weights": "ct_covid.lcam-fm.pt", "layer": "layer2", "labels": [...]}}
+                                             # optional: trained L-CAM modules (volcam train-lcam)
     }
 
 :func:`load_model` reads a card (or a MONAI bundle folder: ``configs/inference.json`` +
@@ -64,6 +66,7 @@ class ModelCard:
     modality: str | None = None
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    lcam: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:
@@ -101,7 +104,19 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         modality=data.get("modality"),
         description=str(data.get("description", "")),
         metrics=metrics if isinstance(metrics, dict) else {},
+        lcam=_lcam_entries(data.get("lcam"), folder, path),
     )
+
+
+def _lcam_entries(value: Any, folder: Path, path: Path) -> dict[str, dict[str, Any]]:
+    """The card's trained L-CAM modules, variant -> {"weights": Path, "layer", "labels"}."""
+    if not value:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("weights"), str) for v in value.values()
+    ):
+        raise CardError(f"{path}: 'lcam' maps a variant (fm, img) to {{'weights': file, 'layer': name, 'labels'}}")
+    return {str(k): {**v, "weights": folder / v["weights"]} for k, v in value.items()}
 
 
 # -- weights and networks ---------------------------------------------------------------------------
@@ -272,6 +287,7 @@ class Model:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.network.to(self.device)
         self.preprocessing = Preprocessing(card.preprocessing, card.in_channels, where=str(card.path))
+        self._lcam: dict[str, Any] = {}
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -339,6 +355,59 @@ class Model:
         probs = probabilities(out).mean(0)
         return {self._label(i): float(p) for i, p in enumerate(probs)}
 
+    def lcam_module(self, variant: str, layer: str | Sequence[str] | None = None) -> Any:
+        """The card's trained L-CAM module for ``variant`` (``"fm"``/``"img"``), loaded once.
+
+        Raises:
+            CardError: the card records none, its file is missing or is not one, or it was trained
+                for another layer (``layer``, when given) or another class set.
+        """
+        from volcam.lcam_training import load_lcam
+
+        entry = self.card.lcam.get(variant)
+        if entry is None:
+            raise CardError(
+                f"{self.card.path}: no trained L-CAM-{variant.capitalize()} module in this card; train one with "
+                f"volcam train-lcam {self.card.path} IMAGES --variant {variant}"
+            )
+        names = [layer] if isinstance(layer, str) else list(layer or [])
+        if layer is not None and names != [entry.get("layer")]:
+            shown = ", ".join(names)
+            raise CardError(
+                f"{self.card.path}: its L-CAM-{variant.capitalize()} module was trained at layer "
+                f"{entry.get('layer')!r}, not {shown!r}; leave the layer out or train one there "
+                f"(volcam train-lcam --layer {shown})"
+            )
+        if variant not in self._lcam:
+            where = str(self.card.path)
+            module, _ = load_lcam(
+                entry["weights"], variant=variant, layer=entry.get("layer"), labels=self.labels, where=where
+            )
+            self._lcam[variant] = module
+        return self._lcam[variant]
+
+    def refresh_card(self) -> None:
+        """Re-read the card file, e.g. after :func:`volcam.train_lcam` recorded a module in it."""
+        self.card = read_card(self.card.path)
+        self._lcam.clear()
+
+    def method_layer(self, method: str, layer: str | Sequence[str] | None = None) -> str | Sequence[str]:
+        """The target layer ``method`` runs at: ``layer`` if given, else the one its trained module
+        needs (L-CAM), ``"auto"`` for CAM, else the card's."""
+        if layer is not None:
+            return layer
+        variant = _lcam_variant(method)
+        if variant is not None and variant in self.card.lcam:
+            return str(self.card.lcam[variant].get("layer", self.card.layer))
+        return "auto" if method == "cam" else self.card.layer
+
+    def method_options(self, method: str, layer: str | Sequence[str] | None = None) -> dict[str, Any]:
+        """What ``method`` needs from the card besides the network: the trained module for L-CAM."""
+        variant = _lcam_variant(method)
+        if variant is None:
+            return {}
+        return {"module": self.lcam_module(variant, self.method_layer(method, layer))}
+
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         try:
             return self.network(batch)
@@ -390,14 +459,15 @@ class Model:
         x = prepared[None]
         try:
             for name in methods:
-                chosen = layer if layer is not None else ("auto" if name == "cam" else self.card.layer)
+                chosen = self.method_layer(name, layer)
                 self.check_layer(chosen)
+                method_options = {**self.method_options(name, chosen), **options}
                 start = time.perf_counter()
                 if self.card.kind == "frames":
                     try:
                         result = explain_clip(
                             self.network, prepared, name, target, chosen, labels=self.labels or None,
-                            device=self.device, **options,
+                            device=self.device, **method_options,
                         )  # fmt: skip
                     except RuntimeError as error:
                         raise InputError(
@@ -411,7 +481,7 @@ class Model:
                         engines[key] = CamEngine(self.network, chosen, device=self.device, labels=self.labels or None)
                     engine = engines[key]
                     try:
-                        result = engine.explain(x, name, target, **options)
+                        result = engine.explain(x, name, target, **method_options)
                     except RuntimeError as error:
                         raise InputError(
                             f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing "
@@ -446,6 +516,12 @@ class Model:
             for engine in engines.values():
                 engine.close()
         return explanations[0] if isinstance(method, str) else explanations
+
+
+def _lcam_variant(method: str) -> str | None:
+    """``"fm"``/``"img"`` for the L-CAM method names, else ``None``."""
+    key = method.lower().strip()
+    return key.removeprefix("lcam-") if key in ("lcam-fm", "lcam-img") else None
 
 
 def _on_scan(cam: torch.Tensor, scan: torch.Tensor) -> Any:

@@ -35,6 +35,8 @@ class LayerCapture:
         input_spacing: the input's voxel size per spatial axis, same units.
         runner: batched gradient-free model calls, for perturbation methods
             (:class:`volcam.runner.ModelRunner`; it holds the input too).
+        classes: ``(B,)`` the class explained per sample (-1 for a custom target), for methods
+            that keep one map per class (L-CAM).
     """
 
     layer: str
@@ -45,6 +47,7 @@ class LayerCapture:
     spacing: tuple[float, ...] | None = None
     input_spacing: tuple[float, ...] | None = None
     runner: ModelRunner | None = None
+    classes: torch.Tensor | None = None
 
 
 def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:

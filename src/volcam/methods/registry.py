@@ -19,6 +19,7 @@ from volcam.methods import decomposition as _dec
 from volcam.methods import gradient as _grad
 from volcam.methods import perturbation as _pert
 from volcam.methods.cfcam import cfcam as _cfcam
+from volcam.methods.learned import lcam as _lcam
 
 __all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register"]
 
@@ -243,6 +244,19 @@ register(
         options=MappingProxyType({"sigma_mm": 10.0, "range_sigma": None}),
     )
 )
+
+for _variant, _how in (("fm", "times the feature maps"), ("img", "upsampled, times the input")):
+    register(
+        MethodInfo(
+            f"lcam-{_variant}",
+            lambda c, module, **_: _lcam(c.activations, c.classes, module),
+            frozenset(),
+            "1F",
+            f"learned: 1×1 conv + sigmoid on the activations, trained so the class map {_how} keeps the "
+            "decision (volcam train-lcam)",
+            options=MappingProxyType({"module": None}),
+        )
+    )
 
 #: Read-only view of the registry, name -> MethodInfo.
 REGISTRY: Mapping[str, MethodInfo] = MappingProxyType(_REGISTRY)

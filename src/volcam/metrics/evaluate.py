@@ -142,7 +142,8 @@ def evaluate_to_folder(
         )
         if road:
             row["road"] = float(faithfulness.road(network, x, on_net, target=cls).score[0])
-        check = sanity.parameter_randomization(network, x, method, target=cls, layer=chosen)
+        extra = model.method_options(method, chosen)  # a trained module (L-CAM) the card holds
+        check = sanity.parameter_randomization(network, x, method, target=cls, layer=chosen, **extra)
         checks[explained.method] = check
         row.update(
             sanity="pass" if check.passed else "FAIL",
@@ -150,7 +151,7 @@ def evaluate_to_folder(
             sanity_ssim=float(check.ssim[-1].mean()),
         )
         if robustness:
-            sensitivity = robust.max_sensitivity(network, x, method, cls, chosen, n_samples=4)
+            sensitivity = robust.max_sensitivity(network, x, method, cls, chosen, n_samples=4, **extra)
             row["max_sensitivity"] = float(sensitivity.value[0])
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
