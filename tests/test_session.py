@@ -71,3 +71,14 @@ def test_frame_models_on_clips_go_through_model_explain():
     got = ScanSession(model, clip).explain("gradcam++")
     torch.testing.assert_close(got.map, model.explain(clip, "gradcam++").map)
     assert tuple(got.map.shape) == tuple(clip.shape)
+
+
+def test_session_explains_with_the_cards_learned_module() -> None:
+    """L-CAM needs the module the card records; the session finds it as Model.explain does."""
+    model = volcam.load_model(sample_data.file(sample_data.CT_CARD))
+    scan = volcam.load(sample_data.file(sample_data.CT_NIFTI))
+    with ScanSession(model, scan) as session:
+        for method in ("lcam-fm", "lcam-img"):
+            ours = session.explain(method, target="covid")
+            direct = model.explain(scan, method, target="covid")
+            assert torch.allclose(ours.map.as_tensor(), direct.map.as_tensor(), atol=1e-5)

@@ -72,8 +72,9 @@ class ScanSession:
         if model.card.kind == "frames" or isinstance(model.network, torch.jit.ScriptModule):
             return model.explain(self.scan, method, target, layer, **options)
         model.check_target(target)
-        chosen = layer if layer is not None else ("auto" if method == "cam" else model.card.layer)
+        chosen = model.method_layer(method, layer)
         model.check_layer(chosen)
+        options = {**model.method_options(method, chosen), **options}  # a trained module (L-CAM) the card holds
         prep_seconds = 0.0  # paid once per scan
         if self._input is None:
             start = time.perf_counter()
