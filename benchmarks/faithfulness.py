@@ -83,7 +83,8 @@ def score(model, phantom, name: str, steps: int) -> dict[str, float]:
         net, x, on_net, target=1, steps=steps, baseline=healthy, insertion_baseline=healthy, region=lungs_on_net
     )
     conf = metrics.average_drop_increase(net, x, on_net, target=1, window=(0.0, 1.0))
-    check = metrics.parameter_randomization(net, x, name, target=1, layer=layer)
+    extra = model.method_options(name, layer)  # a trained module (L-CAM) the card holds
+    check = metrics.parameter_randomization(net, x, name, target=1, layer=layer, **extra)
     cell = {
         "pointing": metrics.pointing_game(on_scan, lesions, tolerance_mm=5.0, spacing=spacing).hits[0],
         "energy": energy.energy[0],
@@ -99,7 +100,7 @@ def score(model, phantom, name: str, steps: int) -> dict[str, float]:
         "road": metrics.road(net, x, on_net, target=1).score[0],
         "sanity": check.passed,
         "spearman": check.spearman[-1].mean(),
-        "sensitivity": metrics.max_sensitivity(net, x, name, 1, layer, n_samples=4).value[0],
+        "sensitivity": metrics.max_sensitivity(net, x, name, 1, layer, n_samples=4, **extra).value[0],
     }
     if "gradients" in get_method(name).needs:
         cell["gradient_ssim"] = metrics.gradient_noise_stability(net, x, name, 1, layer, n_samples=4).mean[0]
