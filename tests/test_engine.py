@@ -117,6 +117,23 @@ def test_one_forward_serves_several_methods_and_classes(resnet18_3d):
     assert [r.classes.item() for r in results] == [0, 1] * 3
 
 
+def test_methods_without_gradients_record_no_graph(resnet18_3d):
+    """Eigen-CAM's forward leaves autograd off in the head; a gradient method after it runs the
+    forward again with the graph, and a graph forward serves a later gradient-free method."""
+    net = CountingNet(resnet18_3d)
+    x = torch.rand(1, 1, 32, 32, 32)
+    with CamEngine(net, "inner.layer4") as engine:
+        eigen = engine.explain(x, "eigencam")
+        assert net.calls == 1 and not engine.forward(x, graph=False).output.requires_grad
+        grad = engine.explain(x, "gradcam")
+        assert net.calls == 2 and engine.forward(x).output.requires_grad
+        again = engine.explain(x, "eigencam")
+        assert net.calls == 2  # the graph forward answers
+    with CamEngine(resnet18_3d, "layer4") as fresh:
+        assert torch.allclose(grad.map, fresh.explain(x, "gradcam").map, atol=1e-6)
+    assert torch.allclose(eigen.map, again.map, atol=1e-6)
+
+
 def test_mixed_class_batch_equals_each_sample_alone(resnet18_3d):
     x = torch.rand(3, 1, 32, 32, 32)
     classes = [1, 0, 1]

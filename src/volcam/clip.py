@@ -117,7 +117,7 @@ def explain_clip(
     with CamEngine(model, layer, device=device, labels=labels) as engine:
         outputs = None
         if target is None:  # the clip's class needs every frame's probabilities first
-            outputs = torch.cat([engine.forward(chunk).output.detach() for chunk in chunks])
+            outputs = torch.cat([engine.forward(chunk, graph=False).output.detach() for chunk in chunks])
             clip_probs = probabilities(outputs).mean(0)
             target = int(clip_probs.argmax())
         maps, scores, outs = [], [], []

@@ -74,14 +74,18 @@ class ForwardPass:
     """One forward through the model with the target layers captured.
 
     Attributes:
-        output: the model's output; its graph starts at the target layers (``requires_grad``).
+        output: the model's output; with ``graph``, its graph starts at the target layers
+            (``requires_grad``).
         activations: layer name -> ``A`` ``(B, K, *s)``, the tensors gradients are taken against.
         seconds: wall time of the forward.
+        graph: whether autograd recorded the head (from ``A`` to the output); methods that use no
+            gradients skip that recording, which costs about a tenth of a small network's forward.
     """
 
     output: torch.Tensor
     activations: Mapping[str, torch.Tensor]
     seconds: float
+    graph: bool = True
 
 
 class CamEngine:
@@ -127,6 +131,9 @@ class CamEngine:
         self.labels = tuple(labels) if labels is not None else None
         self.fc_layer = fc_layer
         self.eval_mode = eval_mode
+        # listed once: walking a model's modules and parameters on every forward costs as much as a
+        # small network's last layers
+        self._parts = (list(model.modules()), list(model.parameters()))
         self.spacing = tuple(spacing) if spacing is not None else None
         self.batch_size = batch_size
         self.progress = progress
@@ -191,7 +198,7 @@ class CamEngine:
         handles = [m.register_forward_hook(record(n)) for n, m in self.model.named_modules() if n]
         try:
             # the probe is not the user's forward: state the model keeps must not count it
-            with _frozen(self.model, self.eval_mode), _attributes_kept(self.model), torch.no_grad():
+            with self._freeze(), _attributes_kept(self.model), torch.no_grad():
                 try:
                     final = self._meta_forward(x)
                 except Exception as err:
@@ -213,21 +220,30 @@ class CamEngine:
         state.update({k: torch.empty_like(v, device="meta") for k, v in self.model.named_buffers()})
         return _first_tensor(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
 
+    def _freeze(self) -> contextlib.AbstractContextManager[None]:
+        """The model in eval mode with no trainable parameter for one pass, restored after it."""
+        return _frozen(self.model, self.eval_mode, *self._parts)
+
     # -- forward and gradients -------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> ForwardPass:
-        """Run (or reuse) the forward for ``x``, capturing the target layers."""
+    def forward(self, x: torch.Tensor, graph: bool = True) -> ForwardPass:
+        """Run (or reuse) the forward for ``x``, capturing the target layers.
+
+        ``graph=False`` is for callers that need no gradients (activations and output only): the
+        head then runs with autograd off. A cached pass with a graph serves such calls too; a
+        cached pass without one is run again when gradients are asked for.
+        """
         if self._cache is not None:
             ref, version, cached, _ = self._cache
-            if ref() is x and x._version == version:
+            if ref() is x and x._version == version and (cached.graph or not graph):
                 return cached
         self._cache = None  # free the previous graph before building the next one
         prepared = self._prepare(x)
         layers = self.target_layers if not self._auto else (self._auto_layer(prepared),)
-        result = self._capture(prepared, layers)
+        result = self._capture(prepared, layers, graph)
         self._cache = (weakref.ref(x), x._version, result, layers)
         return result
 
-    def _capture(self, x: torch.Tensor, layers: Sequence[str]) -> ForwardPass:
+    def _capture(self, x: torch.Tensor, layers: Sequence[str], graph: bool = True) -> ForwardPass:
         activations: dict[str, torch.Tensor] = {}
 
         def capture(name: str):
@@ -237,8 +253,8 @@ class CamEngine:
                         f"layer {name!r} returns a {type(output).__name__}, not a tensor; "
                         "choose a layer that returns one"
                     )
-                if output.requires_grad:  # downstream of an earlier target layer: keep its graph
-                    a = output
+                if not graph or output.requires_grad:  # no gradients wanted, or downstream of an earlier
+                    a = output  # target layer, whose graph it keeps
                 else:
                     torch.set_grad_enabled(True)  # autograd starts here; no_grad's exit restores it
                     a = output.detach().requires_grad_(True)
@@ -252,7 +268,7 @@ class CamEngine:
         handles = []
         start = time.perf_counter()
         try:
-            with _frozen(self.model, self.eval_mode), torch.no_grad():
+            with self._freeze(), torch.no_grad():
                 for name in layers:
                     handles.append(get_layer(self.model, name).register_forward_hook(capture(name)))
                 output = _first_tensor(self.model(x))
@@ -262,7 +278,7 @@ class CamEngine:
         missing = [n for n in layers if n not in activations]
         if missing:
             raise LayerError(f"layer(s) {', '.join(map(repr, missing))} were not called by the model's forward")
-        return ForwardPass(output, {n: activations[n] for n in layers}, time.perf_counter() - start)
+        return ForwardPass(output, {n: activations[n] for n in layers}, time.perf_counter() - start, graph)
 
     def gradients(self, x: torch.Tensor, target: TargetSpec | Target = None) -> dict[str, torch.Tensor]:
         """``d score / d A`` per target layer, ``(B, K, *s)`` each, for ``target`` (default: the
@@ -342,7 +358,7 @@ class CamEngine:
         """
         if n_samples < 1 or batch_size < 1:
             raise MethodError("n_samples and batch_size must be at least 1")
-        clean = self.forward(x)
+        clean = self.forward(x, graph=False)
         tgt, _ = resolve_target(target, clean.output.detach(), self.labels)
         xp = self._prepare(x)
         layers = tuple(clean.activations)
@@ -380,7 +396,7 @@ class CamEngine:
 
     def class_weights(self, x: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
         """CAM's ``(B, K)`` weights per layer: the linear layer's row of each sample's class."""
-        fwd = self.forward(x)
+        fwd = self.forward(x, graph=False)
         n_out = fwd.output.shape[1]
         result = {}
         for name, a in fwd.activations.items():
@@ -429,7 +445,7 @@ class CamEngine:
         if gradient_sigma_mm is not None and not info.needs_gradients:
             raise MethodError(f"{info.name!r} uses no gradients, so gradient_sigma_mm does not apply to it")
         timings: dict[str, float] = {}
-        fwd = self.forward(x)
+        fwd = self.forward(x, graph=info.needs_gradients)
         timings["forward"] = fwd.seconds
         tgt, classes = resolve_target(target, fwd.output.detach(), self.labels)
         input_spacing = self._input_spacing(x, spacing)
@@ -477,7 +493,7 @@ class CamEngine:
         methods run once per class.
         """
         info = get_method(method)
-        fwd = self.forward(x)
+        fwd = self.forward(x, graph=info.needs_gradients)
         out = fwd.output.detach()
         classes = list(range(num_classes(out))) if classes is None else list(classes)
         if info.needs != frozenset({"gradients"}) and info.needs != frozenset({"class_weights"}):
@@ -515,7 +531,7 @@ class CamEngine:
 
     def runner(self, x: torch.Tensor, target: TargetSpec | Target = None, batch_size: int | None = None) -> ModelRunner:
         """A :class:`ModelRunner` for perturbation methods on ``x`` (uses the cached forward)."""
-        fwd = self.forward(x)
+        fwd = self.forward(x, graph=False)
         tgt, _ = resolve_target(target, fwd.output.detach(), self.labels)
         xp = self._prepare(x)
         layer = next(iter(fwd.activations))
@@ -523,14 +539,14 @@ class CamEngine:
             base = tgt(fwd.output.detach())
 
         def run_inputs(batch: torch.Tensor) -> torch.Tensor:
-            with _frozen(self.model, self.eval_mode), torch.no_grad():
+            with self._freeze(), torch.no_grad():
                 return _first_tensor(self.model(batch))
 
         def run_activations(acts: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
             head = self._head(layer, fwd)  # traced on first use only: Score-CAM never needs it
             runner.head_only = head is not None
             acts = acts.clone()  # in-place ops after the layer (ReLU) must not write into the caller's rows
-            with _frozen(self.model, self.eval_mode), torch.no_grad():
+            with self._freeze(), torch.no_grad():
                 if head is not None:
                     return _first_tensor(head(acts))
                 return self._forward_replacing(xp[sample], layer, acts)
@@ -551,7 +567,7 @@ class CamEngine:
         if layer not in self._heads:
             from volcam.head import check_head, extract_head
 
-            with _frozen(self.model, self.eval_mode), _attributes_kept(self.model):
+            with self._freeze(), _attributes_kept(self.model):
                 head = extract_head(self.model, layer)
                 if head is not None and not check_head(head, fwd.activations[layer].detach(), fwd.output.detach()):
                     head = None
@@ -710,21 +726,34 @@ def _method_options(info: MethodInfo, options: Mapping[str, Any]) -> dict[str, A
 
 
 @contextlib.contextmanager
-def _frozen(model: nn.Module, eval_mode: bool) -> Iterator[None]:
-    """Eval mode and ``requires_grad=False`` on every parameter, restored exactly on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
+def _frozen(
+    model: nn.Module,
+    eval_mode: bool,
+    modules: Sequence[nn.Module] | None = None,
+    parameters: Sequence[nn.Parameter] | None = None,
+) -> Iterator[None]:
+    """Eval mode and ``requires_grad=False`` on every parameter, restored exactly on exit.
+
+    Only what differs is touched: a model already in eval mode without trainable parameters (as
+    :func:`volcam.load_model` gives it) costs two scans of its modules, not thousands of attribute
+    writes, which matters beside a small network's forward of a few milliseconds. ``modules`` and
+    ``parameters`` are the model's, listed by a caller that freezes it often.
+    """
+    modules = model.modules() if modules is None else modules
+    parameters = model.parameters() if parameters is None else parameters
+    training = [m for m in modules if m.training] if eval_mode else []
+    trainable = [p for p in parameters if p.requires_grad]
     try:
-        if eval_mode:
-            model.eval()
-        for p, _ in grads:
+        if training:
+            model.eval()  # through the model's own train() override, if it has one
+        for p in trainable:
             p.requires_grad_(False)
         yield
     finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in grads:
-            p.requires_grad_(flag)
+        for m in training:
+            m.training = True
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 @contextlib.contextmanager

@@ -330,7 +330,7 @@ def train_lcam(
     chosen = engine.layers_for(x[:1].to(dev))[0]  # "auto" resolved
     feats, outputs = [], []
     for chunk in x.split(batch_size):
-        fwd = engine.forward(chunk)
+        fwd = engine.forward(chunk, graph=False)
         feats.append(fwd.activations[chosen].detach())
         outputs.append(fwd.output.detach())
     engine.close()
