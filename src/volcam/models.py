@@ -420,6 +420,39 @@ class Model:
     def _label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else str(index)
 
+    def explain_input(self, engine: Any, x: torch.Tensor, method: str, target: int | str | None, **options: Any) -> Any:
+        """``engine.explain`` on a prepared input ``(1, C', *S')``; a network that cannot take it is an
+        :class:`InputError` naming the model, not a traceback."""
+        try:
+            return engine.explain(x, method, target, **options)
+        except RuntimeError as error:
+            raise InputError(
+                f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing "
+                f"({str(error).strip().splitlines()[0][:160]})"
+            ) from None
+
+    def on_scan(self, result: Any, prepared: Any, scan: torch.Tensor, timings: dict[str, float]) -> ScanExplanation:
+        """A :class:`CamResult` (or a clip's :class:`ClipResult`) on the network's grid → the
+        :class:`ScanExplanation` on the scan's grid, labels named; ``timings`` gains ``invert``."""
+        start = time.perf_counter()
+        cam = self.preprocessing.invert(result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared)
+        cam = _on_scan(cam, scan)
+        if hasattr(result, "target_class"):  # a clip through a frame model: one class for the clip
+            klass, prediction, probs = result.target_class, result.predicted, result.probabilities
+        else:
+            klass, prediction = int(result.classes[0]), int(result.predicted[0])
+            probs = result.probabilities[0] if result.probabilities is not None else torch.zeros(0)
+        return ScanExplanation(
+            map=cam,
+            result=result,
+            method=result.method,
+            prediction=self._label(prediction),
+            target=self._label(klass) if klass >= 0 else "custom",
+            probabilities={self._label(i): round(float(p), 6) for i, p in enumerate(probs)},
+            layers=tuple(result.layers),
+            timings={**timings, "invert": time.perf_counter() - start},
+        )
+
     def explain(
         self,
         scan: torch.Tensor,
@@ -473,44 +506,13 @@ class Model:
                         raise InputError(
                             f"{self.name} cannot take this clip ({str(error).splitlines()[0][:160]})"
                         ) from None
-                    klass, prediction = result.target_class, result.predicted
-                    probs = result.probabilities
                 else:
                     key = (chosen,) if isinstance(chosen, str) else tuple(chosen)
                     if key not in engines:
                         engines[key] = CamEngine(self.network, chosen, device=self.device, labels=self.labels or None)
-                    engine = engines[key]
-                    try:
-                        result = engine.explain(x, name, target, **method_options)
-                    except RuntimeError as error:
-                        raise InputError(
-                            f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing "
-                            f"({str(error).strip().splitlines()[0][:160]})"
-                        ) from None
-                    klass, prediction = int(result.classes[0]), int(result.predicted[0])
-                    probs = result.probabilities[0] if result.probabilities is not None else torch.zeros(0)
-                explain_seconds = time.perf_counter() - start
-                start = time.perf_counter()
-                cam = self.preprocessing.invert(
-                    result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared
-                )
-                cam = _on_scan(cam, scan)
-                explanations.append(
-                    ScanExplanation(
-                        map=cam,
-                        result=result,
-                        method=result.method,
-                        prediction=self._label(prediction),
-                        target=self._label(klass) if klass >= 0 else "custom",
-                        probabilities={self._label(i): round(float(p), 6) for i, p in enumerate(probs)},
-                        layers=tuple(result.layers),
-                        timings={
-                            "preprocess": prep_seconds,
-                            "explain": explain_seconds,
-                            "invert": time.perf_counter() - start,
-                        },
-                    )
-                )
+                    result = self.explain_input(engines[key], x, name, target, **method_options)
+                timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
+                explanations.append(self.on_scan(result, prepared, scan, timings))
                 prep_seconds = 0.0  # paid once
         finally:
             for engine in engines.values():

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from volcam.errors import InputError
-from volcam.models import Model, ScanExplanation, _on_scan
+from volcam.models import Model, ScanExplanation
 
 __all__ = ["ScanSession"]
 
@@ -85,27 +84,11 @@ class ScanSession:
         start = time.perf_counter()
         try:
             forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
-            if self._passes.get(id(engine)) is not forward:
-                self._passes[id(engine)] = forward
-                self.forwards += 1
-            result = engine.explain(self._input, method, target, **options)
-        except RuntimeError as error:
-            raise InputError(
-                f"{model.name} cannot take an input of shape {tuple(self._input.shape)} after preprocessing "
-                f"({str(error).strip().splitlines()[0][:160]})"
-            ) from None
-        explain_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        cam = _on_scan(model.preprocessing.invert(result.map[0], self._prepared), self.scan)
-        klass, prediction = int(result.classes[0]), int(result.predicted[0])
-        probs = result.probabilities[0] if result.probabilities is not None else torch.zeros(0)
-        return ScanExplanation(
-            map=cam,
-            result=result,
-            method=result.method,
-            prediction=model._label(prediction),
-            target=model._label(klass) if klass >= 0 else "custom",
-            probabilities={model._label(i): round(float(p), 6) for i, p in enumerate(probs)},
-            layers=tuple(result.layers),
-            timings={"preprocess": prep_seconds, "explain": explain_seconds, "invert": time.perf_counter() - start},
-        )
+        except RuntimeError:
+            forward = None  # explain_input says what the network could not take
+        if forward is not None and self._passes.get(id(engine)) is not forward:
+            self._passes[id(engine)] = forward
+            self.forwards += 1
+        result = model.explain_input(engine, self._input, method, target, **options)
+        timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
+        return model.on_scan(result, self._prepared, self.scan, timings)
