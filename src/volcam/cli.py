@@ -69,6 +69,23 @@ def _main() -> None:
     """Class activation maps for 3D medical-imaging classifiers: CT/MR volumes, ultrasound clips."""
 
 
+# options several commands take, declared once
+TrustWeights = Annotated[
+    bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
+]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")]
+
+
+def _target(text: str | None) -> str | int | None:
+    """``--target``: a class index when it is a number, else a label; ``None``: the predicted class."""
+    return int(text) if text is not None and text.isdigit() else text
+
+
+def _names(methods: str) -> list[str]:
+    """``--methods a,b``: the method names, blanks dropped."""
+    return [m.strip() for m in methods.split(",") if m.strip()]
+
+
 def _numbers(values: tuple[float, ...], unit: str) -> str:
     return " × ".join(f"{v:.4g}" for v in values) + (f" {unit}" if unit else "")
 
@@ -121,10 +138,8 @@ def explain(
         float | None, typer.Option(help="Smooth gradients with a Gaussian of this σ in mm first.")
     ] = None,
     dicom: Annotated[bool, typer.Option("--dicom", help="Also write each map as a derived DICOM series.")] = False,
-    trust_weights: Annotated[
-        bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
-    ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+    trust_weights: TrustWeights = False,
+    device: Device = None,
 ) -> None:
     """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
     from volcam.demo import explain_to_folder
@@ -140,7 +155,7 @@ def explain(
     if layer:
         loaded.check_layer(layer)
     scan = load(input)
-    target_spec: str | int | None = int(target) if target is not None and target.isdigit() else target
+    target_spec = _target(target)
     options = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
     chosen = (layer[0] if len(layer) == 1 else layer) if layer else None
     try:
@@ -179,10 +194,8 @@ def evaluate(
         Path | None,
         typer.Option(help="Body or lung mask on the scan's grid: deletion/insertion and energy stay within it."),
     ] = None,
-    trust_weights: Annotated[
-        bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
-    ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+    trust_weights: TrustWeights = False,
+    device: Device = None,
 ) -> None:
     """Score CAM methods on INPUT against a lesion MASK: localization, faithfulness, sanity; table + plots in OUT."""
     from volcam.errors import InputError, TargetError
@@ -191,7 +204,7 @@ def evaluate(
     from volcam.metrics.evaluate import evaluate_to_folder
     from volcam.models import load_model
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
+    names = _names(methods)
     for name in names:
         get_method(name)  # an unknown name fails before anything is loaded
     loaded = load_model(model, trust=trust_weights, device=device)
@@ -200,7 +213,7 @@ def evaluate(
     scan = load(input)
     lesions = load(mask)
     within = load(region) if region is not None else None
-    target_spec: str | int | None = int(target) if target is not None and target.isdigit() else target
+    target_spec = _target(target)
     try:
         loaded.check_scan(scan)
         loaded.check_target(target_spec)
@@ -249,7 +262,7 @@ def train_lcam(
     area_weight: Annotated[float, typer.Option(help="Weight of the mask-area penalty (paper: 2).")] = 2.0,
     tv_weight: Annotated[float, typer.Option(help="Weight of the total-variation penalty (paper: 0.01).")] = 0.01,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Weights file; default: beside the card.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+    device: Device = None,
 ) -> None:
     """Train an L-CAM attention module on MODEL's frozen network over IMAGES; record it in the card."""
     from volcam.lcam_training import train_lcam as train
@@ -312,16 +325,14 @@ def cohort(
         str | None, typer.Option(help="'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes with --scheduler local (default 2).")] = None,
-    trust_weights: Annotated[
-        bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
-    ] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")] = None,
+    trust_weights: TrustWeights = False,
+    device: Device = None,
 ) -> None:
     """Explain and score every case of MANIFEST: maps per case, results.parquet/.csv, summary.md (resumable)."""
     from volcam.cohort import run_cohort
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    target_spec: str | int | None = int(target) if target is not None and target.isdigit() else target
+    names = _names(methods)
+    target_spec = _target(target)
     try:
         table = run_cohort(
             manifest, model, out, names, target=target_spec, layer=layer, png=png,
