@@ -86,6 +86,23 @@ def _names(methods: str) -> list[str]:
     return [m.strip() for m in methods.split(",") if m.strip()]
 
 
+def _model_and_scan(
+    card: Path, scan: Path, methods: list[str], layer: Any, trust: bool, device: str | None
+) -> tuple[Any, Any]:
+    """The model and the scan, after the cheap checks: an unknown method or layer fails before the
+    scan is read."""
+    from volcam.io import load
+    from volcam.methods.registry import get_method
+    from volcam.models import load_model
+
+    for name in methods:
+        get_method(name)
+    loaded = load_model(card, trust=trust, device=device)
+    if layer:
+        loaded.check_layer(layer)
+    return loaded, load(scan)
+
+
 def _numbers(values: tuple[float, ...], unit: str) -> str:
     return " × ".join(f"{v:.4g}" for v in values) + (f" {unit}" if unit else "")
 
@@ -144,17 +161,9 @@ def explain(
     """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
     from volcam.demo import explain_to_folder
     from volcam.errors import InputError, TargetError
-    from volcam.io import load
-    from volcam.methods.registry import get_method
-    from volcam.models import load_model
 
     methods = method or ["gradcam"]
-    for name in methods:
-        get_method(name)  # an unknown name fails before anything is loaded
-    loaded = load_model(model, trust=trust_weights, device=device)
-    if layer:
-        loaded.check_layer(layer)
-    scan = load(input)
+    loaded, scan = _model_and_scan(model, input, methods, layer, trust_weights, device)
     target_spec = _target(target)
     options = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
     chosen = (layer[0] if len(layer) == 1 else layer) if layer else None
@@ -200,17 +209,10 @@ def evaluate(
     """Score CAM methods on INPUT against a lesion MASK: localization, faithfulness, sanity; table + plots in OUT."""
     from volcam.errors import InputError, TargetError
     from volcam.io import load
-    from volcam.methods.registry import get_method
     from volcam.metrics.evaluate import evaluate_to_folder
-    from volcam.models import load_model
 
     names = _names(methods)
-    for name in names:
-        get_method(name)  # an unknown name fails before anything is loaded
-    loaded = load_model(model, trust=trust_weights, device=device)
-    if layer:
-        loaded.check_layer(layer)
-    scan = load(input)
+    loaded, scan = _model_and_scan(model, input, names, layer, trust_weights, device)
     lesions = load(mask)
     within = load(region) if region is not None else None
     target_spec = _target(target)

@@ -204,7 +204,7 @@ class CamEngine:
                 except Exception as err:
                     logger.debug("meta-device probe failed (%s); probing with a real forward", err)
                     seen.clear()
-                    final = _first_tensor(self.model(x))
+                    final = first_tensor(self.model(x))
         finally:
             for h in handles:
                 h.remove()
@@ -218,7 +218,7 @@ class CamEngine:
 
         state = {k: torch.empty_like(v, device="meta") for k, v in self.model.named_parameters()}
         state.update({k: torch.empty_like(v, device="meta") for k, v in self.model.named_buffers()})
-        return _first_tensor(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
+        return first_tensor(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
 
     def _freeze(self) -> contextlib.AbstractContextManager[None]:
         """The model in eval mode with no trainable parameter for one pass, restored after it."""
@@ -271,7 +271,7 @@ class CamEngine:
             with self._freeze(), torch.no_grad():
                 for name in layers:
                     handles.append(get_layer(self.model, name).register_forward_hook(capture(name)))
-                output = _first_tensor(self.model(x))
+                output = first_tensor(self.model(x))
         finally:
             for h in handles:
                 h.remove()
@@ -540,7 +540,7 @@ class CamEngine:
 
         def run_inputs(batch: torch.Tensor) -> torch.Tensor:
             with self._freeze(), torch.no_grad():
-                return _first_tensor(self.model(batch))
+                return first_tensor(self.model(batch))
 
         def run_activations(acts: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
             head = self._head(layer, fwd)  # traced on first use only: Score-CAM never needs it
@@ -548,7 +548,7 @@ class CamEngine:
             acts = acts.clone()  # in-place ops after the layer (ReLU) must not write into the caller's rows
             with self._freeze(), torch.no_grad():
                 if head is not None:
-                    return _first_tensor(head(acts))
+                    return first_tensor(head(acts))
                 return self._forward_replacing(xp[sample], layer, acts)
 
         runner = ModelRunner(
@@ -580,7 +580,7 @@ class CamEngine:
         """The model's output when ``layer`` outputs ``activations`` instead (a full forward)."""
         handle = get_layer(self.model, layer).register_forward_hook(lambda _m, _i, _o: activations)
         try:
-            return _first_tensor(self.model(x))
+            return first_tensor(self.model(x))
         finally:
             handle.remove()
 
@@ -773,13 +773,14 @@ def _attributes_kept(model: nn.Module) -> Iterator[None]:
             m.__dict__.update(attributes)
 
 
-def _first_tensor(output: Any) -> torch.Tensor:
-    """The model's output tensor (the first one, for models that return a tuple or list)."""
+def first_tensor(output: Any, why: str = "volcam explains models that return a tensor") -> torch.Tensor:
+    """The model's output tensor (the first one, for models that return a tuple or list); ``why``
+    ends the error for anything else."""
     if torch.is_tensor(output):
         return output
     if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
         return output[0]
-    raise InputError(f"the model returned a {type(output).__name__}; volcam explains models that return a tensor")
+    raise InputError(f"the model returned a {type(output).__name__}; {why}")
 
 
 def _module_device(model: nn.Module) -> torch.device:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from volcam.engine import first_tensor
 from volcam.errors import InputError
 from volcam.targets import ClassProbability, TargetSpec, resolve_target
 
@@ -97,14 +98,6 @@ def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _plain(x).to(device=device, dtype=dtype)
 
 
-def first_tensor(output: object) -> torch.Tensor:
-    if torch.is_tensor(output):
-        return output
-    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
-        return output[0]
-    raise InputError(f"the model returned a {type(output).__name__}; volcam's metrics need a tensor")
-
-
 class Scorer:
     """Class probabilities of batches of copies of one input, ``batch_size`` rows per model call.
 
@@ -120,7 +113,8 @@ class Scorer:
 
     def outputs(self, batch: torch.Tensor) -> torch.Tensor:
         with eval_mode(self.model), torch.no_grad():
-            out = [first_tensor(self.model(chunk)) for chunk in batch.split(self.batch_size)]
+            chunks = batch.split(self.batch_size)
+            out = [first_tensor(self.model(c), "volcam's metrics need a tensor") for c in chunks]
         self.forwards += batch.shape[0]
         return torch.cat(out)
 
