@@ -18,7 +18,25 @@ __all__ = [
     "TargetError",
     "VolcamError",
     "VolcamWarning",
+    "first_line",
+    "one_line",
 ]
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """The first non-blank line of ``error``'s message (at most ``limit`` characters), or its type's
+    name when the message is empty: safe to put inside a one-line error of our own."""
+    for line in str(error).splitlines():
+        if line.strip():
+            text = line.strip()
+            return text if len(text) <= limit else text[: limit - 1] + "…"
+    return type(error).__name__
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break and control character made a space: a value read from a file
+    (a SeriesDescription with a newline, a card's name) cannot split a one-line message in two."""
+    return "".join(" " if (ch < " " or ch == "\x7f") else ch for ch in str(text)).strip()
 
 
 class VolcamError(Exception):
