@@ -1,0 +1,217 @@
+"""What a model card or a MONAI bundle may ask for without ``trust``: data, never code.
+
+A card or a bundle can come from anyone, so volcam reads it as data. Without ``trust=True``
+(``volcam --trust-weights``):
+
+- the network is a MONAI network class or factory from ``monai.networks.nets``, named by its
+  bare name (``"ResNet"``, ``"resnet18"``) or ``"monai.networks.nets.<name>"``, built by volcam
+  itself (never through MONAI's ``ConfigParser``, which imports and calls whatever a config names);
+- its arguments are plain JSON values: no ``_target_`` below the top, no ``_requires_``,
+  ``_debug_``, ``_mode_`` or ``_disabled_``, no ``$`` expressions, no ``%`` macros; a bundle's
+  ``@id`` references are followed only to plain values in the same config;
+- no argument fetches or reads a file (``pretrained``, ``pretrained_url``, ``weights``, a hub or
+  repository id ...): set to ``false``/``null`` they are fine, and a network whose default
+  fetches (``MILModel(pretrained=True)``) must say ``"pretrained": false``;
+- the network's parameters fit in memory and in the weights file (counted on PyTorch's ``meta``
+  device before anything is allocated).
+
+Every refusal is one :class:`~volcam.errors.CardError` naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from volcam.errors import CardError
+
+__all__ = ["NETWORK_PREFIX", "check_plain", "network_constructor", "build_network", "resolve_references"]
+
+NETWORK_PREFIX = "monai.networks.nets."
+# MONAI ConfigParser's special keys: each makes the parser import, call, debug or skip something.
+CONFIG_KEYS = frozenset({"_target_", "_requires_", "_debug_", "_mode_", "_disabled_"})
+# Arguments that download, or read a file, when true or set (matched against the argument's name).
+FETCHING = re.compile(r"^pretrain|url|filename|path_or_repo|repo_id|download|^weights$|model_dir|cache_dir|^hub", re.I)
+# Public callables of monai.networks.nets that are no network, or that fetch whatever their arguments say.
+NOT_NETWORKS = frozenset({"drop_connect", "Transchex"})
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_MAX_DEPTH = 16
+_MAX_ITEMS = 10_000
+
+
+def _path(keys: tuple[str | int, ...]) -> str:
+    return ".".join(str(k) for k in keys) or "(top)"
+
+
+def check_plain(value: Any, where: str | Path, keys: tuple[str | int, ...] = ()) -> None:
+    """Raise a :class:`CardError` unless ``value`` is plain JSON data (nothing a config parser would run).
+
+    Args:
+        value: a value read from JSON.
+        where: the file, for the message.
+        keys: the key path of ``value`` in that file, for the message.
+    """
+    if len(keys) > _MAX_DEPTH:
+        raise CardError(f"{where}: {_path(keys)}: nested too deeply")
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CardError(f"{where}: {_path(keys)}: {value} is not a finite number")
+        return
+    if isinstance(value, str):
+        if value.startswith(("$", "%", "@")):
+            raise CardError(
+                f"{where}: {_path(keys)}: {value[:40]!r} is a config expression or reference, which runs code; "
+                "load it only if you trust the file (trust=True, volcam --trust-weights)"
+            )
+        return
+    if isinstance(value, list | tuple):
+        if len(value) > _MAX_ITEMS:
+            raise CardError(f"{where}: {_path(keys)}: a list of {len(value)} items is not a network argument")
+        for index, item in enumerate(value):
+            check_plain(item, where, (*keys, index))
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CardError(f"{where}: {_path(keys)}: key {key!r} is not a string")
+            if key in CONFIG_KEYS:
+                raise CardError(
+                    f"{where}: {_path((*keys, key))}: {key} makes MONAI's config parser run code; "
+                    "load it only if you trust the file (trust=True, volcam --trust-weights)"
+                )
+            check_plain(item, where, (*keys, key))
+        return
+    raise CardError(f"{where}: {_path(keys)}: a {type(value).__name__} is not a JSON value")
+
+
+def network_constructor(name: str, where: str | Path, keys: tuple[str | int, ...] = ()) -> Callable[..., Any]:
+    """The MONAI network class or factory that ``name`` names (``"ResNet"``, ``"resnet18"``,
+    ``"monai.networks.nets.DenseNet121"``); a :class:`CardError` for anything else."""
+    import monai.networks.nets as nets
+    from torch import nn
+
+    bare = name.removeprefix(NETWORK_PREFIX)
+    refused = CardError(
+        f"{where}: {_path(keys)}: {name!r} is not a network in monai.networks.nets "
+        "(a class such as 'ResNet' or a factory such as 'resnet18')"
+    )
+    # One identifier looked up on the package itself: 'resnet.os.system' or 'open' never resolve.
+    if not _IDENTIFIER.match(bare) or bare in NOT_NETWORKS:
+        raise refused
+    found = getattr(nets, bare, None)
+    if isinstance(found, type):
+        if not issubclass(found, nn.Module):
+            raise refused
+        return found
+    module = getattr(found, "__module__", "") or ""
+    if inspect.isfunction(found) and module.startswith(NETWORK_PREFIX) and not bare.startswith("get_"):
+        return found
+    raise refused
+
+
+def _fetching_arguments(constructor: Callable[..., Any], args: Mapping[str, Any]) -> list[str]:
+    """Arguments that would fetch or read a file: given as true/set, or left at such a default."""
+    found = [key for key, value in args.items() if FETCHING.search(key) and value not in (False, None, "", 0)]
+    try:
+        parameters = inspect.signature(constructor).parameters
+    except (TypeError, ValueError):
+        return found
+    for key, parameter in parameters.items():
+        default = parameter.default
+        if FETCHING.search(key) and key not in args and default not in (False, None, "", 0, inspect.Parameter.empty):
+            found.append(f"{key} (default {default!r}; give {key!r}: false)")
+    return found
+
+
+def _parameter_bytes(constructor: Callable[..., Any], args: Mapping[str, Any]) -> int | None:
+    """Bytes of the network's parameters and buffers, counted on the ``meta`` device (nothing allocated);
+    ``None`` when the network cannot be built there."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            network = constructor(**dict(args))
+        tensors = [*network.parameters(), *network.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+    except Exception:  # some networks compute at construction; then the real build is the check
+        return None
+
+
+def build_network(
+    name: str,
+    args: Mapping[str, Any],
+    where: str | Path,
+    keys: tuple[str | int, ...] = (),
+    weights: Path | None = None,
+) -> Any:
+    """Build an allow-listed MONAI network from plain arguments.
+
+    Args:
+        name: the class or factory name (see :func:`network_constructor`).
+        args: its keyword arguments, as read from JSON.
+        where: the card or bundle config, for messages; keys: the key path of the network entry.
+        weights: the state_dict file, when known: a network with more parameter bytes than the
+            file holds cannot fit it and is refused before it is allocated.
+
+    Raises:
+        CardError: a name, an argument or a size the allow-list refuses, or a network that does
+            not build with these arguments.
+    """
+    from volcam.errors import first_line
+    from volcam.io.memory import available_bytes
+
+    if not isinstance(args, Mapping):
+        raise CardError(f"{where}: {_path((*keys, 'args'))}: the network's arguments are a JSON object")
+    constructor = network_constructor(name, where, keys)
+    check_plain(dict(args), where, (*keys, "args"))
+    fetching = _fetching_arguments(constructor, args)
+    if fetching:
+        raise CardError(
+            f"{where}: {_path((*keys, 'args'))}: {', '.join(fetching)}: would download or read files; "
+            "volcam loads the card's own weights file instead"
+        )
+    needed = _parameter_bytes(constructor, args)
+    if needed is not None:
+        available = available_bytes()
+        if weights is not None and weights.is_file() and needed > 2 * weights.stat().st_size + (1 << 20):
+            raise CardError(
+                f"{where}: {name} with these arguments has {needed / 2**20:.0f} MiB of parameters; "
+                f"the weights file {weights.name} holds only {weights.stat().st_size / 2**20:.1f} MiB"
+            )
+        if available is not None and needed > available:
+            raise CardError(
+                f"{where}: {name} with these arguments needs {needed / 2**30:.1f} GiB of parameters, "
+                f"more than the {available / 2**30:.1f} GiB of memory available"
+            )
+    try:
+        return constructor(**dict(args))
+    except Exception as error:  # a MONAI constructor rejects arguments in many ways
+        raise CardError(f"{where}: cannot build {name}: {first_line(error)}") from None
+
+
+def resolve_references(value: Any, config: Mapping[str, Any], where: str | Path, depth: int = 0) -> Any:
+    """``value`` with each bundle reference ``"@id"`` (``"@a::b"`` or ``"@a#b"`` for nested ids)
+    replaced by the plain value it names in ``config``; expressions stay for :func:`check_plain`."""
+    if depth > _MAX_DEPTH:
+        raise CardError(f"{where}: references nested too deeply (a cycle?)")
+    if isinstance(value, str) and value.startswith("@"):
+        found: Any = config
+        for part in re.split(r"::|#", value[1:]):
+            if isinstance(found, Mapping) and part in found:
+                found = found[part]
+            elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
+                found = found[int(part)]
+            else:
+                raise CardError(f"{where}: {value!r} refers to nothing in the config")
+        return resolve_references(found, config, where, depth + 1)
+    if isinstance(value, Mapping):
+        return {k: resolve_references(v, config, where, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_references(v, config, where, depth + 1) for v in value]
+    return value
