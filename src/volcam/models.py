@@ -23,9 +23,11 @@ A card is a small JSON file next to the weights::
 :func:`volcam.load` returns it and gives the map back **in the scan's own geometry** (same grid,
 same affine), through the inverse of the card's MONAI transforms.
 
-Weights load with ``torch.load(weights_only=True)``: plain tensors only, nothing executed. A file
-that needs more (a pickled model object) is refused unless ``trust=True``. TorchScript runs no
-Python on load. A bundle's config may hold Python expressions (``$...``); those too need ``trust``.
+A card and a bundle are data (see :mod:`volcam.allowlist`): without ``trust=True`` the network is an
+allow-listed MONAI class or factory with plain JSON arguments, built by volcam, and weights load with
+``torch.load(weights_only=True)`` (plain tensors only, nothing executed). A pickled model object, a
+bundle config with expressions, references to code or parser directives, and TorchScript programs
+all need ``trust``. Every field is type-checked on reading: a malformed card is one line.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import json
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.errors import CardError, InputError, LayerError, MethodError, TargetError
+from volcam.allowlist import build_network, check_plain, resolve_references
+from volcam.errors import (
+    CardError,
+    InputError,
+    LayerError,
+    MethodError,
+    TargetError,
+    VolcamWarning,
+    first_line,
+    one_line,
+)
 from volcam.preprocess import Preprocessing
 
 __all__ = ["CardError", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
@@ -69,43 +82,97 @@ class ModelCard:
     lcam: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _field(data: Mapping[str, Any], key: str, kind: type, default: Any, path: Path) -> Any:
+    """``data[key]`` when it has the JSON type ``kind`` (``default`` when absent or null); else one line
+    naming the field. ``true`` is no number here, though Python counts it as one."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        noun = {str: "a string", int: "a whole number", list: "a list", dict: "an object"}.get(kind, kind.__name__)
+        raise CardError(f"{path}: '{key}' is {one_line(json.dumps(value))[:60]}; it should be {noun}")
+    return value
+
+
+def _strings(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
+    """A list of strings (labels, a layer list); a lone string is not split into characters."""
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CardError(f"{path}: '{key}' should be a list of names, e.g. [\"normal\", \"covid\"]")
+    if len(set(value)) != len(value):
+        raise CardError(f"{path}: '{key}' names a class twice")
+    return tuple(value)
+
+
 def read_card(path: str | os.PathLike) -> ModelCard:
-    """Read and check a card file (JSON); a :class:`CardError` naming the file if it is not one."""
+    """Read and check a card file (JSON); a :class:`CardError` naming the file and the field if it is not one.
+
+    Every field is checked for its type here, so a malformed card is one line before anything loads.
+    """
     path = Path(path)
     if not path.exists():
         raise CardError(f"{path}: no such model card")
+    if not path.is_file():
+        raise CardError(f"{path}: not a regular file")
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CardError(f"{path}: not a JSON model card ({error})") from None
     if not isinstance(data, dict) or "network" not in data:
         raise CardError(f"{path}: a model card is a JSON object with at least 'network' and 'labels'")
-    kind = str(data.get("kind", "volume"))
+    kind = _field(data, "kind", str, "volume", path)
     if kind not in KINDS:
-        raise CardError(f"{path}: kind {kind!r}; use one of {', '.join(KINDS)}")
+        raise CardError(f"{path}: kind {one_line(kind)[:40]!r}; use one of {', '.join(KINDS)}")
     network = data["network"]
-    if not isinstance(network, dict) or not ({"monai", "torchscript", "bundle"} & set(network)):
+    if not isinstance(network, dict) or len({"monai", "torchscript", "bundle"} & set(network)) != 1:
         raise CardError(f"{path}: 'network' needs one of 'monai' (a MONAI network name), 'torchscript' or 'bundle'")
+    for key in ("monai", "torchscript", "bundle"):
+        if key in network and (not isinstance(network[key], str) or not network[key]):
+            raise CardError(f"{path}: network.{key} should be a name")
+    check_plain(network.get("args", {}), path, ("network", "args"))
     folder = path.parent
-    weights = data.get("weights")
-    metrics = data.get("metrics") or {}
-    if isinstance(metrics, str) and (folder / metrics).is_file():
-        metrics = json.loads((folder / metrics).read_text())
+    weights = _field(data, "weights", str, None, path)
+    in_channels = _field(data, "in_channels", int, 1, path)
+    if not 1 <= in_channels <= 64:
+        raise CardError(f"{path}: 'in_channels' is {in_channels}; a network takes 1 to 64 channels")
+    layer = _field(data, "layer", str, "auto", path) or "auto"
+    steps = _field(data, "preprocessing", list, [], path)
     return ModelCard(
         path=path,
-        name=str(data.get("name", path.stem)),
+        name=one_line(_field(data, "name", str, path.stem, path)) or path.stem,
         kind=kind,
-        labels=tuple(str(v) for v in data.get("labels", ())),
-        layer=str(data.get("layer", "auto")),
-        in_channels=int(data.get("in_channels", 1)),
+        labels=_strings(data, "labels", path),
+        layer=layer,
+        in_channels=in_channels,
         network=dict(network),
         weights=folder / weights if weights else None,
-        preprocessing=tuple(data.get("preprocessing", ())),
-        modality=data.get("modality"),
-        description=str(data.get("description", "")),
-        metrics=metrics if isinstance(metrics, dict) else {},
+        preprocessing=tuple(steps),
+        modality=_field(data, "modality", str, None, path),
+        description=str(_field(data, "description", str, "", path)),
+        metrics=_metrics(data.get("metrics"), folder, path),
         lcam=_lcam_entries(data.get("lcam"), folder, path),
     )
+
+
+def _metrics(value: Any, folder: Path, path: Path) -> dict[str, Any]:
+    """The card's recorded metrics: an object, or the name of a JSON file beside the card."""
+    if value is None or value == {}:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise CardError(f"{path}: 'metrics' should be an object or a JSON file name")
+    file = folder / value
+    if not file.is_file():  # informational only: a card copied without it still works
+        warnings.warn(f"{path}: 'metrics' names {one_line(value)[:60]!r}, not a file beside the card", VolcamWarning, 2)
+        return {}
+    try:
+        metrics = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CardError(f"{file}: the card's metrics file is not JSON ({first_line(error)})") from None
+    if not isinstance(metrics, dict):
+        raise CardError(f"{file}: the card's metrics file should hold a JSON object")
+    return metrics
 
 
 def _lcam_entries(value: Any, folder: Path, path: Path) -> dict[str, dict[str, Any]]:
@@ -125,17 +192,19 @@ def _lcam_entries(value: Any, folder: Path, path: Path) -> dict[str, dict[str, A
 def load_weights(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """A state_dict from ``path``: ``weights_only`` unless ``trust``; ``{"state_dict": ...}`` is unwrapped."""
     if not path.is_file():
-        raise CardError(f"{path}: no such weights file")
+        raise CardError(f"{path}: no such weights file" if not path.exists() else f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise CardError(f"{path}: the weights file is empty")
     try:
         state = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0][:160]
+        first = first_line(error)
         raise CardError(
             f"{path}: these weights need more than tensors to load ({first}); "
             "load them only if you trust where they came from (trust=True, volcam --trust-weights)"
         ) from None
     except Exception as error:  # torch.load fails on garbage in many ways (IndexError, EOFError, BadZipFile ...)
-        raise CardError(f"{path}: not a PyTorch weights file ({str(error).splitlines()[0][:160]})") from None
+        raise CardError(f"{path}: not a PyTorch weights file ({first_line(error)})") from None
     if isinstance(state, nn.Module):  # a whole pickled model (only reachable with trust)
         return state.state_dict()
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -166,36 +235,28 @@ def _fit(network: nn.Module, state: Mapping[str, torch.Tensor], card_path: Path,
     network.load_state_dict(state, strict=True)
 
 
-def _monai_network(name: str, args: Mapping[str, Any], where: Path) -> nn.Module:
-    import monai.networks.nets as nets
-
-    cls = getattr(nets, name, None)
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise CardError(f"{where}: {name!r} is not a network in monai.networks.nets")
-    try:
-        return cls(**dict(args))
-    except (TypeError, ValueError, AssertionError) as error:
-        raise CardError(f"{where}: cannot build {name}: {str(error).splitlines()[0]}") from None
-
-
 def _torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise CardError(f"{path}: no such TorchScript file")
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as error:
-        raise CardError(f"{path}: not a TorchScript model ({str(error).splitlines()[0][:160]})") from None
+        raise CardError(f"{path}: not a TorchScript model ({first_line(error)})") from None
 
 
-def _has_expression(value: Any) -> bool:
-    """Whether a bundle config value is (or holds) a Python expression or a reference to one."""
-    if isinstance(value, str):
-        return value.startswith(("$", "@", "%"))
-    if isinstance(value, Mapping):
-        return any(_has_expression(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_expression(v) for v in value)
-    return False
+def _parsed_network(config_path: Path) -> nn.Module:
+    """``network_def`` through MONAI's ``ConfigParser``: runs the config's code, so only with ``trust``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_path)
+    try:
+        network = parser.get_parsed_content("network_def", instantiate=True)
+    except Exception as error:  # the bundle's own code can raise anything; say which bundle
+        raise CardError(f"{config_path}: cannot build network_def ({first_line(error)})") from None
+    if not isinstance(network, nn.Module):
+        raise CardError(f"{config_path}: network_def built a {type(network).__name__}, not a network")
+    return network
 
 
 def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
@@ -208,24 +269,22 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
         config = json.loads(config_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CardError(f"{config_path}: not JSON ({error})") from None
-    definition = config.get("network_def")
+    definition = config.get("network_def") if isinstance(config, dict) else None
     if not isinstance(definition, dict):
         raise CardError(f"{config_path}: no 'network_def' to build the network from")
-    target = str(definition.get("_target_", ""))
-    plain = target.startswith("monai.networks.nets.") or "." not in target
-    if not trust and (_has_expression(definition) or not plain):
-        raise CardError(
-            f"{config_path}: the network definition runs code ({target or 'an expression'}); "
-            "load it only if you trust the bundle (trust=True, volcam --trust-weights)"
-        )
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(config_path)
-    try:
-        network = parser.get_parsed_content("network_def", instantiate=True)
-    except Exception as error:  # the bundle's own code can raise anything; say which bundle
-        raise CardError(f"{config_path}: cannot build network_def ({str(error).splitlines()[0][:160]})") from None
+    if trust:
+        network = _parsed_network(config_path)
+    else:
+        # Data only: references to plain values are followed, then the allow-list decides; MONAI's
+        # ConfigParser (which imports and calls what the config names) is never reached.
+        definition = resolve_references(definition, config, config_path)
+        if not isinstance(definition, dict):
+            raise CardError(f"{config_path}: network_def should be an object")
+        target = definition.get("_target_")
+        if not isinstance(target, str):
+            raise CardError(f"{config_path}: network_def._target_ should name a MONAI network")
+        args = {k: v for k, v in definition.items() if k != "_target_"}
+        network = build_network(target, args, config_path, ("network_def",), weights=weights)
     _fit(network, load_weights(weights, trust), config_path, weights)
     labels: tuple[str, ...] = ()
     metadata = folder / "configs" / "metadata.json"
@@ -408,14 +467,26 @@ class Model:
             return {}
         return {"module": self.lcam_module(variant, self.method_layer(method, layer))}
 
+    def check_outputs(self, outputs: int) -> None:
+        """A one-line :class:`CardError` when the card's labels do not name the network's ``outputs``
+        classes one for one (a single-logit network has two classes: ``-logit`` and ``logit``)."""
+        if self.labels and len(self.labels) != outputs and not (outputs == 1 and len(self.labels) == 2):
+            raise CardError(
+                f"{self.card.path}: the card names {len(self.labels)} labels ({', '.join(self.labels)[:80]}); "
+                f"the network gives {outputs} outputs"
+            )
+
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         try:
-            return self.network(batch)
+            out = self.network(batch)
         except RuntimeError as error:
             raise InputError(
                 f"{self.name} cannot take an input of shape {tuple(batch.shape)} after preprocessing "
-                f"({str(error).strip().splitlines()[0][:160]})"
+                f"({first_line(error)})"
             ) from None
+        if torch.is_tensor(out) and out.ndim >= 2:
+            self.check_outputs(int(out.shape[1]))
+        return out
 
     def _label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else str(index)
@@ -428,7 +499,7 @@ class Model:
         except RuntimeError as error:
             raise InputError(
                 f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing "
-                f"({str(error).strip().splitlines()[0][:160]})"
+                f"({first_line(error)})"
             ) from None
 
     def on_scan(self, result: Any, prepared: Any, scan: torch.Tensor, timings: dict[str, float]) -> ScanExplanation:
@@ -442,6 +513,8 @@ class Model:
         else:
             klass, prediction = int(result.classes[0]), int(result.predicted[0])
             probs = result.probabilities[0] if result.probabilities is not None else torch.zeros(0)
+        if probs.numel():
+            self.check_outputs(int(probs.numel()))
         return ScanExplanation(
             map=cam,
             result=result,
@@ -504,7 +577,7 @@ class Model:
                         )  # fmt: skip
                     except RuntimeError as error:
                         raise InputError(
-                            f"{self.name} cannot take this clip ({str(error).splitlines()[0][:160]})"
+                            f"{self.name} cannot take this clip ({first_line(error)})"
                         ) from None
                 else:
                     key = (chosen,) if isinstance(chosen, str) else tuple(chosen)
@@ -572,11 +645,16 @@ def load_model(path: str | os.PathLike, *, trust: bool = False, device: str | to
     card = read_card(path)
     spec = card.network
     if "monai" in spec:
-        network = _monai_network(str(spec["monai"]), spec.get("args", {}), card.path)
         if card.weights is None:
             raise CardError(f"{card.path}: a MONAI network needs 'weights' (a state_dict file)")
+        network = build_network(spec["monai"], spec.get("args", {}), card.path, ("network",), weights=card.weights)
         _fit(network, load_weights(card.weights, trust), card.path, card.weights)
     elif "torchscript" in spec:
+        if not trust:  # a TorchScript file is a program: it runs its own code on every call
+            raise CardError(
+                f"{card.path}: network.torchscript is a program, not data; "
+                "load it only if you trust the file (trust=True, volcam --trust-weights)"
+            )
         network = _torchscript(card.path.parent / str(spec["torchscript"]))
     else:
         network, labels = _bundle(card.path.parent / str(spec["bundle"]), trust)

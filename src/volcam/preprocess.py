@@ -15,28 +15,81 @@ from typing import Any
 
 import torch
 
-from volcam.errors import CardError, InputError
+from volcam.allowlist import check_plain
+from volcam.errors import CardError, InputError, first_line, one_line
 
 __all__ = ["CardError", "Preprocessing"]
 
-# Transforms that take or run code, or write files: a card is data and may come from anyone.
-_REFUSED = {"Lambda", "RandLambda", "SaveImage", "LoadImage", "ToDevice", "CuCIM", "RandCuCIM", "TorchVision"}
+# The MONAI array transforms a card may name (a card is data and may come from anyone): geometry that
+# MONAI can invert, and intensity steps. Nothing here takes code, reads or writes files, waits or
+# draws random numbers; every argument is plain JSON (volcam.allowlist.check_plain).
+ALLOWED = frozenset({
+    # geometric (invertible)
+    "Orientation", "Spacing", "Resize", "Zoom", "Flip", "Rotate90", "ResizeWithPadOrCrop", "SpatialPad",
+    "BorderPad", "DivisiblePad", "CenterSpatialCrop", "SpatialCrop", "CenterScaleCrop",
+    # intensity
+    "ScaleIntensity", "ScaleIntensityRange", "ScaleIntensityRangePercentiles", "NormalizeIntensity",
+    "ThresholdIntensity", "ClipIntensityPercentiles", "ShiftIntensity", "Identity",
+})  # fmt: skip
+# The most voxels a step may produce: a network input of 1024 × 1024 × 256 float32 (1 GiB). Bounds
+# what a card can make volcam allocate (Spacing to 0.01 mm, Resize to 10⁵ per axis ...).
+MAX_VOXELS = 1 << 28
 
 
-def _build(step: Mapping[str, Any], where: str) -> Any:
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception: MONAI wraps the real reason in 'applying transform <object at 0x...>'."""
+    seen = {id(error)}
+    while error.__cause__ is not None and id(error.__cause__) not in seen:
+        error = error.__cause__
+        seen.add(id(error))
+    return error
+
+
+def _build(step: Mapping[str, Any], where: str, index: int) -> Any:
     import monai.transforms as mt
-    from monai.transforms import MapTransform, Transform
 
-    if not isinstance(step, Mapping) or "name" not in step:
-        raise CardError(f"{where}: each preprocessing step needs a 'name' (a MONAI transform) and optional 'args'")
-    name = str(step["name"])
-    cls = getattr(mt, name, None)
-    if name in _REFUSED or not isinstance(cls, type) or not issubclass(cls, Transform) or issubclass(cls, MapTransform):
-        raise CardError(f"{where}: preprocessing step {name!r} is not a MONAI array transform volcam can use")
+    if not isinstance(step, Mapping) or not isinstance(step.get("name"), str):
+        raise CardError(f"{where}: preprocessing.{index} needs a 'name' (a MONAI transform) and optional 'args'")
+    name = step["name"]
+    if name not in ALLOWED:
+        raise CardError(
+            f"{where}: preprocessing.{index}: {one_line(name)[:40]!r} is not a transform volcam runs from a card "
+            f"(allowed: {', '.join(sorted(ALLOWED))})"
+        )
+    args = step.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise CardError(f"{where}: preprocessing.{index}.args should be an object")
+    check_plain(dict(args), where, ("preprocessing", index, "args"))
+    for key in ("spatial_size", "roi_size", "roi_center", "roi_start", "roi_end", "spatial_border", "k"):
+        sizes = args.get(key)
+        values = sizes if isinstance(sizes, list) else [sizes]
+        if sizes is not None and not all(isinstance(v, int | float) and abs(v) <= 4096 for v in values):
+            raise CardError(f"{where}: preprocessing.{index}.args.{key}: sizes are whole numbers up to 4096")
     try:
-        return cls(**dict(step.get("args") or {}))
-    except (TypeError, ValueError) as error:
-        raise CardError(f"{where}: preprocessing step {name!r}: {error}") from None
+        return getattr(mt, name)(**dict(args))
+    except Exception as error:  # MONAI checks arguments in many ways
+        raise CardError(f"{where}: preprocessing.{index} ({name}): {first_line(error)}") from None
+
+
+def _voxels_after(transform: Any, image: Any) -> float | None:
+    """Voxels ``transform`` would produce from ``image`` ``(C, *S)``, for the steps that change the
+    size by a factor; ``None`` for those whose output size is fixed by their (bounded) arguments."""
+    import numpy as np
+    from monai.transforms import Spacing, Zoom
+
+    shape = np.asarray(image.shape[1:], dtype=float)
+    if isinstance(transform, Spacing):
+        pixdim = np.atleast_1d(np.asarray(transform.pixdim, dtype=float))[: len(shape)]
+        current = np.asarray(image.pixdim, dtype=float)[: len(shape)]
+        if len(pixdim) < len(shape):
+            pixdim = np.concatenate([pixdim, current[len(pixdim) :]])
+        if not np.all(pixdim > 0):
+            return None  # MONAI says what is wrong
+        return float(image.shape[0] * np.prod(np.ceil(shape * current / pixdim)))
+    if isinstance(transform, Zoom):
+        zoom = np.broadcast_to(np.asarray(transform.zoom, dtype=float), shape.shape)
+        return float(image.shape[0] * np.prod(np.ceil(shape * np.abs(zoom))))
+    return None
 
 
 class Preprocessing:
@@ -54,7 +107,7 @@ class Preprocessing:
         self.steps = [dict(s) for s in steps]
         self.channels = int(channels)
         self.where = where
-        self.compose = Compose([_build(s, where) for s in self.steps])
+        self.compose = Compose([_build(s, where, i) for i, s in enumerate(self.steps)])
         self._geometric: Any = None  # the geometric steps alone, built on first use by mask()
 
     def __call__(self, image: torch.Tensor) -> Any:
@@ -74,12 +127,29 @@ class Preprocessing:
                 raise InputError(
                     f"the model takes {self.channels} channel(s); the scan has {image.shape[0]} ({tuple(image.shape)})"
                 )
-        try:
-            out = self.compose(image)
-        except (RuntimeError, ValueError) as error:
-            message = str(error).strip().splitlines()
-            raise InputError(f"preprocessing failed on a scan of shape {tuple(image.shape)}: {message[-1]}") from None
-        return out
+        return self._run(image, self.compose.transforms, "scan")
+
+    def _run(self, image: Any, transforms: Sequence[Any], what: str) -> Any:
+        """Each step in turn (they record themselves for the inverse), its output size checked first;
+        a failure is one line naming the step and MONAI's own reason."""
+        for index, transform in enumerate(transforms):
+            name = type(transform).__name__
+            voxels = _voxels_after(transform, image)
+            if voxels is not None and voxels > MAX_VOXELS:
+                raise InputError(
+                    f"preprocessing step {index} ({name}) would make {voxels:.3g} voxels of this {what} "
+                    f"{tuple(image.shape[1:])} (at most {MAX_VOXELS:.3g}); check the {what}'s spacing and the card"
+                )
+            try:
+                image = transform(image)
+            except Exception as error:  # MONAI raises many types; the cause is what the user needs
+                raise InputError(
+                    f"preprocessing step {index} ({name}) failed on a {what} of shape {tuple(image.shape)}: "
+                    f"{one_line(first_line(_root_cause(error)))}"
+                ) from None
+            if image.numel() > MAX_VOXELS:
+                raise InputError(f"preprocessing step {index} ({name}) made {image.numel():.3g} voxels; too many")
+        return image
 
     def invert(self, cam: torch.Tensor, prepared: Any) -> Any:
         """A map on the network's grid ``(1, *S')`` → the scan's grid ``(1, *S)`` with the scan's affine.
@@ -121,10 +191,6 @@ class Preprocessing:
         if plain.ndim == spatial:
             plain = plain[None]
         image = MetaTensor((plain != 0).float(), meta=meta)
-        try:
-            out = self._geometric(image)
-        except (RuntimeError, ValueError) as error:
-            message = str(error).strip().splitlines()
-            raise InputError(f"preprocessing failed on a mask of shape {tuple(plain.shape)}: {message[-1]}") from None
+        out = self._run(image, self._geometric.transforms, "mask")
         out = out.as_tensor() if isinstance(out, MetaTensor) else out
         return out[0] >= 0.5
