@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from volcam.errors import FileFormatError, InputError
+from volcam.errors import FileFormatError, InputError, first_line
 
 __all__ = ["Case", "input_signature", "read_cases", "synthetic_cohort"]
 
@@ -98,7 +98,7 @@ def _read_table(path: Path) -> Any:
             # Everything as text: ids like "007" keep their zeros, empty cells stay empty.
             return pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if name.endswith(".tsv") else ",")
     except (ValueError, OSError, UnicodeDecodeError) as error:
-        raise FileFormatError(f"{path}: cannot read the manifest ({str(error).splitlines()[0][:160]})") from None
+        raise FileFormatError(f"{path}: cannot read the manifest ({first_line(error)})") from None
     raise InputError(f"{path}: a manifest is a .csv, .tsv or .parquet file (or give a folder of scans)")
 
 
@@ -131,11 +131,16 @@ def _scan_name(path: Path) -> tuple[str, bool]:
 
 
 def _is_scan(path: Path) -> bool:
-    """A DICOM folder, or a file with an image suffix (or none: DICOM files often have none)."""
+    """A DICOM folder, or a regular file with an image suffix (or none: DICOM files often have none)."""
     from volcam.io.load import ITK_SUFFIXES, NIFTI_SUFFIXES, VIDEO_SUFFIXES
+    from volcam.io.paths import is_regular_file
 
+    if path.is_dir():
+        return True
+    if not is_regular_file(path):  # a FIFO or a device would block the run that opens it
+        return False
     name = path.name.lower()
-    return path.is_dir() or "." not in name or name.endswith((*NIFTI_SUFFIXES, *ITK_SUFFIXES, *VIDEO_SUFFIXES, ".dcm"))
+    return "." not in name or name.endswith((*NIFTI_SUFFIXES, *ITK_SUFFIXES, *VIDEO_SUFFIXES, ".dcm"))
 
 
 def _from_folder(folder: Path) -> list[Case]:

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from volcam.errors import DependencyError, FileFormatError, SeriesError
 from volcam.io.dicom_geometry import StackGeometry, stack_geometry
 from volcam.io.image import LPS_TO_RAS, make_clip, make_volume, warn_problem
+from volcam.io.paths import is_regular_file, require_regular_file
 
 __all__ = [
     "Scan",
@@ -71,6 +72,7 @@ def _one_line(error: BaseException) -> str:
 
 def read_header(path: str | os.PathLike, *, pixels: bool = False) -> Dataset:
     """Read one DICOM file (without its pixel data unless ``pixels``); a one-line error if it is not one."""
+    require_regular_file(path)  # pydicom would block on a FIFO and never finish /dev/zero
     try:
         with _quiet():
             return pydicom.dcmread(path, stop_before_pixels=not pixels)
@@ -124,19 +126,42 @@ class Scan:
     skipped: dict[str, int]
 
 
+def _regular_files(root: Path) -> tuple[list[Path], dict[str, int]]:
+    """The regular files under ``root`` (recursively, sorted) and the count of other entries passed over.
+
+    FIFOs, sockets, devices and broken links are counted as ``"not a regular file"`` and never
+    opened: opening a FIFO blocks. Links to folders are not followed (no loops).
+    """
+    files: list[Path] = []
+    skipped: dict[str, int] = {}
+    for entry in root.rglob("*"):
+        if entry.is_dir():
+            continue
+        if is_regular_file(entry):
+            files.append(entry)
+        else:
+            skipped["not a regular file"] = skipped.get("not a regular file", 0) + 1
+    return sorted(files), skipped
+
+
 def scan_folder(folder: str | os.PathLike) -> Scan:
     """Read the headers of every file under ``folder`` (recursively) and group images by series.
 
-    Files that are not DICOM, DICOMDIR indexes, DICOM objects without an image (reports, RT
-    plans) and second copies of an instance (same SOPInstanceUID) are skipped and counted; an
-    empty folder or one with no DICOM image is an error.
+    Entries that are not regular files (FIFOs, devices: never opened), files that are not DICOM,
+    DICOMDIR indexes, DICOM objects without an image (reports, RT plans) and second copies of an
+    instance (same SOPInstanceUID) are skipped and counted; an empty folder or one with no DICOM
+    image is an error.
     """
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files, skipped = _regular_files(root)
     if not files:
+        if skipped:
+            raise FileFormatError(
+                f"{root}: no regular file in the folder, only {skipped['not a regular file']} FIFO(s), "
+                "device(s) or broken link(s)"
+            )
         raise FileFormatError(f"{root}: the folder is empty")
     by_uid: dict[str, Series] = {}
-    skipped: dict[str, int] = {}
     seen: set[str] = set()
     for path in files:
         try:

@@ -14,6 +14,7 @@ import numpy as np
 
 from volcam.errors import DependencyError, FileFormatError
 from volcam.io.image import LPS_TO_RAS, make_volume
+from volcam.io.paths import require_regular_file
 
 __all__ = ["affine_lps", "load_itk"]
 
@@ -40,6 +41,7 @@ def load_itk(path: str | os.PathLike) -> Any:
     """A 2D or 3D scalar or vector image → ``(C, X, Y, Z)`` MetaTensor (components become channels)."""
     sitk = _sitk()
     path = Path(path)
+    require_regular_file(path)
     try:
         image = sitk.ReadImage(os.fspath(path))
     except RuntimeError as error:

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from volcam.errors import FileFormatError, InputError
+from volcam.errors import InputError
+from volcam.io.paths import require_regular_file
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -54,20 +55,25 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
         the series and study UIDs; see :mod:`volcam.io.image`.
 
     Raises:
-        FileFormatError: the path is missing, empty, not an image, damaged, ambiguous or holds NaNs.
+        FileFormatError: the path is missing, not a regular file (a FIFO, a device), empty, not an
+            image, damaged, ambiguous, holds NaNs or claims more memory than there is.
         DependencyError: a codec or video decoder is needed and not installed (the message says which).
 
     Problems that do not stop loading (missing slices, uneven spacing, gantry tilt, unknown
     spacing) are issued as :class:`~volcam.errors.VolcamWarning` and kept in ``meta["problems"]``.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileFormatError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        require_regular_file(path)  # a FIFO or /dev/zero would block or never end: refuse before opening
     kind = format_of(path)
     if series is not None and kind not in ("dicom-folder", "dicom"):
-        raise InputError(f"{path}: series= picks a series in a DICOM folder; this is a single file")
+        raise InputError(
+            f"{path}: series= picks a series in a DICOM folder (--series on the command line); this is a single file"
+        )
     if volume is not None and kind != "nifti":
-        raise InputError(f"{path}: volume= picks a volume of a 4D NIfTI; this is not a NIfTI file")
+        raise InputError(
+            f"{path}: volume= picks a volume of a 4D NIfTI (--volume on the command line); this is not a NIfTI file"
+        )
     if kind == "nifti":
         from volcam.io.nifti import load_nifti
 

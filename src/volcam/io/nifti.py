@@ -10,20 +10,23 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from volcam.errors import FileFormatError, InputError
+from volcam.errors import FileFormatError, InputError, first_line
 from volcam.io.image import make_volume
+from volcam.io.paths import require_regular_file
 
 __all__ = ["load_nifti", "save_nifti"]
 
 
 def _open(path: Path) -> Any:
+    require_regular_file(path)
     try:
         image = nib.load(path)
     except FileNotFoundError:
         raise FileFormatError(f"{path}: no such file") from None
     except (nib.filebasedimages.ImageFileError, gzip.BadGzipFile, EOFError, OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FileFormatError(f"{path}: not a readable NIfTI file ({reason})") from None
+        raise FileFormatError(f"{path}: not a readable NIfTI file ({first_line(error)})") from None
+    except Exception as error:  # nibabel raises other types (HeaderDataError, struct.error) on a damaged header
+        raise FileFormatError(f"{path}: not a readable NIfTI file ({first_line(error)})") from None
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image | nib.Nifti1Pair | nib.Nifti2Pair):
         raise FileFormatError(f"{path}: not a NIfTI file (nibabel reads it as {type(image).__name__})")
     return image

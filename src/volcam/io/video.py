@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from volcam.errors import DependencyError, FileFormatError
+from volcam.errors import DependencyError, FileFormatError, first_line
 from volcam.io.image import make_clip
+from volcam.io.paths import require_regular_file
 
 __all__ = ["load_video"]
 
@@ -37,6 +38,7 @@ def load_video(path: str | os.PathLike) -> Any:
     """
     av = _av()
     path = Path(path)
+    require_regular_file(path)
     frames: list[np.ndarray] = []
     stamps: list[float] = []
     try:
@@ -53,7 +55,7 @@ def load_video(path: str | os.PathLike) -> Any:
     except FileFormatError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise FileFormatError(f"{path}: not a readable video file ({str(error).splitlines()[0]})") from None
+        raise FileFormatError(f"{path}: not a readable video file ({first_line(error)})") from None
     if not frames:
         raise FileFormatError(f"{path}: the video has no frames")
     if rate:
