@@ -29,7 +29,7 @@ from typing import Any
 
 from volcam.errors import CardError
 
-__all__ = ["NETWORK_PREFIX", "check_plain", "network_constructor", "build_network", "resolve_references"]
+__all__ = ["NETWORK_PREFIX", "build_network", "check_plain", "network_constructor", "resolve_references"]
 
 NETWORK_PREFIX = "monai.networks.nets."
 # MONAI ConfigParser's special keys: each makes the parser import, call, debug or skip something.

@@ -9,41 +9,107 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
-from volcam.errors import VolcamError
+from volcam import __version__
+from volcam.errors import InputError, VolcamError, first_line, one_line
 
 __all__ = ["app"]
 
 
+def _log_internal_error(error: BaseException) -> Path | None:
+    """Write ``error``'s traceback to a log file for a bug report; its path, or None if none could be written."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(os.environ.get("VOLCAM_LOG_DIR") or Path(tempfile.gettempdir()) / "volcam-logs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"volcam-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(
+            f"volcam {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv[1:])}\n\n"
+            + "".join(traceback.format_exception(error))
+        )
+        return path
+    except OSError:
+        return None
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM as Ctrl-C: the same clean-up runs (temporaries removed, outputs left as they were)."""
+    raise KeyboardInterrupt
+
+
+def report(error: BaseException) -> int:
+    """The one place an exception reaching a front door becomes what the user sees; returns the exit status.
+
+    - a :class:`VolcamError` (a user mistake): ``volcam: error: <file or option>: <reason>``, exit 2;
+    - Ctrl-C or SIGTERM: ``volcam: interrupted ...``, exit 130 (outputs were left as they were);
+    - anything else (a bug, or a library failing in a way volcam did not foresee): one line and a
+      "please report" hint, the traceback in a log file, exit 1. Never a traceback on the terminal.
+    """
+    if isinstance(error, VolcamError):
+        typer.echo(f"volcam: error: {one_line(str(error)) or type(error).__name__}", err=True)
+        return 2
+    if isinstance(error, KeyboardInterrupt):
+        typer.echo("volcam: interrupted; no output was left half-written", err=True)
+        return 130
+    if isinstance(error, MemoryError):
+        typer.echo(
+            "volcam: error: out of memory (a smaller input, --device cuda, or a machine with more memory)", err=True
+        )
+        return 2
+    log = _log_internal_error(error)
+    where = f"; details in {log}" if log else ""
+    typer.echo(
+        f"volcam: internal error: {type(error).__name__}: {one_line(first_line(error))} (please report it{where})",
+        err=True,
+    )
+    return 1
+
+
 def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``command`` with user errors as one line on stderr (exit 2) and warnings as one line each."""
+    """Run ``command`` with every exception through :func:`report` and warnings as one line each."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        import signal
+
         def show(message, category, filename, lineno, file=None, line=None) -> None:
-            typer.echo(f"volcam: warning: {message}", err=True)
+            typer.echo(f"volcam: warning: {one_line(str(message))}", err=True)
 
         previous = warnings.showwarning
         warnings.showwarning = show
+        in_main = threading.current_thread() is threading.main_thread()
+        previous_term = signal.signal(signal.SIGTERM, _terminate) if in_main else None
         try:
             return command(*args, **kwargs)
-        except VolcamError as error:
-            typer.echo(f"volcam: error: {error}", err=True)
-            raise typer.Exit(2) from None
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except BaseException as error:
+            if isinstance(error, SystemExit | GeneratorExit):
+                raise
+            raise typer.Exit(report(error)) from None
         finally:
             warnings.showwarning = previous
+            if previous_term is not None:
+                signal.signal(signal.SIGTERM, previous_term)
 
     return run
 
 
 class VolcamApp(typer.Typer):
-    """A typer app whose commands report :class:`VolcamError` as one line instead of a traceback."""
+    """A typer app whose commands report every exception as one line (:func:`report`), never a traceback,
+    and whose usage errors (a missing argument, a bad option value) are one line too."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         register = super().command(*args, **kwargs)
@@ -53,6 +119,24 @@ class VolcamApp(typer.Typer):
             return function
 
         return decorator
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        command = typer.main.get_command(self)
+        try:
+            status = command.main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.UsageError as error:
+            option = f"{error.ctx.command_path}: " if error.ctx is not None else ""
+            typer.echo(f"volcam: error: {option}{one_line(error.format_message())}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            typer.echo("volcam: interrupted", err=True)
+            sys.exit(130)
+        except click.exceptions.ClickException as error:
+            typer.echo(f"volcam: error: {one_line(error.format_message())}", err=True)
+            sys.exit(error.exit_code)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        sys.exit(status if isinstance(status, int) else 0)
 
 
 app = VolcamApp(
@@ -73,7 +157,11 @@ def _main() -> None:
 TrustWeights = Annotated[
     bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
 ]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, ... (default cpu).")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default cpu).")]
+Series = Annotated[
+    str | None, typer.Option(help="For a folder of several DICOM series: its SeriesInstanceUID, description or number.")
+]
+Volume = Annotated[int | None, typer.Option(help="For a 4D NIfTI: the index of the volume to read.", min=0)]
 
 
 def _target(text: str | None) -> str | int | None:
@@ -81,26 +169,48 @@ def _target(text: str | None) -> str | int | None:
     return int(text) if text is not None and text.isdigit() else text
 
 
-def _names(methods: str) -> list[str]:
-    """``--methods a,b``: the method names, blanks dropped."""
-    return [m.strip() for m in methods.split(",") if m.strip()]
+def _names(methods: str | list[str], option: str = "--methods") -> list[str]:
+    """``--methods a,b``: the method names, blanks dropped, each known; at least one."""
+    from volcam.methods.registry import get_method
+
+    given = methods if isinstance(methods, list) else methods.split(",")
+    names = [m.strip() for m in given if m.strip()]
+    if not names:
+        raise InputError(f"{option}: no method named; e.g. {option} gradcam (volcam methods lists them)")
+    for name in names:
+        get_method(name)
+    return names
 
 
 def _model_and_scan(
-    card: Path, scan: Path, methods: list[str], layer: Any, trust: bool, device: str | None
+    card: Path,
+    scan: Path,
+    layer: Any,
+    trust: bool,
+    device: str | None,
+    series: str | None = None,
+    volume: int | None = None,
 ) -> tuple[Any, Any]:
-    """The model and the scan, after the cheap checks: an unknown method or layer fails before the
-    scan is read."""
+    """The model and the scan, in that order: a bad card, layer or device fails before the scan is read."""
     from volcam.io import load
-    from volcam.methods.registry import get_method
     from volcam.models import load_model
 
-    for name in methods:
-        get_method(name)
     loaded = load_model(card, trust=trust, device=device)
     if layer:
         loaded.check_layer(layer)
-    return loaded, load(scan)
+    return loaded, load(scan, _series(series), volume=volume)
+
+
+def _series(text: str | None) -> str | int | None:
+    """``--series``: a series number when it is one, else a UID or description."""
+    return int(text) if text is not None and text.isdigit() else text
+
+
+def _check_out(out: Path, *inputs: Path | None) -> None:
+    """``--out`` before anything heavy loads: a folder volcam may fill, not a file, a user's folder or an input."""
+    from volcam.io.atomic import check_output_folder
+
+    check_output_folder(out, [p for p in inputs if p is not None])
 
 
 def _numbers(values: tuple[float, ...], unit: str) -> str:
@@ -155,15 +265,22 @@ def explain(
         float | None, typer.Option(help="Smooth gradients with a Gaussian of this σ in mm first.")
     ] = None,
     dicom: Annotated[bool, typer.Option("--dicom", help="Also write each map as a derived DICOM series.")] = False,
+    series: Series = None,
+    volume: Volume = None,
     trust_weights: TrustWeights = False,
     device: Device = None,
 ) -> None:
     """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
     from volcam.demo import explain_to_folder
-    from volcam.errors import InputError, TargetError
+    from volcam.devices import parse_device
+    from volcam.errors import TargetError
 
-    methods = method or ["gradcam"]
-    loaded, scan = _model_and_scan(model, input, methods, layer, trust_weights, device)
+    methods = _names(method or ["gradcam"], "--method")
+    if gradient_sigma_mm is not None and not gradient_sigma_mm >= 0:
+        raise InputError(f"--gradient-sigma-mm: {gradient_sigma_mm} is not a width in mm (0 or more)")
+    parse_device(device)
+    _check_out(out, input, model)
+    loaded, scan = _model_and_scan(model, input, layer, trust_weights, device, series, volume)
     target_spec = _target(target)
     options = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
     chosen = (layer[0] if len(layer) == 1 else layer) if layer else None
@@ -191,8 +308,8 @@ def evaluate(
     ] = "gradcam,gradcam++",
     target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
     layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
-    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm.")] = 5.0,
-    steps: Annotated[int, typer.Option(help="Deletion/insertion steps (100 = 1% each).")] = 100,
+    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm.", min=0)] = 5.0,
+    steps: Annotated[int, typer.Option(help="Deletion/insertion steps (100 = 1% each).", min=2, max=10000)] = 100,
     road: Annotated[bool, typer.Option("--road", help="Also ROAD (noisy linear imputation; slower).")] = False,
     robustness: Annotated[bool, typer.Option("--robustness", help="Also max-sensitivity to input noise.")] = False,
     baseline: Annotated[
@@ -203,16 +320,21 @@ def evaluate(
         Path | None,
         typer.Option(help="Body or lung mask on the scan's grid: deletion/insertion and energy stay within it."),
     ] = None,
+    series: Series = None,
     trust_weights: TrustWeights = False,
     device: Device = None,
 ) -> None:
     """Score CAM methods on INPUT against a lesion MASK: localization, faithfulness, sanity; table + plots in OUT."""
-    from volcam.errors import InputError, TargetError
+    from volcam.devices import parse_device
+    from volcam.errors import TargetError
     from volcam.io import load
     from volcam.metrics.evaluate import evaluate_to_folder
 
     names = _names(methods)
-    loaded, scan = _model_and_scan(model, input, names, layer, trust_weights, device)
+    deletion, insertion = _baseline(baseline, "--baseline"), _baseline(insertion_baseline, "--insertion-baseline")
+    parse_device(device)
+    _check_out(out, input, model, mask, region)
+    loaded, scan = _model_and_scan(model, input, layer, trust_weights, device, series)
     lesions = load(mask)
     within = load(region) if region is not None else None
     target_spec = _target(target)
@@ -221,8 +343,8 @@ def evaluate(
         loaded.check_target(target_spec)
         rows = evaluate_to_folder(
             scan, loaded, lesions, out, names, target=target_spec, layer=layer, tolerance_mm=tolerance_mm,
-            steps=steps, road=road, robustness=robustness, baseline=_baseline(baseline),
-            insertion_baseline=_baseline(insertion_baseline), region=within, progress=typer.echo,
+            steps=steps, road=road, robustness=robustness, baseline=deletion,
+            insertion_baseline=insertion, region=within, progress=typer.echo,
         )  # fmt: skip
     except (InputError, TargetError) as error:  # about this scan or its masks: say which files
         masks = " / ".join(str(p) for p in (mask, region) if p is not None)
@@ -234,14 +356,19 @@ def evaluate(
         typer.echo(f"sanity check FAILED for {', '.join(failed)}: the map does not change with the model's weights")
 
 
-def _baseline(text: str) -> str | float:
-    """``--baseline``: a named baseline or a number."""
+def _baseline(text: str, option: str) -> str | float:
+    """``--baseline``: a named baseline or a (finite) number."""
+    import math
+
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         if text not in ("zero", "mean", "blur"):
-            raise typer.BadParameter(f"{text!r}: give zero, mean, blur or a number") from None
+            raise InputError(f"{option}: {one_line(text)[:40]!r}; give zero, mean, blur or a number") from None
         return text
+    if not math.isfinite(value):
+        raise InputError(f"{option}: {text!r}; give zero, mean, blur or a finite number")
+    return value
 
 
 @app.command("train-lcam")
@@ -251,15 +378,19 @@ def train_lcam(
         Path, typer.Argument(help="A folder of scans, or a manifest (.csv/.tsv: path[,label], relative to it).")
     ],
     variant: Annotated[str, typer.Option(help="fm: map × feature maps; img: upsampled map × input.")] = "fm",
-    epochs: Annotated[int, typer.Option(help="At most this many epochs (early stopping on the validation loss).")] = 10,
+    epochs: Annotated[
+        int, typer.Option(help="At most this many epochs (early stopping on the validation loss).", min=1)
+    ] = 10,
     layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
     target: Annotated[str, typer.Option(help="prediction (the model's decision) or label (the manifest's).")] = (
         "prediction"
     ),
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 0.01,
-    validation: Annotated[float, typer.Option(help="Fraction held out for the validation loss.")] = 0.2,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Images per step.", min=1)] = 8,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.", min=0)] = 0.01,
+    validation: Annotated[
+        float, typer.Option(help="Fraction held out for the validation loss.", min=0.0, max=0.9)
+    ] = 0.2,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.", min=1)] = 3,
     seed: Annotated[int, typer.Option(help="Split, shuffling and initial weights.")] = 0,
     area_weight: Annotated[float, typer.Option(help="Weight of the mask-area penalty (paper: 2).")] = 2.0,
     tv_weight: Annotated[float, typer.Option(help="Weight of the total-variation penalty (paper: 0.01).")] = 0.01,
@@ -267,8 +398,14 @@ def train_lcam(
     device: Device = None,
 ) -> None:
     """Train an L-CAM attention module on MODEL's frozen network over IMAGES; record it in the card."""
+    from volcam.devices import parse_device
     from volcam.lcam_training import train_lcam as train
 
+    if variant not in ("fm", "img"):
+        raise InputError(f"--variant: {one_line(variant)[:20]!r}; give fm or img")
+    if target not in ("prediction", "label"):
+        raise InputError(f"--target: {one_line(target)[:20]!r}; give prediction or label")
+    parse_device(device)
     run = train(
         model, images, variant, epochs=epochs, layer=layer, target=target, batch_size=batch_size, lr=lr,
         validation=validation, patience=patience, seed=seed, area_weight=area_weight, tv_weight=tv_weight,
@@ -319,21 +456,27 @@ def cohort(
     layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
     png: Annotated[bool, typer.Option("--png", help="Also a PNG montage per map.")] = False,
     faithfulness_steps: Annotated[
-        int, typer.Option(help="Deletion/insertion steps per map (0: no faithfulness, the slow part).")
+        int, typer.Option(help="Deletion/insertion steps per map (0: no faithfulness, the slow part).", min=0)
     ] = 10,
-    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm (cases with a mask).")] = 5.0,
+    tolerance_mm: Annotated[
+        float, typer.Option(help="Pointing-game tolerance in mm (cases with a mask).", min=0)
+    ] = 5.0,
     prefetch: Annotated[bool, typer.Option(help="Load the next case while this one computes.")] = True,
     scheduler: Annotated[
         str | None, typer.Option(help="'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes with --scheduler local (default 2).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes with --scheduler local (default 2).", min=1)
+    ] = None,
     trust_weights: TrustWeights = False,
     device: Device = None,
 ) -> None:
     """Explain and score every case of MANIFEST: maps per case, results.parquet/.csv, summary.md (resumable)."""
     from volcam.cohort import run_cohort
+    from volcam.devices import parse_device
 
     names = _names(methods)
+    parse_device(device)
     target_spec = _target(target)
     try:
         table = run_cohort(

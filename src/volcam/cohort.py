@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +44,6 @@ __all__ = ["CASE_FILE", "Settings", "run_cohort"]
 
 CASE_FILE = "case.json"
 _FORMAT = 1  # bump when a case's outputs change meaning: every case is redone
-_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.(tmp|old)")  # what io.atomic leaves when killed
 
 
 @dataclass(frozen=True)
@@ -226,6 +224,8 @@ def _write_case(
 
     files = []
     start = time.perf_counter()
+    if folder.exists() and not _is_case_folder(folder, str(record.get("case"))):
+        raise OutputError(f"{folder}: exists and was not written by volcam for this case; not replaced")
     with atomic_folder(folder, overwrite=True) as temporary:
         for one in explained:
             stem = method_stem(one.method)
@@ -343,11 +343,9 @@ def _exclusive(out: Path) -> Iterator[None]:
             pass
         except OSError:
             raise OutputError(f"{out}: another volcam cohort run is writing there") from None
-        import shutil
+        from volcam.io.atomic import remove_stale
 
-        for entry in out.iterdir():
-            if _TEMPORARY.match(entry.name):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        remove_stale(out)
         yield
     finally:
         handle.close()
@@ -480,9 +478,12 @@ def run_cohort(
         raise InputError("give at least one CAM method")
     for name in methods:
         get_method(name)  # an unknown name fails before anything is loaded
+    if workers is not None and workers < 1:
+        raise InputError(f"workers={workers}: give 1 or more worker processes")
     if scheduler is None and workers not in (None, 1):
         raise InputError("workers= needs scheduler='local' (or the address of a Dask scheduler)")
     cases = read_cases(manifest)
+    check_cohort_folder(Path(out), cases, manifest, model)  # before the model loads
     loaded_model = (
         cached_model(Path(model), trust, device) if scheduler is None else load_model(model, trust=trust, device=device)
     )
@@ -544,6 +545,53 @@ def run_cohort(
     table.attrs["seconds"] = time.perf_counter() - started  # with the report
     table.attrs["cases_seconds"] = loop
     return table
+
+
+def _is_case_folder(folder: Path, case_id: str) -> bool:
+    """Whether ``folder`` is one this cohort code wrote for ``case_id`` (its ``case.json`` says so)."""
+    try:
+        record = json.loads((folder / CASE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("case") == case_id and "fingerprint" in record
+
+
+def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.PathLike, model: Any) -> None:
+    """Refuse, with one line and before anything runs, an output folder a cohort run must not write into.
+
+    ``out`` may not be, hold or lie inside the manifest, a scan, a mask or the model; it is new, empty
+    or a cohort folder (``cohort.json``); and each case folder that exists is one a cohort wrote
+    (``case.json`` naming that case), so a folder of the user's that happens to bear a case's name is
+    never replaced. A case id that is not a plain folder name is refused too.
+    """
+    from volcam.io.atomic import check_not_input, is_temporary, writable_target
+
+    inputs: list[Any] = [manifest, model]
+    for case in cases:
+        inputs += [case.image, case.mask]
+    check_not_input(out, inputs)
+    out = writable_target(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; give a folder for the cohort's outputs")
+    for case in cases:
+        name = case.case_id
+        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+            raise InputError(f"{manifest}: case id {name[:60]!r} is not a plain folder name")
+    if not out.is_dir():
+        return
+    entries = [e for e in out.iterdir() if not is_temporary(e.name)]
+    if entries and not (out / "cohort.json").is_file():
+        raise OutputError(
+            f"{out}: the folder holds files a cohort run did not write; give a new or empty folder "
+            "(volcam replaces only folders it made)"
+        )
+    for case in cases:
+        folder = out / case.case_id
+        if folder.is_symlink() or (folder.exists() and not (folder.is_dir() and _is_case_folder(folder, case.case_id))):
+            raise OutputError(
+                f"{folder}: exists and was not written by volcam for case {case.case_id!r}; "
+                "move it away or choose another --out (volcam never replaces a folder it did not make)"
+            )
 
 
 def _write_settings(out: Path, settings: Settings, model: Any, manifest: str | os.PathLike) -> None:

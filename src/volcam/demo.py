@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from volcam.io.atomic import atomic_file
-
-__all__ = ["CT_METHODS", "LUS_METHODS", "explain_to_folder", "localization", "run_demo"]
+__all__ = ["CT_METHODS", "LUS_METHODS", "explain_to_folder", "input_paths", "localization", "run_demo"]
 
 CT_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "xgradcam")
 LUS_METHODS = ("gradcam", "gradcam++", "layercam")
@@ -71,6 +69,7 @@ def explain_to_folder(
     from tqdm.auto import tqdm
 
     from volcam.errors import InputError
+    from volcam.io.atomic import output_folder
     from volcam.io.write import write_dicom, write_nifti
     from volcam.render import montage
 
@@ -84,36 +83,55 @@ def explain_to_folder(
         "input": {"kind": "clip" if clip else "volume", "shape": list(scan.shape), "spacing": list(spacing)},
         "explanations": [],
     }
-    # The bar shows on a terminal only (disable=None), so piped output and error lines stay clean.
-    bar = tqdm(methods, desc=f"{model.name}", unit="method", leave=False, disable=None if progress else True)
-    for method in bar:
-        bar.set_postfix_str(method)
-        explained = model.explain(scan, method, target=target, layer=layer, **options)
-        start = time.perf_counter()
-        stem = method_stem(explained.method)
-        files = {"nifti": str(write_nifti(explained.map, out / f"{stem}.nii.gz", like=scan))}
-        picture = out / f"{stem}.png"
-        title = (
-            f"{model.name} · {explained.method} @ {','.join(explained.layers)} · "
-            f"'{explained.target}' (p = {explained.probabilities.get(explained.target, float('nan')):.2f})"
-        )
-        montage(scan, explained.map, picture, hottest=8, title=title, window="lung" if not clip else None)
-        files["png"] = str(picture)
-        if dicom:
-            files["dicom"] = str(write_dicom(explained.map, out / f"{stem}_dicom", scan, overwrite=True))
-        record = explained.summary()
-        record["timings_s"]["write"] = round(time.perf_counter() - start, 4)
-        record["files"] = files
-        if mask is not None:
-            cam = explained.map[0].numpy()
-            record["localization"] = localization(cam, mask, (1e9, *spacing[1:]) if clip else spacing)
-        summary["explanations"].append(record)
-        if progress is not None:
-            with tqdm.external_write_mode():  # a line above the bar, not through it
-                progress(f"  {explained.method:<10} → {picture}")
-    with atomic_file(out / "summary.json") as temporary:
-        temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    # Every method's files appear together with summary.json, or none do (a later method failing,
+    # Ctrl-C or SIGTERM leave `out` as it was).
+    with output_folder(out, inputs=input_paths(scan, model), command="explain") as folder:
+        # The bar shows on a terminal only (disable=None), so piped output and error lines stay clean.
+        bar = tqdm(methods, desc=f"{model.name}", unit="method", leave=False, disable=None if progress else True)
+        for method in bar:
+            bar.set_postfix_str(method)
+            explained = model.explain(scan, method, target=target, layer=layer, **options)
+            start = time.perf_counter()
+            stem = method_stem(explained.method)
+            write_nifti(explained.map, folder / f"{stem}.nii.gz", like=scan)
+            files = {"nifti": str(out / f"{stem}.nii.gz")}
+            title = (
+                f"{model.name} · {explained.method} @ {','.join(explained.layers)} · "
+                f"'{explained.target}' (p = {explained.probabilities.get(explained.target, float('nan')):.2f})"
+            )
+            montage(
+                scan, explained.map, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung"
+            )
+            files["png"] = str(out / f"{stem}.png")
+            if dicom:
+                write_dicom(explained.map, folder / f"{stem}_dicom", scan, overwrite=True)
+                files["dicom"] = str(out / f"{stem}_dicom")
+            record = explained.summary()
+            record["timings_s"]["write"] = round(time.perf_counter() - start, 4)
+            record["files"] = files
+            if mask is not None:
+                cam = explained.map[0].numpy()
+                record["localization"] = localization(cam, mask, (1e9, *spacing[1:]) if clip else spacing)
+            summary["explanations"].append(record)
+            if progress is not None:
+                with tqdm.external_write_mode():  # a line above the bar, not through it
+                    progress(f"  {explained.method:<10} → {out / f'{stem}.png'}")
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def input_paths(scan: Any, model: Any = None, *others: Any) -> list[Path]:
+    """What a command reads: the scan's source, the model's card and weights, and ``others`` (masks
+    or their paths); no output may be, hold or lie inside any of them."""
+    from volcam.io.atomic import source_paths
+
+    found = source_paths(scan)
+    card = getattr(model, "card", None)
+    if card is not None:
+        found += [p for p in (card.path, card.weights) if p is not None]
+    for other in others:
+        found += source_paths(other) if hasattr(other, "meta") else [Path(other)] if other is not None else []
+    return found
 
 
 def _mask(path: Path) -> np.ndarray:

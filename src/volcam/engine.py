@@ -278,6 +278,12 @@ class CamEngine:
         missing = [n for n in layers if n not in activations]
         if missing:
             raise LayerError(f"layer(s) {', '.join(map(repr, missing))} were not called by the model's forward")
+        for name, a in activations.items():
+            if a.ndim != x.ndim or a.shape[0] != x.shape[0]:  # a vector (Linear), tokens, a pooled output
+                raise LayerError(
+                    f"layer {name!r} gives {tuple(a.shape)}, which has no spatial extent like the input's "
+                    f"{tuple(x.shape)} (B, C, *S); choose a convolutional layer before the pooling (or 'auto')"
+                )
         return ForwardPass(output, {n: activations[n] for n in layers}, time.perf_counter() - start, graph)
 
     def gradients(self, x: torch.Tensor, target: TargetSpec | Target = None) -> dict[str, torch.Tensor]:

@@ -315,6 +315,15 @@ def train_lcam(
         raise MethodError("epochs, batch_size and patience must be at least 1 and validation in [0, 1)")
     start = time.perf_counter()
     model = model_card if isinstance(model_card, Model) else load_model(model_card, device=device)
+    if save:  # where the module goes is checked before the slow part: never over an input
+        from volcam.io.atomic import check_not_input
+
+        given = [images] if isinstance(images, str | os.PathLike) else []
+        check_not_input(
+            Path(out) if out is not None else default_path(model.card.path, variant),
+            [model.card.path, model.card.weights, *given],
+            what="L-CAM weights file",
+        )
     network = model.network
     dev = torch.device(device) if device is not None else model.device
     x, given = _gather(model, images, labels)

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from volcam.allowlist import build_network, check_plain, resolve_references
+from volcam.devices import parse_device
 from volcam.errors import (
     CardError,
     InputError,
@@ -98,7 +99,7 @@ def _strings(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
     """A list of strings (labels, a layer list); a lone string is not split into characters."""
     value = data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise CardError(f"{path}: '{key}' should be a list of names, e.g. [\"normal\", \"covid\"]")
+        raise CardError(f'{path}: \'{key}\' should be a list of names, e.g. ["normal", "covid"]')
     if len(set(value)) != len(value):
         raise CardError(f"{path}: '{key}' names a class twice")
     return tuple(value)
@@ -130,7 +131,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         if key in network and (not isinstance(network[key], str) or not network[key]):
             raise CardError(f"{path}: network.{key} should be a name")
     check_plain(network.get("args", {}), path, ("network", "args"))
-    folder = path.parent
+    folder = Path(os.path.realpath(path)).parent  # a linked card's files sit beside the card itself
     weights = _field(data, "weights", str, None, path)
     in_channels = _field(data, "in_channels", int, 1, path)
     if not 1 <= in_channels <= 64:
@@ -343,7 +344,7 @@ class Model:
     def __init__(self, network: nn.Module, card: ModelCard, device: str | torch.device | None = None) -> None:
         self.network = network.eval()
         self.card = card
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = parse_device(device)
         self.network.to(self.device)
         self.preprocessing = Preprocessing(card.preprocessing, card.in_channels, where=str(card.path))
         self._lcam: dict[str, Any] = {}
@@ -498,8 +499,7 @@ class Model:
             return engine.explain(x, method, target, **options)
         except RuntimeError as error:
             raise InputError(
-                f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing "
-                f"({first_line(error)})"
+                f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing ({first_line(error)})"
             ) from None
 
     def on_scan(self, result: Any, prepared: Any, scan: torch.Tensor, timings: dict[str, float]) -> ScanExplanation:
@@ -576,9 +576,7 @@ class Model:
                             device=self.device, **method_options,
                         )  # fmt: skip
                     except RuntimeError as error:
-                        raise InputError(
-                            f"{self.name} cannot take this clip ({first_line(error)})"
-                        ) from None
+                        raise InputError(f"{self.name} cannot take this clip ({first_line(error)})") from None
                 else:
                     key = (chosen,) if isinstance(chosen, str) else tuple(chosen)
                     if key not in engines:

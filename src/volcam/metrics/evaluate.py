@@ -87,11 +87,16 @@ def evaluate_to_folder(
     Returns:
         one row per method, as written to ``metrics.csv``.
     """
+    from volcam.demo import input_paths
+    from volcam.io.atomic import check_output_folder
     from volcam.metrics import faithfulness, localization, sanity
     from volcam.metrics import robustness as robust
 
     if model.card.kind != "volume":
         raise MetricInputError(f"{model.name} explains clips; volcam evaluate scores volume models")
+    if not methods:
+        raise MetricInputError("give at least one CAM method")
+    check_output_folder(out, input_paths(scan, model, mask, region))  # before the slow part
     scan_spacing = tuple(float(s) for s in (getattr(scan, "meta", {}) or {}).get("spacing", (1.0,) * 3))[:3]
     lesions = _on_grid(mask, scan, "lesion")
     if not bool(lesions.any()):
@@ -160,11 +165,13 @@ def evaluate_to_folder(
                 f"  {explained.method:<16} pointing {row['pointing_hit']}  deletion {row['deletion_auc']:.3f}  "
                 f"insertion {row['insertion_auc']:.3f}  sanity {row['sanity']}"
             )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_tables(rows, out)
-    _plot_curves(curves, out / "faithfulness.png")
-    _plot_sanity(checks, out / "sanity.png")
+    from volcam.io.atomic import output_folder
+
+    # the tables and plots appear together, or (an error, Ctrl-C) not at all
+    with output_folder(out, inputs=input_paths(scan, model, mask, region), command="evaluate") as folder:
+        _write_tables(rows, folder)
+        _plot_curves(curves, folder / "faithfulness.png")
+        _plot_sanity(checks, folder / "sanity.png")
     return rows
 
 
