@@ -85,10 +85,11 @@ def review_of(data: np.ndarray, mask: np.ndarray | None, spacing: tuple[float, .
 
 def error_text(error: BaseException) -> str:
     """One line for a person: volcam's own message, or the exception's type and first line."""
-    from volcam.errors import VolcamError
+    from volcam.errors import VolcamError, first_line, one_line
 
-    first = (str(error).strip().splitlines() or [""])[0]
-    return first if isinstance(error, VolcamError) else f"{type(error).__name__}: {first}"
+    if isinstance(error, VolcamError):
+        return one_line(str(error)) or type(error).__name__
+    return f"{type(error).__name__}: {one_line(first_line(error))}"
 
 
 class ProfilePlot(QWidget):

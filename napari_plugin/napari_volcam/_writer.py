@@ -27,18 +27,25 @@ def _source_map(data: Any, attributes: dict) -> tuple[Any, dict]:
     return MetaTensor(torch.from_numpy(values), affine=torch.tensor(geometry.affine, dtype=torch.float64)), metadata
 
 
+def _sources(metadata: dict) -> list[Path]:
+    """The files the layer's scan was read from: a writer never replaces them nor writes inside them."""
+    from volcam.io.atomic import source_paths
+
+    return source_paths(metadata.get(SCAN_KEY))
+
+
 def write_nifti(path: str, data: Any, attributes: dict) -> list[str]:
     """Save a map layer as NIfTI on its source's grid and affine (``.nii`` / ``.nii.gz``)."""
     from napari.utils.notifications import show_error
 
-    from volcam.errors import VolcamError
+    from volcam.errors import VolcamError, one_line
     from volcam.io.write import write_nifti as write
 
     try:
         cam, metadata = _source_map(data, attributes)
-        written = write(cam, path, result=metadata.get(RESULT_KEY))
+        written = write(cam, path, result=metadata.get(RESULT_KEY), inputs=_sources(metadata))
     except VolcamError as error:
-        show_error(f"volcam cannot save {Path(path).name}: {error}")
+        show_error(f"volcam cannot save {Path(path).name}: {one_line(str(error))}")
         return []
     return [str(written)]
 
@@ -47,7 +54,7 @@ def write_dicom(path: str, data: Any, attributes: dict) -> list[str]:
     """Save a map layer as a derived DICOM series (colour overlay on the scan) in the folder ``path`` minus ``.dcm``."""
     from napari.utils.notifications import show_error
 
-    from volcam.errors import VolcamError
+    from volcam.errors import VolcamError, one_line
     from volcam.io.write import write_dicom as write
 
     folder = Path(path)
@@ -59,8 +66,8 @@ def write_dicom(path: str, data: Any, attributes: dict) -> list[str]:
             raise VolcamError(
                 "a derived DICOM series needs the scan the map was computed on; explain it in napari first"
             )
-        written = write(cam, folder, scan, result=metadata.get(RESULT_KEY), overwrite=True)
+        written = write(cam, folder, scan, result=metadata.get(RESULT_KEY), overwrite=True, inputs=_sources(metadata))
     except VolcamError as error:
-        show_error(f"volcam cannot save {folder.name}: {error}")
+        show_error(f"volcam cannot save {folder.name}: {one_line(str(error))}")
         return []
     return [str(written)]

@@ -156,10 +156,12 @@ def _transient(error: BaseException) -> bool:
 
 def _message(error: BaseException) -> str:
     """One line: a volcam error's own message; anything else with its type, out of memory said plainly."""
-    first = (str(error).strip().splitlines() or [""])[0][:300]
+    from volcam.errors import first_line, one_line
+
+    first = one_line(first_line(error, limit=300))
     if _transient(error):
-        return f"out of memory ({first or type(error).__name__})"
-    return first if isinstance(error, VolcamError) else f"{type(error).__name__}: {first}"
+        return f"out of memory ({first})"
+    return one_line(str(error))[:300] if isinstance(error, VolcamError) else f"{type(error).__name__}: {first}"
 
 
 def error_record(task: Task, settings: Settings, stage: str, message: str, transient: bool = False) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.errors import CardError, InputError, MethodError
+from volcam.errors import CardError, InputError, MethodError, first_line
 from volcam.methods.learned import VARIANTS, LCamAttention, lcam_loss, select_class
 
 __all__ = ["LCamTraining", "load_lcam", "save_lcam", "train_lcam"]
@@ -125,8 +125,7 @@ def load_lcam(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # garbage fails in many ways; a pickled object fails weights_only
-        first = str(error).strip().splitlines()[0][:160]
-        raise CardError(f"{who}{path}: not an L-CAM weights file ({first})") from None
+        raise CardError(f"{who}{path}: not an L-CAM weights file ({first_line(error)})") from None
     if not isinstance(state, dict) or state.get("volcam_lcam") != FORMAT or "state_dict" not in state:
         raise CardError(f"{who}{path}: not an L-CAM weights file written by volcam train-lcam")
     meta = {k: state.get(k) for k in ("variant", "layer", "labels", "info")}
@@ -146,7 +145,7 @@ def load_lcam(
     try:
         module.load_state_dict(weights, strict=True)
     except (RuntimeError, TypeError) as error:
-        raise CardError(f"{who}{path}: the L-CAM weights do not fit ({str(error).splitlines()[0][:160]})") from None
+        raise CardError(f"{who}{path}: the L-CAM weights do not fit ({first_line(error)})") from None
     return module.eval(), meta
 
 

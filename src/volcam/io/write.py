@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from volcam.errors import InputError
-from volcam.io.atomic import atomic_file, atomic_folder
+from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
 from volcam.io.image import LPS_TO_RAS
 from volcam.io.maps import MapInfo, image_array, map_array
 from volcam.io.windowing import Window
@@ -66,7 +67,13 @@ def _grid(cam: Any, like: Any, result: Any) -> tuple[np.ndarray, MapInfo, np.nda
 
 
 def write_nifti(
-    cam: Any, path: str | os.PathLike, like: Any = None, *, result: Any = None, overwrite: bool = True
+    cam: Any,
+    path: str | os.PathLike,
+    like: Any = None,
+    *,
+    result: Any = None,
+    overwrite: bool = True,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write a map as NIfTI (``.nii`` or ``.nii.gz``) with exactly the source's affine.
 
@@ -76,6 +83,8 @@ def write_nifti(
         like: the source image (its affine wins over the map's own); optional when ``cam`` is a
             ``MetaTensor`` with the source's affine.
         result: the ``CamResult`` for the header description when ``cam`` is a bare tensor.
+        inputs: files and folders that must not be touched, besides ``like``'s own source (an
+            output that is, holds or lies inside one is refused).
 
     The affine goes into the sform (exact up to float32) and the qform (rotation part), with the
     source's codes when it was a NIfTI, so the map overlays its source in napari, ITK-SNAP or Slicer.
@@ -89,7 +98,8 @@ def write_nifti(
     if values.ndim == 2:
         values = values[..., None]
     codes = (int(meta.get("qform_code", 1) or 1), int(meta.get("sform_code", 1) or 1))
-    with atomic_file(path, overwrite=overwrite) as temporary:
+    protected = [*inputs, *source_paths(like), *source_paths(cam)]
+    with atomic_file(path, overwrite=overwrite, inputs=protected) as temporary:
         save_nifti(values, affine, temporary, codes, description=info.title()[:79])
     return path
 
@@ -148,6 +158,7 @@ def write_dicom(
     description: str | None = None,
     series_number: int | None = None,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write a map over a volume as a derived DICOM series: one instance per slice, in ``folder``.
 
@@ -161,6 +172,8 @@ def write_dicom(
         description: SeriesDescription (64 characters at most); the default names the method,
             kind and class.
         series_number: SeriesNumber; the source's + 1000 (overlay) or + 2000 (map) by default.
+        overwrite: replace ``folder`` if volcam wrote it (a folder of the user's is never replaced).
+        inputs: files and folders that must not be touched, besides ``like``'s source.
 
     The series gets a new SeriesInstanceUID and SOP Instance UIDs, keeps the source's
     StudyInstanceUID, FrameOfReferenceUID and patient module (so a PACS files it with the study),
@@ -202,7 +215,13 @@ def write_dicom(
         + ". Research output, not for diagnosis."
     )
 
-    with atomic_folder(folder, overwrite=overwrite) as temporary:
+    protected = [*inputs, *source_paths(like)]
+    writing = (
+        output_folder(folder, inputs=protected, command="write_dicom")
+        if overwrite
+        else atomic_folder(folder, overwrite=False, inputs=protected)
+    )
+    with writing as temporary:
         for k in range(depth):
             source = per_slice[k] if per_slice else None
             if source is not None and "ImagePositionPatient" in source and "ImageOrientationPatient" in source:
