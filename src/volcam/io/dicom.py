@@ -25,9 +25,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from volcam.errors import DependencyError, FileFormatError, SeriesError
-from volcam.io.dicom_geometry import StackGeometry, stack_geometry
+from volcam.errors import DependencyError, FileFormatError, SeriesError, first_line, one_line
+from volcam.io.dicom_geometry import StackGeometry, directions, orientation_problem, stack_geometry
 from volcam.io.image import LPS_TO_RAS, make_clip, make_volume, warn_problem
+from volcam.io.memory import check_fits
 from volcam.io.paths import is_regular_file, require_regular_file
 
 __all__ = [
@@ -65,11 +66,6 @@ def _quiet() -> Iterator[None]:
         log.setLevel(level)
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def read_header(path: str | os.PathLike, *, pixels: bool = False) -> Dataset:
     """Read one DICOM file (without its pixel data unless ``pixels``); a one-line error if it is not one."""
     require_regular_file(path)  # pydicom would block on a FIFO and never finish /dev/zero
@@ -81,9 +77,9 @@ def read_header(path: str | os.PathLike, *, pixels: bool = False) -> Dataset:
     except IsADirectoryError:
         raise FileFormatError(f"{path}: is a folder, not a DICOM file") from None
     except OSError as error:
-        raise FileFormatError(f"{path}: cannot be read ({error.strerror or _one_line(error)})") from None
+        raise FileFormatError(f"{path}: cannot be read ({error.strerror or first_line(error)})") from None
     except Exception as error:  # pydicom raises many types on a damaged file; the user needs one line
-        raise FileFormatError(f"{path}: damaged or truncated DICOM file ({_one_line(error)})") from None
+        raise FileFormatError(f"{path}: damaged or truncated DICOM file ({first_line(error)})") from None
 
 
 def _is_dicomdir(ds: Dataset) -> bool:
@@ -108,7 +104,13 @@ class Series:
     @property
     def frames(self) -> int:
         """Images in the series: files, or frames of a multi-frame file."""
-        return sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in self.headers)
+        total = 0
+        for path, ds in self.headers:
+            try:
+                total += frame_count(ds, path)
+            except FieldError:  # loading the series says what is wrong; a count is no place for it
+                total += 1
+        return total
 
     @property
     def label(self) -> str:
@@ -173,16 +175,16 @@ def scan_folder(folder: str | os.PathLike) -> Scan:
             reason = "DICOMDIR" if _is_dicomdir(ds) else "no image"
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "(no SeriesInstanceUID)")
+        uid = _text(ds, "SeriesInstanceUID", path) or "(no SeriesInstanceUID)"
         if uid not in by_uid:
-            number = ds.get("SeriesNumber")
+            number = optional_numbers(ds, "SeriesNumber", path, None, count=1)
             by_uid[uid] = Series(
                 uid=uid,
-                description=str(ds.get("SeriesDescription", "") or "").strip(),
-                modality=str(ds.get("Modality", "") or "OT"),
-                number=int(number) if number not in (None, "") else None,
+                description=_text(ds, "SeriesDescription", path),
+                modality=_text(ds, "Modality", path) or "OT",
+                number=int(number[0]) if number and number[0] == int(number[0]) else None,
             )
-        instance = str(ds.get("SOPInstanceUID", "")) or os.fspath(path)
+        instance = _text(ds, "SOPInstanceUID", path) or os.fspath(path)
         if instance in seen:  # the same image copied twice in an export is one slice, not two
             skipped["duplicate"] = skipped.get("duplicate", 0) + 1
             continue
@@ -210,7 +212,7 @@ def select_series(scan: Scan, series: str | int | None) -> Series:
             return scan.series[0]
         raise SeriesError(
             f"{scan.root}: {len(scan.series)} series in the folder; "
-            f"pick one with series= (UID or description): {listing}"
+            f"pick one with series= (--series on the command line; a UID, description or number): {listing}"
         )
     wanted = str(series).strip()
     for match in (
@@ -222,64 +224,238 @@ def select_series(scan: Scan, series: str | int | None) -> Series:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise SeriesError(f"{scan.root}: {len(found)} series match {wanted!r}; use the UID: {listing}")
-    raise SeriesError(f"{scan.root}: no series {wanted!r} in the folder; there are: {listing}")
+            raise SeriesError(
+                f"{scan.root}: {len(found)} series match {one_line(wanted)!r}; pick one by its UID with series= "
+                f"(--series on the command line): {listing}"
+            )
+    raise SeriesError(f"{scan.root}: no series {one_line(wanted)!r} in the folder; there are: {listing}")
 
 
-def _floats(value: Any) -> list[float] | None:
-    """A DICOM number or list of numbers as floats; ``None`` when absent or unreadable."""
-    if value is None or isinstance(value, str | bytes):
-        return None
+class FieldError(FileFormatError):
+    """A header attribute that is present but not what the standard says (text where numbers belong).
+
+    ``problem`` is the reason without the file (``"PixelSpacing is 'abc\\def', not 2 numbers"``), so a
+    caller can report it as a warning or as one entry of a series' problems.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.problem = problem
+
+
+def _shown(value: Any) -> str:
+    """A header value for a message: one line, at most 40 characters, quoted."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, list | tuple) or (hasattr(value, "__iter__") and not isinstance(value, str)):
+        value = "\\".join(str(v) for v in value)
+    text = one_line(str(value))
+    return "'" + (text if len(text) <= 40 else text[:39] + "…") + "'"
+
+
+def _raw(ds: Dataset, keyword: str, path: str | os.PathLike) -> Any:
+    """``ds``'s value of ``keyword``; ``None`` when absent or empty. pydicom converts a value on first
+    access and may raise (any type) on a malformed one: that becomes a :class:`FieldError`."""
     try:
-        return [float(v) for v in (value if hasattr(value, "__iter__") else [value])]
-    except (TypeError, ValueError):
+        if keyword not in ds:
+            return None
+        with _quiet():
+            value = ds[keyword].value
+    except Exception as error:  # a value pydicom cannot convert; no I/O happens here
+        raise FieldError(path, f"{keyword} cannot be read ({first_line(error)})") from None
+    if value is None or (isinstance(value, str | bytes) and not value.strip()):
+        return None
+    if hasattr(value, "__len__") and not isinstance(value, str | bytes) and len(value) == 0:
+        return None
+    return value
+
+
+def _as_floats(value: Any) -> list[float] | None:
+    """A DICOM number, list of numbers or backslash-separated text as floats; ``None`` if any is not one."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        value = value.split("\\")
+    items = value if hasattr(value, "__iter__") else [value]
+    try:
+        return [float(str(v).strip()) if isinstance(v, str | bytes) else float(v) for v in items]
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
-def _fallback_step(ds: Dataset) -> float | None:
+def header_numbers(
+    ds: Dataset, keyword: str, path: str | os.PathLike, *, count: int | None = None, positive: bool = False
+) -> list[float] | None:
+    """``keyword`` as finite floats (exactly ``count`` of them when given); ``None`` when absent or empty.
+
+    The one place volcam reads a numeric header attribute: a value that is text (``"abc\\def"``), of
+    the wrong length, NaN, infinite or (with ``positive``) zero or negative raises a one-line
+    :class:`FieldError` naming the file and the keyword.
+    """
+    value = _raw(ds, keyword, path)
+    if value is None:
+        return None
+    numbers = _as_floats(value)
+    wanted = f"{count} numbers" if count and count > 1 else "a number" if count == 1 else "numbers"
+    if numbers is None:
+        raise FieldError(path, f"{keyword} is {_shown(value)}, not {wanted}")
+    if count is not None and len(numbers) != count:
+        raise FieldError(path, f"{keyword} holds {len(numbers)} value(s) ({_shown(value)}), not {wanted}")
+    if not all(np.isfinite(numbers)):
+        raise FieldError(path, f"{keyword} holds NaN or infinity ({_shown(value)})")
+    if positive and min(numbers) <= 0:
+        raise FieldError(path, f"{keyword} is {_shown(value)}, not positive")
+    return numbers
+
+
+def header_int(
+    ds: Dataset, keyword: str, path: str | os.PathLike, default: int | None = None, *, minimum: int = 1
+) -> int:
+    """``keyword`` as a whole number ≥ ``minimum`` (``Rows``, ``NumberOfFrames``); ``default`` when absent.
+
+    Raises a :class:`FieldError` for text, a fraction or a number out of range, and when the
+    attribute is absent without a default.
+    """
+    numbers = header_numbers(ds, keyword, path, count=1)
+    if numbers is None:
+        if default is None:
+            raise FieldError(path, f"has no {keyword}")
+        return default
+    value = numbers[0]
+    if value != int(value) or value < minimum:
+        raise FieldError(path, f"{keyword} is {_shown(_raw(ds, keyword, path))}, not a whole number ≥ {minimum}")
+    return int(value)
+
+
+def optional_numbers(
+    ds: Dataset,
+    keyword: str,
+    path: str | os.PathLike,
+    problems: list[str] | None,
+    *,
+    count: int | None = None,
+    positive: bool = False,
+) -> list[float] | None:
+    """:func:`header_numbers` for an attribute volcam can do without (a frame time, a slice thickness):
+    a broken value is ignored and the reason appended to ``problems`` (the caller warns) instead of raised."""
+    try:
+        return header_numbers(ds, keyword, path, count=count, positive=positive)
+    except FieldError as error:
+        if problems is not None:
+            problems.append(f"{error.problem}; ignored")
+        return None
+
+
+def _text(ds: Dataset, keyword: str, path: str | os.PathLike) -> str:
+    """A text attribute (a UID, a description) as one line; ``""`` when absent or unreadable.
+
+    Values go into messages, so a SeriesDescription holding a newline cannot split one in two.
+    """
+    try:
+        value = _raw(ds, keyword, path)
+    except FieldError:
+        return ""
+    return "" if value is None else one_line(str(value))
+
+
+def frame_count(ds: Dataset, path: str | os.PathLike) -> int:
+    """``NumberOfFrames`` (1 when absent); a one-line :class:`FieldError` when it is not a whole number ≥ 1."""
+    return header_int(ds, "NumberOfFrames", path, 1)
+
+
+def _fallback_step(ds: Dataset, path: str | os.PathLike, problems: list[str] | None = None) -> float | None:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        value = _floats(ds.get(keyword))
-        if value and value[0] > 0:
+        value = optional_numbers(ds, keyword, path, problems, count=1, positive=True)
+        if value:
             return value[0]
     return None
+
+
+def _few(messages: list[str], limit: int = 3) -> list[str]:
+    """At most ``limit`` messages, then how many more: a series of 500 broken files stays one line."""
+    unique = list(dict.fromkeys(messages))
+    return unique[:limit] + ([f"and {len(unique) - limit} more"] if len(unique) > limit else [])
+
+
+def _slice_header(
+    path: Path, ds: Dataset, prefix: str, problems: list[str]
+) -> tuple[tuple[int, int], int, list[float] | None, list[float] | None, tuple[float, float] | None]:
+    """(rows, columns), samples, position, orientation and pixel spacing of one slice.
+
+    A broken size, position or orientation raises a :class:`FieldError`; a broken pixel spacing is
+    a problem (1 mm assumed).
+    """
+    size = (header_int(ds, "Rows", path), header_int(ds, "Columns", path))
+    samples = header_int(ds, "SamplesPerPixel", path, 1)
+    position = header_numbers(ds, "ImagePositionPatient", path, count=3)
+    orientation = header_numbers(ds, "ImageOrientationPatient", path, count=6)
+    local: list[str] = []
+    spacing = _pixel_spacing(ds, path, local)
+    problems.extend(prefix + p for p in local)
+    return size, samples, position, orientation, spacing
 
 
 def series_geometry(headers: list[tuple[Path, Dataset]]) -> StackGeometry:
     """Order the single-frame images of a series and derive its geometry, from headers alone.
 
-    Different slice sizes are fatal (reported in ``fatal``) like mixed orientations are.
+    Different slice sizes are fatal (reported in ``fatal``) like mixed orientations are, and so is a
+    size, position or orientation that is not numbers (each names its file).
     """
-    datasets = [ds for _, ds in headers]
-    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
-    positions = [_floats(ds.get("ImagePositionPatient")) for ds in datasets]
-    orientations = [_floats(ds.get("ImageOrientationPatient")) for ds in datasets]
-    have = all(p and len(p) == 3 for p in positions) and all(o and len(o) == 6 for o in orientations)
-    first = datasets[0]
+    several = len(headers) > 1
+    broken: list[str] = []
+    problems: list[str] = []
+    sizes, samples, positions, orientations, spacings = set(), set(), [], [], []
+    for path, ds in headers:
+        prefix = f"{path.name}: " if several else ""
+        try:
+            size, sample, position, orientation, spacing = _slice_header(path, ds, prefix, problems)
+        except FieldError as error:
+            broken.append(prefix + error.problem)
+            continue
+        sizes.add(size)
+        samples.add(sample)
+        positions.append(position)
+        orientations.append(orientation)
+        spacings.append(spacing)
+    first_path, first = headers[0]
+    have = (
+        not broken
+        and all(p is not None for p in positions)
+        and all(o is not None for o in orientations)
+        and bool(positions)
+    )
+    known = [s for s in spacings if s is not None]
     geometry = stack_geometry(
         np.array(positions) if have else None,
         np.array(orientations) if have else None,
-        _pixel_spacing(first),
-        _fallback_step(first),
-        (_floats(first.get("GantryDetectorTilt")) or [None])[0],
+        known[0] if known else None,
+        _fallback_step(first, first_path, problems),
+        (optional_numbers(first, "GantryDetectorTilt", first_path, problems, count=1) or [None])[0],
     )
+    if broken:
+        geometry.fatal[:0] = _few(broken)
+        return geometry
+    geometry.problems[:0] = _few(problems)
     if len(sizes) > 1:
         shown = ", ".join(f"{r}×{c}" for r, c in sorted(sizes))
         geometry.fatal.insert(0, f"slices have different sizes ({shown})")
-    samples = {int(ds.get("SamplesPerPixel", 1) or 1) for ds in datasets}
     if len(samples) > 1:
         geometry.fatal.insert(0, "slices mix grey and colour images")
-    spacings = np.array([_pixel_spacing(ds) or (1.0, 1.0) for ds in datasets])
-    if np.ptp(spacings, axis=0).max() > 1e-4:
-        geometry.fatal.append(f"slices have different pixel spacings ({spacings.min():.4g} to {spacings.max():.4g} mm)")
-    if not have and len(datasets) > 1:
+    if known and np.ptp(np.array(known), axis=0).max() > 1e-4:
+        low, high = np.min(known), np.max(known)
+        geometry.fatal.append(f"slices have different pixel spacings ({low:.4g} to {high:.4g} mm)")
+    if not have and several:
         geometry.fatal.append("slices have no ImagePositionPatient/ImageOrientationPatient, so they cannot be ordered")
     return geometry
 
 
-def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+def _pixel_spacing(
+    ds: Dataset, path: str | os.PathLike, problems: list[str] | None = None
+) -> tuple[float, float] | None:
+    """(row, column) mm from ``PixelSpacing`` (else ``ImagerPixelSpacing``); a broken one is a problem."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = _floats(ds.get(keyword))
-        if value and len(value) == 2 and min(value) > 0:
+        value = optional_numbers(ds, keyword, path, problems, count=2, positive=True)
+        if value:
             return value[0], value[1]
     return None
 
@@ -315,11 +491,32 @@ def _check_decoder(ds: Dataset, path: Path) -> None:
         )
 
 
+def image_bytes(ds: Dataset, path: str | os.PathLike) -> int:
+    """Bytes the decoded image of one file takes as float32: rows × columns × frames × samples × 4.
+
+    Read from the header (a :class:`FieldError` if any of these is not a whole number ≥ 1), so a
+    reader can refuse a file that claims more than the memory there is before decoding it.
+    """
+    samples = (
+        3 if ds.get("PhotometricInterpretation") == "PALETTE COLOR" else header_int(ds, "SamplesPerPixel", path, 1)
+    )
+    return (
+        header_int(ds, "Rows", path)
+        * header_int(ds, "Columns", path)
+        * frame_count(ds, path)
+        * samples
+        * np.dtype(np.float32).itemsize
+    )
+
+
 def _pixels(path: Path) -> tuple[Dataset, np.ndarray]:
     """Full dataset and its decoded pixels, ``(frames?, rows, columns, samples?)`` as pydicom gives them."""
     ds = read_header(path, pixels=True)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise FileFormatError(f"{path}: has no pixel data")
+    # Decoding allocates what the header claims, whatever the file's size (a compressed frame can
+    # claim any size): check that first, and the fields it depends on.
+    check_fits(image_bytes(ds, path), path, "decoding the pixel data")
     _check_decoder(ds, path)
     try:
         with _quiet():
@@ -328,28 +525,44 @@ def _pixels(path: Path) -> tuple[Dataset, np.ndarray]:
                 from pydicom.pixels import apply_color_lut
 
                 array = apply_color_lut(array, ds)
+    except MemoryError:
+        raise FileFormatError(f"{path}: not enough memory to decode the pixel data") from None
     except Exception as error:  # truncated data, a codec failing: one line naming the file
-        raise FileFormatError(f"{path}: cannot decode the pixel data ({_one_line(error)})") from None
+        raise FileFormatError(f"{path}: cannot decode the pixel data ({first_line(error)})") from None
     return ds, array
 
 
-def _rescale(array: np.ndarray, slope: Any, intercept: Any) -> np.ndarray:
+def _rescale_of(ds: Dataset, path: Path, item: Dataset | None = None) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of a file, or of a frame's item when it has them; (1, 0) if absent.
+
+    Not optional when present: values on a wrong scale would pass for HU, so a broken one is an error.
+    """
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        found = header_numbers(item, keyword, path, count=1) if item is not None else None
+        if found is None:
+            found = header_numbers(ds, keyword, path, count=1)
+        values.append(found[0] if found else default)
+    return values[0], values[1]
+
+
+def _rescale(array: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     """Stored values → modality units (HU for CT): ``value · RescaleSlope + RescaleIntercept``."""
     out = array.astype(np.float32)
-    s, i = (_floats(slope) or [1.0])[0], (_floats(intercept) or [0.0])[0]
-    if s != 1.0:
-        out *= np.float32(s)
-    if i != 0.0:
-        out += np.float32(i)
+    if slope != 1.0:
+        out *= np.float32(slope)
+    if intercept != 0.0:
+        out += np.float32(intercept)
     return out
 
 
 def _dicom_meta(ds: Dataset, files: list[Path]) -> dict[str, Any]:
+    path = files[0] if files else ""
     return {
-        "series_uid": str(ds.get("SeriesInstanceUID", "")),
-        "series_description": str(ds.get("SeriesDescription", "") or "").strip(),
-        "study_uid": str(ds.get("StudyInstanceUID", "")),
-        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
+        "series_uid": _text(ds, "SeriesInstanceUID", path),
+        "series_description": _text(ds, "SeriesDescription", path),
+        "study_uid": _text(ds, "StudyInstanceUID", path),
+        "frame_of_reference_uid": _text(ds, "FrameOfReferenceUID", path),
         "source_files": [os.fspath(f) for f in files],
     }
 
@@ -366,7 +579,7 @@ def _volume(slices: np.ndarray, geometry: StackGeometry, path: Path, ds: Dataset
         data,
         LPS_TO_RAS @ geometry.affine_lps,
         path=path,
-        modality=str(ds.get("Modality", "") or "OT"),
+        modality=_text(ds, "Modality", path) or "OT",
         problems=problems,
         channel_dim=channel_dim,
         slice_positions_lps=geometry.positions.tolist(),
@@ -376,7 +589,10 @@ def _volume(slices: np.ndarray, geometry: StackGeometry, path: Path, ds: Dataset
 
 def _load_series(series: Series, where: Path) -> Any:
     headers = series.headers
-    multi = [p for p, ds in headers if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    try:
+        multi = [p for p, ds in headers if frame_count(ds, p) > 1]
+    except FieldError as error:
+        raise SeriesError(f"{where}: series {series.label}: {error}") from None
     if multi:
         if len(headers) == 1:
             return _load_file(multi[0])
@@ -388,24 +604,40 @@ def _load_series(series: Series, where: Path) -> Any:
     if geometry.fatal:
         raise SeriesError(f"{where}: series {series.label}: {'; '.join(geometry.fatal)}")
     ordered = [headers[i][0] for i in geometry.order]
-    arrays = []
-    for file in ordered:
+    first = headers[geometry.order[0]][1]
+    # The whole stack, before any slice is decoded: a folder of small files can add up to more than memory.
+    check_fits(len(ordered) * image_bytes(first, ordered[0]), where, f"the series ({len(ordered)} slices)")
+    stack: np.ndarray | None = None
+    for k, file in enumerate(ordered):
         ds, array = _pixels(file)
-        arrays.append(_rescale(array, ds.get("RescaleSlope"), ds.get("RescaleIntercept")))
-    logger.info("series %s: %d slices from %s", series.uid, len(arrays), where)
-    return _volume(np.stack(arrays), geometry, where, ds, ordered, [])
+        if stack is None:  # filled in place: no list of slices and a stacked copy at once
+            stack = np.empty((len(ordered), *array.shape), np.float32)
+        if array.shape != stack.shape[1:]:
+            raise SeriesError(f"{file}: the pixel data is {array.shape}, the series' first slice {stack.shape[1:]}")
+        stack[k] = _rescale(array, *_rescale_of(ds, file))
+    logger.info("series %s: %d slices from %s", series.uid, len(ordered), where)
+    return _volume(stack, geometry, where, ds, ordered, [])
 
 
-def _frame_value(ds: Dataset, index: int, sequence: str, keyword: str) -> Any:
-    """An attribute of frame ``index`` from the per-frame functional groups, else the shared ones."""
+def _frame_item(ds: Dataset, index: int, sequence: str, keyword: str) -> Dataset | None:
+    """The item holding ``keyword`` for frame ``index``: from the per-frame functional groups, else the
+    shared ones; ``None`` when neither has it."""
     for groups, i in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
         items = ds.get(groups)
         if items is None or len(items) <= i:
             continue
         inner = items[i].get(sequence)
         if inner is not None and len(inner) and keyword in inner[0]:
-            return inner[0][keyword].value
+            return inner[0]
     return None
+
+
+def _frame_numbers(
+    ds: Dataset, path: Path, index: int, sequence: str, keyword: str, count: int | None = None
+) -> list[float] | None:
+    """:func:`header_numbers` of ``keyword`` for frame ``index`` (see :func:`_frame_item`)."""
+    item = _frame_item(ds, index, sequence, keyword)
+    return None if item is None else header_numbers(item, keyword, path, count=count)
 
 
 def is_clip(ds: Dataset) -> bool:
@@ -418,40 +650,55 @@ def is_clip(ds: Dataset) -> bool:
     )
 
 
-def frame_interval(ds: Dataset) -> float | None:
-    """Seconds between frames from FrameTime (ms), FrameTimeVector (ms) or CineRate (frames/s)."""
-    frame_time = _floats(ds.get("FrameTime"))
+def frame_interval(ds: Dataset, problems: list[str] | None = None) -> float | None:
+    """Seconds between frames from FrameTime (ms), FrameTimeVector (ms) or CineRate (frames/s).
+
+    A broken value is passed over (and appended to ``problems``) for the next source.
+    """
+    path = getattr(ds, "filename", None) or "(dataset)"
+    frame_time = optional_numbers(ds, "FrameTime", path, problems, count=1)
     if frame_time and frame_time[0] > 0:
         return frame_time[0] / 1000.0
-    vector = _floats(ds.get("FrameTimeVector"))
+    vector = optional_numbers(ds, "FrameTimeVector", path, problems)
     if vector and len(vector) > 1 and np.mean(vector[1:]) > 0:
         return float(np.mean(vector[1:])) / 1000.0  # the first entry is the first frame's offset, 0
     for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
-        rate = _floats(ds.get(keyword))
+        rate = optional_numbers(ds, keyword, path, problems, count=1)
         if rate and rate[0] > 0:
             return 1.0 / rate[0]
     return None
 
 
-def ultrasound_spacing(ds: Dataset) -> tuple[float, float] | None:
+def ultrasound_spacing(ds: Dataset, problems: list[str] | None = None) -> tuple[float, float] | None:
     """(row, column) mm per pixel from the largest calibrated ultrasound region, else PixelSpacing."""
+    path = getattr(ds, "filename", None) or "(dataset)"
     best = None
     for region in ds.get("SequenceOfUltrasoundRegions", []):
         # Units code 3 is centimetres (PS3.3 C.8.5.5.1.15); other units (s, Hz, dB) are not distances.
-        if region.get("PhysicalUnitsXDirection") != 3 or region.get("PhysicalUnitsYDirection") != 3:
+        units = [
+            optional_numbers(region, k, path, None, count=1)
+            for k in ("PhysicalUnitsXDirection", "PhysicalUnitsYDirection")
+        ]
+        if units != [[3.0], [3.0]]:
             continue
-        area = (region.get("RegionLocationMaxX1", 0) - region.get("RegionLocationMinX0", 0)) * (
-            region.get("RegionLocationMaxY1", 0) - region.get("RegionLocationMinY0", 0)
-        )
-        spacing = (abs(float(region.PhysicalDeltaY)) * 10.0, abs(float(region.PhysicalDeltaX)) * 10.0)
+        corners = [
+            (optional_numbers(region, k, path, None, count=1) or [0.0])[0]
+            for k in ("RegionLocationMinX0", "RegionLocationMaxX1", "RegionLocationMinY0", "RegionLocationMaxY1")
+        ]
+        area = (corners[1] - corners[0]) * (corners[3] - corners[2])
+        dy = optional_numbers(region, "PhysicalDeltaY", path, problems, count=1)
+        dx = optional_numbers(region, "PhysicalDeltaX", path, problems, count=1)
+        if not dy or not dx or dy[0] == 0 or dx[0] == 0:
+            continue
+        spacing = (abs(dy[0]) * 10.0, abs(dx[0]) * 10.0)
         if best is None or area > best[0]:
             best = (area, spacing)
-    return best[1] if best else _pixel_spacing(ds)
+    return best[1] if best else _pixel_spacing(ds, path, problems)
 
 
 def _load_clip(path: Path, ds: Dataset, array: np.ndarray) -> Any:
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = frame_count(ds, path)
+    samples = header_int(ds, "SamplesPerPixel", path, 1)
     if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
         samples = 3
         if array.max(initial=0) > 255:  # 16-bit palette entries: keep 8-bit video range
@@ -462,46 +709,92 @@ def _load_clip(path: Path, ds: Dataset, array: np.ndarray) -> Any:
         array = array[..., None]
     data = array.transpose(3, 0, 1, 2).astype(np.float32)
     if samples == 1:
-        data = _rescale(data, ds.get("RescaleSlope"), ds.get("RescaleIntercept"))
+        data = _rescale(data, *_rescale_of(ds, path))
+    found: list[str] = []
+    interval = frame_interval(ds, found)
+    spacing = ultrasound_spacing(ds, found)
+    problems: list[str] = []
+    for problem in found:
+        warn_problem(problems, f"{path}: {problem}")
     return make_clip(
         data,
         path=path,
-        modality=str(ds.get("Modality", "") or "OT"),
-        frame_interval=frame_interval(ds),
-        pixel_spacing=ultrasound_spacing(ds),
-        problems=[],
+        modality=_text(ds, "Modality", path) or "OT",
+        frame_interval=interval,
+        pixel_spacing=spacing,
+        problems=problems,
         channel_dim=-1 if samples > 1 else float("nan"),
         **_dicom_meta(ds, [path]),
     )
 
 
-def multiframe_geometry(ds: Dataset) -> StackGeometry:
-    """Frame order and geometry of a multi-frame image stack (enhanced CT/MR), from its header alone.
+def _frame_offsets(ds: Dataset, path: Path, frames: int, start: np.ndarray, normal: np.ndarray) -> np.ndarray | None:
+    """Distance of each frame from ``start`` along ``normal`` (mm) from ``GridFrameOffsetVector``; ``None``
+    when absent.
+
+    RT Dose (PS3.3 C.8.8.3.2): offsets are relative to ImagePositionPatient when the first is 0, else
+    they are the frames' absolute coordinates along the normal (z for the transverse plane it requires).
+    """
+    offsets = header_numbers(ds, "GridFrameOffsetVector", path)
+    if offsets is None:
+        return None
+    if len(offsets) != frames:
+        raise FieldError(path, f"GridFrameOffsetVector has {len(offsets)} value(s) for {frames} frames")
+    offsets_mm = np.asarray(offsets, float)
+    return offsets_mm if offsets_mm[0] == 0 else offsets_mm - float(start @ normal)
+
+
+def multiframe_geometry(ds: Dataset, path: str | os.PathLike | None = None) -> StackGeometry:
+    """Frame order and geometry of a multi-frame image stack (enhanced CT/MR, RT Dose), from its header alone.
 
     Positions come from the per-frame functional groups; a classic multi-frame with one top-level
-    position has its frames evenly spaced along the normal.
+    position has its frames at ``GridFrameOffsetVector`` along the normal (RT Dose), else evenly
+    spaced by the slice spacing. A position, orientation or frame count that is not numbers is
+    ``fatal``; a broken optional field is a problem.
     """
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    positions = [_floats(_frame_value(ds, i, "PlanePositionSequence", "ImagePositionPatient")) for i in range(frames)]
-    orientations = [
-        _floats(_frame_value(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")) for i in range(frames)
-    ]
-    spacing = _floats(_frame_value(ds, 0, "PixelMeasuresSequence", "PixelSpacing"))
-    thickness = _floats(_frame_value(ds, 0, "PixelMeasuresSequence", "SliceThickness"))
-    step = _fallback_step(ds) or (thickness[0] if thickness else None)
-    if not all(positions) and _floats(ds.get("ImagePositionPatient")) and _floats(ds.get("ImageOrientationPatient")):
-        iop = np.array(_floats(ds.ImageOrientationPatient))
-        normal = np.cross(iop[:3], iop[3:])
-        start = np.array(_floats(ds.ImagePositionPatient))
-        positions = [list(start + k * (step or 1.0) * normal) for k in range(frames)]
-        orientations = [list(iop)] * frames
+    path = Path(path or getattr(ds, "filename", None) or "(dataset)")
+    problems: list[str] = []
+    try:
+        frames = frame_count(ds, path)
+        positions = [
+            _frame_numbers(ds, path, i, "PlanePositionSequence", "ImagePositionPatient", 3) for i in range(frames)
+        ]
+        orientations = [
+            _frame_numbers(ds, path, i, "PlaneOrientationSequence", "ImageOrientationPatient", 6) for i in range(frames)
+        ]
+        start = header_numbers(ds, "ImagePositionPatient", path, count=3)
+        iop = header_numbers(ds, "ImageOrientationPatient", path, count=6)
+        item = _frame_item(ds, 0, "PixelMeasuresSequence", "PixelSpacing")
+        spacing = _pixel_spacing(item, path, problems) if item is not None else None
+        item = _frame_item(ds, 0, "PixelMeasuresSequence", "SliceThickness")
+        thickness = _fallback_step(item, path, problems) if item is not None else None
+        step = _fallback_step(ds, path, problems) or thickness
+        offsets, normal = None, None
+        if not all(positions) and start and iop and orientation_problem(np.array(iop)) is None:
+            _, _, normal = directions(np.array(iop))
+            offsets = _frame_offsets(ds, path, frames, np.array(start), normal)
+    except FieldError as error:
+        geometry = stack_geometry(None, None, None)
+        geometry.fatal.append(error.problem)
+        return geometry
+    if not all(positions) and start and iop:
+        orientations = [iop] * frames
+        if normal is not None:
+            if offsets is None:
+                if step is None and frames > 1:
+                    problems.append("no slice spacing in the file: 1 mm between frames assumed")
+                offsets = np.arange(frames) * (step or 1.0)
+            positions = [list(np.array(start) + offset * normal) for offset in offsets]
+        else:
+            positions = [start] * frames  # stack_geometry reports the orientation
     have = all(p and len(p) == 3 for p in positions) and all(o and len(o) == 6 for o in orientations)
     geometry = stack_geometry(
         np.array(positions) if have else None,
         np.array(orientations) if have else None,
-        (spacing[0], spacing[1]) if spacing and len(spacing) == 2 else _pixel_spacing(ds),
+        spacing or _pixel_spacing(ds, path, problems),
         step,
     )
+    geometry.problems[:0] = problems
     if not have:
         geometry.order = np.arange(frames)
         geometry.positions = np.zeros((frames, 3))
@@ -510,33 +803,32 @@ def multiframe_geometry(ds: Dataset) -> StackGeometry:
 
 def _load_multiframe(path: Path, ds: Dataset, array: np.ndarray) -> Any:
     """An enhanced CT/MR (or any multi-frame image stack) as a volume, frames ordered along the normal."""
-    geometry = multiframe_geometry(ds)
+    geometry = multiframe_geometry(ds, path)
     if geometry.fatal:
         raise SeriesError(f"{path}: {'; '.join(geometry.fatal)}")
-    slices = []
-    for i in geometry.order:
-        slope = _frame_value(ds, int(i), "PixelValueTransformationSequence", "RescaleSlope")
-        intercept = _frame_value(ds, int(i), "PixelValueTransformationSequence", "RescaleIntercept")
-        slope = ds.get("RescaleSlope") if slope is None else slope
-        intercept = ds.get("RescaleIntercept") if intercept is None else intercept
-        slices.append(_rescale(array[i], slope, intercept))
-    return _volume(np.stack(slices), geometry, path, ds, [path], [])
+    if len(array) != len(geometry.order):
+        raise FileFormatError(f"{path}: the pixel data holds {len(array)} frames, the header {len(geometry.order)}")
+    stack = np.empty(array.shape, np.float32)
+    for k, i in enumerate(geometry.order):
+        item = _frame_item(ds, int(i), "PixelValueTransformationSequence", "RescaleSlope") or _frame_item(
+            ds, int(i), "PixelValueTransformationSequence", "RescaleIntercept"
+        )
+        stack[k] = _rescale(array[i], *_rescale_of(ds, path, item))
+    return _volume(stack, geometry, path, ds, [path], [])
 
 
 def _load_file(path: Path) -> Any:
     ds, array = _pixels(path)
     if is_clip(ds):
         return _load_clip(path, ds, array)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+    if frame_count(ds, path) > 1:
         return _load_multiframe(path, ds, array)
     if "PerFrameFunctionalGroupsSequence" in ds:  # an enhanced CT/MR of one frame
         return _load_multiframe(path, ds, array[None])
     geometry = series_geometry([(path, ds)])
     if geometry.fatal:
         raise SeriesError(f"{path}: {'; '.join(geometry.fatal)}")
-    return _volume(
-        _rescale(array, ds.get("RescaleSlope"), ds.get("RescaleIntercept"))[None], geometry, path, ds, [path], []
-    )
+    return _volume(_rescale(array, *_rescale_of(ds, path))[None], geometry, path, ds, [path], [])
 
 
 def load_dicom(path: str | os.PathLike, series: str | int | None = None) -> Any:
@@ -549,5 +841,8 @@ def load_dicom(path: str | os.PathLike, series: str | int | None = None) -> Any:
     if _is_dicomdir(header):  # a DICOMDIR index: read the folder it indexes
         return load_dicom(path.parent, series)
     if series is not None:
-        raise SeriesError(f"{path}: series= picks a series in a DICOM folder; this is a single image file")
+        raise SeriesError(
+            f"{path}: series= picks a series in a DICOM folder (--series on the command line); "
+            "this is a single image file"
+        )
     return _load_file(path)

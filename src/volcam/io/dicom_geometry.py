@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StackGeometry", "orientation_name", "stack_geometry"]
+__all__ = ["StackGeometry", "directions", "orientation_name", "orientation_problem", "stack_geometry"]
 
 # Two orientations closer than this (cosine difference) are the same plane; positions off the
 # slice line by more than this many mm mean several stacks were mixed.
 _SAME_DIRECTION = 1e-3
 _OFF_LINE_MM = 0.5
 _TILT_DEGREES = 0.1
+# Row and column directions whose cross product is shorter than this (sine of the angle) are parallel.
+_PARALLEL = 1e-2
 
 
 @dataclass
@@ -49,12 +51,34 @@ class StackGeometry:
     known: bool = True
 
 
-def _directions(iop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def orientation_problem(iop: np.ndarray) -> str | None:
+    """Why an ``ImageOrientationPatient`` defines no plane (NaN, a zero direction, parallel directions);
+    ``None`` when it does. Small deviations from unit length and from 90° are tolerated (scanners round)."""
+    iop = np.asarray(iop, float).reshape(-1)
+    if iop.size != 6 or not np.isfinite(iop).all():
+        return "ImageOrientationPatient is not 6 finite numbers"
+    row, col = iop[:3], iop[3:]
+    if np.linalg.norm(row) < _SAME_DIRECTION or np.linalg.norm(col) < _SAME_DIRECTION:
+        which = "row" if np.linalg.norm(row) < _SAME_DIRECTION else "column"
+        return f"ImageOrientationPatient has a zero {which} direction"
+    if np.linalg.norm(np.cross(row / np.linalg.norm(row), col / np.linalg.norm(col))) < _PARALLEL:
+        return "ImageOrientationPatient row and column directions are parallel"
+    return None
+
+
+def directions(iop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit row and column directions and the slice normal (row × column) of a valid orientation."""
     row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
     row /= np.linalg.norm(row)
     col /= np.linalg.norm(col)
     normal = np.cross(row, col)
     return row, col, normal / np.linalg.norm(normal)
+
+
+def _unknown(n: int, dc: float, dr: float, step: float, problems: list[str], fatal: list[str]) -> StackGeometry:
+    """The geometry of a stack whose headers place nothing: file order, a diagonal affine."""
+    affine = np.diag([dc, dr, step, 1.0])
+    return StackGeometry(np.arange(n), affine, np.zeros((n, 3)), step, problems, fatal, known=False)
 
 
 def stack_geometry(
@@ -90,16 +114,21 @@ def stack_geometry(
         problems.append(
             "no ImagePositionPatient/ImageOrientationPatient: slices kept in file order, identity orientation"
         )
-        affine = np.diag([dc, dr, step, 1.0])
-        return StackGeometry(np.arange(n), affine, np.zeros((n, 3)), step, problems, fatal, known=False)
+        return _unknown(n, dc, dr, step, problems, fatal)
 
     positions = np.asarray(positions, float).reshape(-1, 3)
     orientations = np.asarray(orientations, float).reshape(-1, 6)
     n = len(positions)
+    bad = {orientation_problem(o) for o in orientations} - {None}
+    if not np.isfinite(positions).all():
+        bad.add("ImagePositionPatient holds NaN or infinity")
+    if bad:  # nothing below means anything: no order, no affine
+        fatal.extend(sorted(bad))
+        return _unknown(n, dc, dr, float(fallback_step or 1.0), problems, fatal)
     if np.abs(orientations - orientations[0]).max() > _SAME_DIRECTION:
         distinct = len({tuple(np.round(o, 3)) for o in orientations})
         fatal.append(f"slices have {distinct} different orientations (a localizer or several stacks), not one volume")
-    row, col, normal = _directions(orientations[0])
+    row, col, normal = directions(orientations[0])
 
     distance = positions @ normal
     order = np.argsort(distance, kind="stable")
@@ -135,6 +164,9 @@ def stack_geometry(
     affine[:3, 1] = col * dr
     affine[:3, 2] = step_vector
     affine[:3, 3] = positions[0]
+    if not np.isfinite(affine).all():  # positions so far apart that the step overflows
+        fatal.append("the slice positions give no finite slice step")
+        return _unknown(n, dc, dr, float(fallback_step or 1.0), problems, fatal)
     return StackGeometry(order, affine, positions, step, problems, fatal)
 
 

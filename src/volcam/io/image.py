@@ -30,7 +30,7 @@ import numpy as np
 
 from volcam.errors import FileFormatError, VolcamWarning
 
-__all__ = ["LPS_TO_RAS", "make_clip", "make_volume", "warn_problem"]
+__all__ = ["LPS_TO_RAS", "affine_problem", "make_clip", "make_volume", "warn_problem"]
 
 # DICOM and ITK put patient coordinates in LPS+, NIfTI and MONAI in RAS+: the same points, x and y negated.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -54,6 +54,31 @@ def _check_finite(data: np.ndarray, path: str | os.PathLike) -> None:
         bad = int(np.count_nonzero(~np.isfinite(data)))
         if bad:
             raise FileFormatError(f"{path}: {bad} voxel(s) are NaN or infinite")
+
+
+def affine_problem(affine: np.ndarray) -> str | None:
+    """Why a 4×4 voxel-to-world affine places no voxel (NaN, infinity, a zero or singular 3×3 part);
+    ``None`` when it is usable. Every reader's result passes here, so MONAI never meets such a one."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        return "the voxel-to-world affine holds NaN or infinity"
+    linear = affine[:3, :3]
+    sizes = np.linalg.norm(linear, axis=0)
+    if sizes.min() <= 0:
+        return "the voxel-to-world affine has a zero voxel size"
+    # Scale-free: the determinant of the unit axes is the sine of how far they are from a plane.
+    if abs(np.linalg.det(linear / sizes)) < 1e-6:
+        return "the voxel-to-world affine is singular (its axes lie in one plane)"
+    return None
+
+
+def _check_grid(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
+    """One line for an image with no voxels or an affine that places none, before MONAI meets them."""
+    if data.size == 0:
+        raise FileFormatError(f"{path}: the image has no voxels (size {'×'.join(map(str, data.shape[1:]))})")
+    problem = affine_problem(affine)
+    if problem is not None:
+        raise FileFormatError(f"{path}: {problem}")
 
 
 def _metatensor(data: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> Any:
@@ -82,8 +107,9 @@ def make_volume(
     ``channel_dim`` is where the channels were in the file (MONAI's ``original_channel_dim``;
     ``None``: the file had none and C = 1 was added).
     """
-    _check_finite(data, path)
     affine_ras = np.asarray(affine_ras, dtype=np.float64)
+    _check_grid(data, affine_ras, path)
+    _check_finite(data, path)
     spacing = tuple(float(v) for v in np.linalg.norm(affine_ras[:3, : data.ndim - 1], axis=0))
     meta = {
         "space": "RAS",
@@ -114,6 +140,8 @@ def make_clip(
     Unknown spacing is recorded as a problem and taken as 1 (one second, one millimetre), so the
     clip still loads and the spacing-aware filters still have a number.
     """
+    if data.size == 0:
+        raise FileFormatError(f"{path}: the clip has no pixels (size {'×'.join(map(str, data.shape[1:]))})")
     _check_finite(data, path)
     if frame_interval is None and data.shape[1] > 1:
         warn_problem(problems, f"{path}: no frame time in the file; 1 s per frame assumed")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volcam.errors import VolcamError
+from volcam.errors import VolcamError, first_line, one_line
 from volcam.io.image import LPS_TO_RAS
 from volcam.io.load import format_of, load
 
@@ -67,8 +67,8 @@ def _from_image(image, source: str) -> Found:
         shape=tuple(int(v) for v in image.shape[1:]) + ((int(image.shape[0]),) if image.shape[0] > 1 else ()),
         spacing=tuple(float(v) for v in meta.get("spacing", ())),
         orientation="frames as shown by the scanner" if clip else _orientation(affine),
-        series_uid=str(meta.get("series_uid", "")),
-        description=str(meta.get("series_description", "")),
+        series_uid=one_line(meta.get("series_uid", "")),
+        description=one_line(meta.get("series_description", "")),
         frame_interval=meta.get("frame_interval"),
         problems=[
             p.split(": ", 1)[1] if p.startswith(meta.get("filename_or_obj", "\0")) else p for p in meta["problems"]
@@ -77,11 +77,7 @@ def _from_image(image, source: str) -> Found:
 
 
 def _dicom_series(series, root: Path) -> Found:
-    from volcam.io import dicom
-
-    headers = series.headers
-    first_path, first = headers[0]
-    frames = int(first.get("NumberOfFrames", 1) or 1)
+    """A series judged from its headers; a header that cannot be read is a problem of the series."""
     found = Found(
         source=os.fspath(root),
         kind="volume",
@@ -92,40 +88,58 @@ def _dicom_series(series, root: Path) -> Found:
         series_uid=series.uid,
         description=series.description,
     )
+    try:
+        _judge_series(series, found)
+    except VolcamError as error:  # a FieldError: Rows or NumberOfFrames that is not a number
+        found.problems.append(f"cannot load: {getattr(error, 'problem', None) or first_line(error)}")
+    return found
+
+
+def _judge_series(series, found: Found) -> None:
+    from volcam.io import dicom
+
+    headers = series.headers
+    first_path, first = headers[0]
+    frames = dicom.frame_count(first, first_path)
     if len(headers) == 1 and (frames > 1 or dicom.is_clip(first)):
         found.source = os.fspath(first_path)
         if dicom.is_clip(first):
-            interval = dicom.frame_interval(first)
-            spacing = dicom.ultrasound_spacing(first) or (1.0, 1.0)
+            interval = dicom.frame_interval(first, found.problems)
+            calibrated = dicom.ultrasound_spacing(first, found.problems)
             found.kind, found.frame_interval = "clip", interval
-            found.shape = (frames, int(first.Rows), int(first.Columns))
-            samples = int(first.get("SamplesPerPixel", 1) or 1)
+            found.shape = (
+                frames,
+                dicom.header_int(first, "Rows", first_path),
+                dicom.header_int(first, "Columns", first_path),
+            )
+            samples = dicom.header_int(first, "SamplesPerPixel", first_path, 1)
             if samples > 1 or first.get("PhotometricInterpretation") == "PALETTE COLOR":
                 found.shape += (3,)
-            found.spacing = (interval or 1.0, *spacing)
+            found.spacing = (interval or 1.0, *(calibrated or (1.0, 1.0)))
             found.orientation = "frames as shown by the scanner"
             if interval is None and frames > 1:
                 found.problems.append("no frame time in the file")
-            if dicom.ultrasound_spacing(first) is None:
+            if calibrated is None:
                 found.problems.append("no physical pixel spacing in the file")
-            return found
-        geometry = dicom.multiframe_geometry(first)
+            return
+        geometry = dicom.multiframe_geometry(first, first_path)
         depth = frames
-    elif any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in headers):
+    elif any(dicom.frame_count(ds, p) > 1 for p, ds in headers):
         found.problems.append(f"{len(headers)} files of which some are multi-frame: load one file directly")
-        return found
+        return
     else:
         geometry = dicom.series_geometry(headers)
         depth = len(headers)
     affine = LPS_TO_RAS @ geometry.affine_lps
-    found.shape = (int(first.Columns), int(first.Rows), depth)
+    found.shape = (dicom.header_int(first, "Columns", first_path), dicom.header_int(first, "Rows", first_path), depth)
     found.spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
-    found.orientation = _orientation(affine) if geometry.known else "unknown (no ImageOrientationPatient)"
+    found.orientation = _orientation(affine) if geometry.known else "unknown (no usable ImageOrientationPatient)"
     if geometry.fatal:  # gaps and tilt mean little in a stack that is not one volume
         found.problems += [f"cannot load as one volume: {'; '.join(geometry.fatal)}"]
     else:
         found.problems += geometry.problems
-    return found
+    if not all(np.isfinite(found.spacing)) or min(found.spacing, default=1.0) <= 0:
+        found.problems.append(f"the voxel spacing is not a positive number ({found.spacing})")
 
 
 def describe(path: str | os.PathLike) -> tuple[list[Found], dict[str, int]]:
@@ -151,6 +165,6 @@ def describe(path: str | os.PathLike) -> tuple[list[Found], dict[str, int]]:
             warnings.simplefilter("ignore")
             image = load(path, volume=0)
         found = _from_image(image, os.fspath(path))
-        found.problems.append(str(error).split(": ", 1)[1])
+        found.problems.append(first_line(error).split(": ", 1)[-1])
         return [found], {}
     return [_from_image(image, os.fspath(path))], {}

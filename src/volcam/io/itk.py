@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from volcam.errors import DependencyError, FileFormatError
+from volcam.errors import DependencyError, FileFormatError, one_line
 from volcam.io.image import LPS_TO_RAS, make_volume
+from volcam.io.memory import check_fits
 from volcam.io.paths import require_regular_file
 
 __all__ = ["affine_lps", "load_itk"]
@@ -37,19 +38,45 @@ def affine_lps(image: Any) -> np.ndarray:
     return affine
 
 
+def _reason(error: BaseException) -> str:
+    """ITK's messages end with the reason after lines of source locations."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return one_line(lines[-1])[:160] if lines else type(error).__name__
+
+
+def _check_header(reader: Any, path: Path) -> None:
+    """Dimension, size, memory and geometry from the header, so a claimed huge image allocates nothing."""
+    dim = reader.GetDimension()
+    if dim not in (2, 3):
+        raise FileFormatError(f"{path}: a {dim}D image; volcam reads 2D and 3D images")
+    size = tuple(int(n) for n in reader.GetSize())
+    if min(size) <= 0:
+        raise FileFormatError(f"{path}: the header gives a size of {'×'.join(map(str, size))}: no voxels")
+    components = int(reader.GetNumberOfComponents())
+    voxels = int(np.prod(size, dtype=object)) * max(components, 1)
+    check_fits(voxels * np.dtype(np.float32).itemsize, path, f"the image ({'×'.join(map(str, size))})")
+    geometry = np.concatenate([reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()]).astype(float)
+    if not np.isfinite(geometry).all():
+        raise FileFormatError(f"{path}: the header's spacing, origin or direction holds NaN or infinity")
+    if min(reader.GetSpacing()) <= 0:
+        raise FileFormatError(f"{path}: the header's spacing {tuple(reader.GetSpacing())} is not positive")
+
+
 def load_itk(path: str | os.PathLike) -> Any:
     """A 2D or 3D scalar or vector image → ``(C, X, Y, Z)`` MetaTensor (components become channels)."""
     sitk = _sitk()
     path = Path(path)
     require_regular_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(os.fspath(path))
     try:
-        image = sitk.ReadImage(os.fspath(path))
+        reader.ReadImageInformation()  # the header only: size and geometry are checked before any voxel
+        _check_header(reader, path)
+        image = reader.Execute()
     except RuntimeError as error:
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        reason = lines[-1].strip() if lines else "unreadable"
-        raise FileFormatError(f"{path}: not a readable image file ({reason})") from None
-    if image.GetDimension() not in (2, 3):
-        raise FileFormatError(f"{path}: a {image.GetDimension()}D image; volcam reads 2D and 3D images")
+        raise FileFormatError(f"{path}: not a readable image file ({_reason(error)})") from None
+    except MemoryError:
+        raise FileFormatError(f"{path}: not enough memory to read the image data") from None
     array = sitk.GetArrayFromImage(image).astype(np.float32)  # (z, y, x[, components])
     components = image.GetNumberOfComponentsPerPixel()
     if components == 1:

@@ -2,8 +2,8 @@
 
 Opening a FIFO blocks until someone writes to it and reading a character device (``/dev/zero``)
 never ends, so a reader opens only regular files (symlinks to one are fine). A header can claim any
-size, so a reader compares the bytes it is about to allocate with what the file can hold and the
-memory there is, and refuses in one line instead of allocating gigabytes first.
+size, so a reader compares the bytes it is about to allocate with what the file can hold (here) and
+the memory there is (:mod:`volcam.io.memory`), and refuses in one line instead of allocating first.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from pathlib import Path
 from volcam.errors import FileFormatError
 
 __all__ = [
-    "available_memory",
     "check_fits_file",
-    "check_memory",
     "gib",
     "is_regular_file",
     "not_regular_reason",
@@ -72,38 +70,12 @@ def require_regular_file(path: str | os.PathLike) -> None:
         raise FileFormatError(f"{path}: not a regular file ({reason}); give an image file or a DICOM folder")
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (psutil's estimate when installed, else the free pages)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil comes with the dependencies; this is the fallback
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_AVPHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not on POSIX: do not refuse
-        return 1 << 62
-
-
 def gib(nbytes: float) -> str:
     """``4.0 GiB``, ``12.0 MiB``, ``352 bytes``: a size for a message."""
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if nbytes >= size:
             return f"{nbytes / size:.1f} {unit}"
     return f"{int(nbytes)} bytes"
-
-
-def check_memory(path: str | os.PathLike, nbytes: int, what: str = "the image") -> None:
-    """A one-line :class:`FileFormatError` when allocating ``nbytes`` would exceed the available memory.
-
-    Called with the size a header claims, before anything that size is allocated.
-    """
-    available = available_memory()
-    if nbytes > available:
-        raise FileFormatError(
-            f"{path}: {what} would need {gib(nbytes)}, more than the {gib(available)} of memory available"
-        )
 
 
 def check_fits_file(path: str | os.PathLike, data_file: str | os.PathLike, nbytes: int, offset: int = 0) -> None:
@@ -116,10 +88,10 @@ def check_fits_file(path: str | os.PathLike, data_file: str | os.PathLike, nbyte
     if str(data_file).lower().endswith(".gz"):
         if nbytes + offset > size * GZIP_MAX_RATIO:
             raise FileFormatError(
-                f"{path}: the header claims {gib(nbytes)} of image data, more than a {gib(size)} gzip file can hold"
+                f"{path}: the header claims {gib(nbytes)} of image data, more than a gzip file of {gib(size)} can hold"
             )
     elif nbytes + offset > size:
         raise FileFormatError(
-            f"{path}: the image data is truncated: the header claims {gib(nbytes)} from byte {offset}, "
-            f"the file has {gib(size)}"
+            f"{path}: the image data is truncated or unreadable (the header claims {gib(nbytes)} of image "
+            f"data, the file holds {gib(size)})"
         )

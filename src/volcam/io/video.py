@@ -15,7 +15,8 @@ import numpy as np
 
 from volcam.errors import DependencyError, FileFormatError, first_line
 from volcam.io.image import make_clip
-from volcam.io.paths import require_regular_file
+from volcam.io.memory import available_bytes
+from volcam.io.paths import gib, require_regular_file
 
 __all__ = ["load_video"]
 
@@ -41,6 +42,9 @@ def load_video(path: str | os.PathLike) -> Any:
     require_regular_file(path)
     frames: list[np.ndarray] = []
     stamps: list[float] = []
+    # A stream's header need not say how many frames follow: count the bytes while decoding instead.
+    # Each decoded byte becomes 4 (float32) plus the frame kept until the clip is stacked.
+    budget, used = available_bytes() or float("inf"), 0
     try:
         with av.open(os.fspath(path)) as container:
             if not container.streams.video:
@@ -49,6 +53,12 @@ def load_video(path: str | os.PathLike) -> Any:
             gray = stream.codec_context.pix_fmt in ("gray", "gray8", "gray16le", "gray16be")
             for frame in container.decode(stream):
                 frames.append(frame.to_ndarray(format="gray" if gray else "rgb24"))
+                used += frames[-1].nbytes * (1 + np.dtype(np.float32).itemsize)
+                if used > budget:
+                    raise FileFormatError(
+                        f"{path}: the video would need more than the {gib(budget)} of memory available "
+                        f"({len(frames)} frames decoded so far)"
+                    )
                 if frame.pts is not None and frame.time_base is not None:
                     stamps.append(float(frame.pts * frame.time_base))
             rate = stream.average_rate
