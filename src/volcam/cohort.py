@@ -43,6 +43,7 @@ from volcam.manifest import Case, input_signature, read_cases
 __all__ = ["CASE_FILE", "Settings", "run_cohort"]
 
 CASE_FILE = "case.json"
+_LOCK = ".volcam-cohort.lock"  # with cohort.json, what marks a folder as a cohort run's
 _FORMAT = 1  # bump when a case's outputs change meaning: every case is redone
 
 
@@ -335,7 +336,7 @@ def finished_record(task: Task, settings: Settings) -> dict[str, Any] | None:
 def _exclusive(out: Path) -> Iterator[None]:
     """One run per output folder at a time (POSIX advisory lock); then clear what a killed run left."""
     out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / ".volcam-cohort.lock", "a")  # noqa: SIM115 (held open for the whole run)
+    handle = open(out / _LOCK, "a")  # noqa: SIM115 (held open for the whole run)
     try:
         try:
             import fcntl
@@ -582,7 +583,7 @@ def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.Pat
     if not out.is_dir():
         return
     entries = [e for e in out.iterdir() if not is_temporary(e.name)]
-    if entries and not (out / "cohort.json").is_file():
+    if entries and not any((out / name).is_file() for name in ("cohort.json", _LOCK)):
         raise OutputError(
             f"{out}: the folder holds files a cohort run did not write; give a new or empty folder "
             "(volcam replaces only folders it made)"

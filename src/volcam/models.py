@@ -36,7 +36,6 @@ import json
 import os
 import pickle
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,6 @@ from volcam.errors import (
     LayerError,
     MethodError,
     TargetError,
-    VolcamWarning,
     first_line,
     one_line,
 )
@@ -165,7 +163,6 @@ def _metrics(value: Any, folder: Path, path: Path) -> dict[str, Any]:
         raise CardError(f"{path}: 'metrics' should be an object or a JSON file name")
     file = folder / value
     if not file.is_file():  # informational only: a card copied without it still works
-        warnings.warn(f"{path}: 'metrics' names {one_line(value)[:60]!r}, not a file beside the card", VolcamWarning, 2)
         return {}
     try:
         metrics = json.loads(file.read_text())

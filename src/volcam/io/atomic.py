@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,19 +213,23 @@ def made_by_volcam(folder: Path) -> bool:
         return False
 
 
-def check_output_folder(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+def check_output_folder(
+    out: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    ours: Callable[[Path], bool] = made_by_volcam,
+) -> Path:
     """Check, before anything heavy runs, that ``out`` can become a command's output folder.
 
-    It may be new, an empty folder, or a folder volcam made (:data:`MARKER`); it may not be a file,
-    a folder of the user's, nor overlap an input. Returns where the folder really is (a symlink to a
-    folder is written through).
+    It may be new, an empty folder, or a folder volcam made (``ours``: it holds :data:`MARKER`); it
+    may not be a file, a folder of the user's, nor overlap an input. Returns where the folder really
+    is (a symlink to a folder is written through).
     """
     given = Path(out)
     check_not_input(given, inputs)
     path = writable_target(given)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{given}: exists and is not a folder; give a folder for the outputs")
-    if path.is_dir() and any(e for e in path.iterdir() if not is_temporary(e.name)) and not made_by_volcam(path):
+    if path.is_dir() and any(e for e in path.iterdir() if not is_temporary(e.name)) and not ours(path):
         raise OutputError(
             f"{given}: the folder holds files volcam did not write; give a new or empty folder "
             "(volcam replaces only folders it made)"
@@ -242,7 +246,11 @@ def check_output_folder(out: str | os.PathLike, inputs: Iterable[str | os.PathLi
 
 @contextlib.contextmanager
 def output_folder(
-    out: str | os.PathLike, *, inputs: Iterable[str | os.PathLike | None] = (), command: str = "volcam"
+    out: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    command: str = "volcam",
+    ours: Callable[[Path], bool] | None = None,
 ) -> Iterator[Path]:
     """A command's output folder as one transaction: yield a temporary folder to fill, then move it
     into place as ``out`` (replacing an earlier run's folder), or on any error, Ctrl-C or SIGTERM
@@ -252,11 +260,14 @@ def output_folder(
         out: the output folder (see :func:`check_output_folder` for what it may be).
         inputs: the command's inputs: ``out`` must not be, hold or lie inside any of them.
         command: recorded in the folder's :data:`MARKER`.
+        ours: for a folder whose files say themselves who made them (a derived DICOM series): how to
+            tell; then no :data:`MARKER` is written.
     """
     from volcam import __version__
 
     inputs = list(inputs)
-    path = check_output_folder(out, inputs)
+    path = check_output_folder(out, inputs, ours or made_by_volcam)
     with atomic_folder(path, overwrite=True, inputs=inputs) as temporary:
         yield temporary
-        (temporary / MARKER).write_text(json.dumps({"made_by": f"volcam {__version__}", "command": command}) + "\n")
+        if ours is None:
+            (temporary / MARKER).write_text(json.dumps({"made_by": f"volcam {__version__}", "command": command}) + "\n")

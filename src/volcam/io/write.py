@@ -217,7 +217,7 @@ def write_dicom(
 
     protected = [*inputs, *source_paths(like)]
     writing = (
-        output_folder(folder, inputs=protected, command="write_dicom")
+        output_folder(folder, inputs=protected, ours=_derived_series)
         if overwrite
         else atomic_folder(folder, overwrite=False, inputs=protected)
     )
@@ -295,6 +295,24 @@ def write_dicom(
             ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
             pydicom.dcmwrite(temporary / f"{k + 1:04d}.dcm", ds, enforce_file_format=True)
     return Path(folder)
+
+
+def _derived_series(folder: Path) -> bool:
+    """Whether every file in ``folder`` is a DICOM instance volcam wrote (Manufacturer "volcam"): the
+    only kind of series folder :func:`write_dicom` replaces."""
+    import pydicom
+
+    files = list(folder.iterdir())
+    try:
+        return bool(files) and all(
+            entry.is_file()
+            and not entry.is_symlink()
+            and str(pydicom.dcmread(entry, stop_before_pixels=True, specific_tags=["Manufacturer"]).get("Manufacturer"))
+            == "volcam"
+            for entry in files
+        )
+    except Exception:  # anything that is not a readable DICOM file is not ours
+        return False
 
 
 def write_montage(image: Any, cam: Any, path: str | os.PathLike, **options: Any) -> Path:
