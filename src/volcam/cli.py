@@ -15,13 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from volcam import __version__
 from volcam.errors import InputError, VolcamError, first_line, one_line
 
 __all__ = ["app"]
+
+
+def _base(name: str) -> type[Exception]:
+    """A class of the click that typer runs on (typer ≥ 0.20 bundles its own): found through the MRO
+    of ``typer.BadParameter`` so either works."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+_CLICK_ERROR = _base("ClickException")
+_USAGE_ERROR = _base("UsageError")
+# The CLI framework's own control flow: passed through, never reported as an error of volcam's.
+_FRAMEWORK = (typer.Exit, typer.Abort, _CLICK_ERROR)
 
 
 def _log_internal_error(error: BaseException) -> Path | None:
@@ -93,7 +104,7 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         previous_term = signal.signal(signal.SIGTERM, _terminate) if in_main else None
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+        except _FRAMEWORK:
             raise
         except BaseException as error:
             if isinstance(error, SystemExit | GeneratorExit):
@@ -124,18 +135,22 @@ class VolcamApp(typer.Typer):
         command = typer.main.get_command(self)
         try:
             status = command.main(*args, standalone_mode=False, **kwargs)
-        except click.exceptions.UsageError as error:
-            option = f"{error.ctx.command_path}: " if error.ctx is not None else ""
-            typer.echo(f"volcam: error: {option}{one_line(error.format_message())}", err=True)
+        except _USAGE_ERROR as error:  # a missing argument, a bad option value: one line, as for VolcamError
+            context = getattr(error, "ctx", None)
+            if type(error).__name__ == "NoArgsIsHelpError" and context is not None:  # `volcam` alone: the help
+                typer.echo(context.get_help())
+                sys.exit(0)
+            option = f"{context.command_path}: " if context is not None else ""
+            typer.echo(f"volcam: error: {option}{one_line(error.format_message())}", err=True)  # type: ignore[attr-defined]
             sys.exit(2)
-        except click.exceptions.Abort:
+        except typer.Abort:
             typer.echo("volcam: interrupted", err=True)
             sys.exit(130)
-        except click.exceptions.ClickException as error:
-            typer.echo(f"volcam: error: {one_line(error.format_message())}", err=True)
-            sys.exit(error.exit_code)
-        except click.exceptions.Exit as done:
-            sys.exit(done.exit_code)
+        except _CLICK_ERROR as error:
+            typer.echo(f"volcam: error: {one_line(error.format_message())}", err=True)  # type: ignore[attr-defined]
+            sys.exit(getattr(error, "exit_code", 1))
+        except typer.Exit as done:
+            sys.exit(getattr(done, "exit_code", 0))
         sys.exit(status if isinstance(status, int) else 0)
 
 
