@@ -166,7 +166,7 @@ def test_torchscript_card(tmp_path, ct_model, ct_scan) -> None:
     card = json.loads(sd.file(sd.CT_CARD).read_text())
     card["network"] = {"torchscript": "net.ts"}
     card["weights"] = None
-    with pytest.raises(CardError, match="network.torchscript is a program"):  # code: only when trusted
+    with pytest.raises(CardError, match=r"network\.torchscript is a program"):  # code: only when trusted
         load_model(write(tmp_path, card))
     model = load_model(write(tmp_path, card), trust=True)
     assert model.predict(ct_scan) == pytest.approx(ct_model.predict(ct_scan), abs=1e-4)

@@ -149,13 +149,15 @@ def build_network(
     where: str | Path,
     keys: tuple[str | int, ...] = (),
     weights: Path | None = None,
+    args_at: tuple[str | int, ...] | None = None,
 ) -> Any:
     """Build an allow-listed MONAI network from plain arguments.
 
     Args:
         name: the class or factory name (see :func:`network_constructor`).
         args: its keyword arguments, as read from JSON.
-        where: the card or bundle config, for messages; keys: the key path of the network entry.
+        where: the card or bundle config, for messages; keys: the key path of the network's name;
+            args_at: that of its arguments (``keys`` + ``args`` by default).
         weights: the state_dict file, when known: a network with more parameter bytes than the
             file holds cannot fit it and is refused before it is allocated.
 
@@ -167,13 +169,14 @@ def build_network(
     from volcam.io.memory import available_bytes
 
     if not isinstance(args, Mapping):
-        raise CardError(f"{where}: {_path((*keys, 'args'))}: the network's arguments are a JSON object")
+        raise CardError(f"{where}: {_path(args_at)}: the network's arguments are a JSON object")
+    args_at = (*keys, "args") if args_at is None else args_at
     constructor = network_constructor(name, where, keys)
-    check_plain(dict(args), where, (*keys, "args"))
+    check_plain(dict(args), where, args_at)
     fetching = _fetching_arguments(constructor, args)
     if fetching:
         raise CardError(
-            f"{where}: {_path((*keys, 'args'))}: {', '.join(fetching)}: would download or read files; "
+            f"{where}: {_path(args_at)}: {', '.join(fetching)}: would download or read files; "
             "volcam loads the card's own weights file instead"
         )
     needed = _parameter_bytes(constructor, args)

@@ -282,7 +282,9 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
         if not isinstance(target, str):
             raise CardError(f"{config_path}: network_def._target_ should name a MONAI network")
         args = {k: v for k, v in definition.items() if k != "_target_"}
-        network = build_network(target, args, config_path, ("network_def",), weights=weights)
+        network = build_network(
+            target, args, config_path, ("network_def", "_target_"), weights=weights, args_at=("network_def",)
+        )
     _fit(network, load_weights(weights, trust), config_path, weights)
     labels: tuple[str, ...] = ()
     metadata = folder / "configs" / "metadata.json"
@@ -642,7 +644,9 @@ def load_model(path: str | os.PathLike, *, trust: bool = False, device: str | to
     if "monai" in spec:
         if card.weights is None:
             raise CardError(f"{card.path}: a MONAI network needs 'weights' (a state_dict file)")
-        network = build_network(spec["monai"], spec.get("args", {}), card.path, ("network",), weights=card.weights)
+        network = build_network(
+            spec["monai"], spec.get("args", {}), card.path, ("network", "monai"), weights=card.weights
+        )
         _fit(network, load_weights(card.weights, trust), card.path, card.weights)
     elif "torchscript" in spec:
         if not trust:  # a TorchScript file is a program: it runs its own code on every call
