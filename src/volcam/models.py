@@ -645,7 +645,12 @@ def load_model(path: str | os.PathLike, *, trust: bool = False, device: str | to
         if card.weights is None:
             raise CardError(f"{card.path}: a MONAI network needs 'weights' (a state_dict file)")
         network = build_network(
-            spec["monai"], spec.get("args", {}), card.path, ("network", "monai"), weights=card.weights
+            spec["monai"],
+            spec.get("args", {}),
+            card.path,
+            ("network", "monai"),
+            weights=card.weights,
+            args_at=("network", "args"),
         )
         _fit(network, load_weights(card.weights, trust), card.path, card.weights)
     elif "torchscript" in spec:
