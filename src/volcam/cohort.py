@@ -565,7 +565,7 @@ def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.Pat
     ``out`` may not be, hold or lie inside the manifest, a scan, a mask or the model; it is new, empty
     or a cohort folder (``cohort.json``); and each case folder that exists is one a cohort wrote
     (``case.json`` naming that case), so a folder of the user's that happens to bear a case's name is
-    never replaced. A case id that is not a plain folder name is refused too.
+    never replaced. (Case ids are plain folder names: :func:`volcam.manifest.read_cases` checks.)
     """
     from volcam.io.atomic import check_not_input, is_temporary, writable_target
 
@@ -576,10 +576,6 @@ def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.Pat
     out = writable_target(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder; give a folder for the cohort's outputs")
-    for case in cases:
-        name = case.case_id
-        if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
-            raise InputError(f"{manifest}: case id {name[:60]!r} is not a plain folder name")
     if not out.is_dir():
         return
     entries = [e for e in out.iterdir() if not is_temporary(e.name)]

@@ -26,7 +26,7 @@ from pydicom.dataelem import RawDataElement
 from typer.testing import CliRunner
 
 import volcam
-from adversarial.conftest import assert_one_line
+from adversarial.checks import assert_one_line
 from io_fixtures import make_series, pydicom_file
 from volcam.errors import VolcamError, VolcamWarning
 
