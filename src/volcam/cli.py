@@ -188,8 +188,8 @@ def _names(methods: str | list[str], option: str = "--methods") -> list[str]:
     """``--methods a,b``: the method names, blanks dropped, each known; at least one."""
     from volcam.methods.registry import get_method
 
-    given = methods if isinstance(methods, list) else methods.split(",")
-    names = [m.strip() for m in given if m.strip()]
+    given = methods if isinstance(methods, list) else [methods]
+    names = [m.strip() for text in given for m in text.split(",") if m.strip()]
     if not names:
         raise InputError(f"{option}: no method named; e.g. {option} gradcam (volcam methods lists them)")
     for name in names:

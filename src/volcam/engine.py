@@ -44,7 +44,7 @@ from torch import nn
 
 from volcam.errors import InputError, LayerError, MethodError
 from volcam.geometry import like_input, normalize, upsample
-from volcam.layers import LayerRecord, find_linear_head, get_layer, pick_auto_layer
+from volcam.layers import LayerRecord, find_linear_head, get_layer, has_spatial_extent, pick_auto_layer
 from volcam.methods.base import LayerCapture
 from volcam.methods.registry import MethodInfo, get_method
 from volcam.result import CamResult
@@ -279,7 +279,8 @@ class CamEngine:
         if missing:
             raise LayerError(f"layer(s) {', '.join(map(repr, missing))} were not called by the model's forward")
         for name, a in activations.items():
-            if a.ndim != x.ndim or a.shape[0] != x.shape[0]:  # a vector (Linear), tokens, a pooled output
+            # a vector (Linear), tokens, a pooled output: nothing to place a map on
+            if a.ndim != x.ndim or a.shape[0] != x.shape[0] or not has_spatial_extent(a.shape):
                 raise LayerError(
                     f"layer {name!r} gives {tuple(a.shape)}, which has no spatial extent like the input's "
                     f"{tuple(x.shape)} (B, C, *S); choose a convolutional layer before the pooling (or 'auto')"

@@ -31,11 +31,15 @@ class LayerRecord:
 
     @property
     def has_spatial_extent(self) -> bool:
-        spatial = self.shape[2:]
-        n = 1
-        for s in spatial:
-            n *= s
-        return len(self.shape) >= 3 and n > 1
+        return has_spatial_extent(self.shape)
+
+
+def has_spatial_extent(shape: Sequence[int]) -> bool:
+    """Whether an output ``(B, C, *s)`` has more than one voxel to place a map on."""
+    n = 1
+    for s in shape[2:]:
+        n *= s
+    return len(shape) >= 3 and n > 1
 
 
 def layer_names(model: nn.Module) -> list[str]:

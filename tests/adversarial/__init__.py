@@ -1,0 +1,1 @@
+"""Adversarial tests: what an attacker or a careless user would give volcam."""
