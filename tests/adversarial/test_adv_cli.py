@@ -130,3 +130,21 @@ def test_usage_errors_through_the_entry_point_are_one_line(tmp_path) -> None:
         assert expected in assert_one_line(done.stderr)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "Usage: volcam" in done.stdout  # `volcam` alone: the help
+
+
+def test_a_folder_of_several_series_is_one_line_and_series_picks_one(tmp_path) -> None:
+    """The message names the command line's --series (not the API's series=), and --series works."""
+    from io_fixtures import make_series
+
+    folder = tmp_path / "study"
+    make_series(folder / "a", description="first")
+    make_series(folder / "b", description="second", seed=1)
+    code, err = explain_input(tmp_path, folder)
+    assert code == 2 and "--series" in assert_one_line(err)
+    code, err = explain_input(tmp_path, folder, "--series", "second")
+    assert code == 0, err
+
+
+def explain_input(tmp_path: Path, scan: Path, *extra) -> tuple[int, str]:
+    code, _, err = run("explain", scan, "--model", sd.file(sd.CT_CARD), "--out", tmp_path / "o", *extra)
+    return code, err
