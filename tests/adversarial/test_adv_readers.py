@@ -367,14 +367,20 @@ def test_nifti_geometry_that_places_nothing_is_one_line(tmp_path, unchanged, nam
     assert code == 2 and expected in assert_one_line(err)
 
 
-def test_an_itk_file_with_nan_spacing_is_one_line(tmp_path) -> None:
+def mha_with(tmp_path: Path, field: bytes, value: bytes) -> Path:
+    """The sample CT as a MetaImage (.mha) whose header line ``field`` is replaced by ``value``."""
     sitk = pytest.importorskip("SimpleITK")
     path = tmp_path / "ct.mha"
     sitk.WriteImage(sitk.ReadImage(os.fspath(SAMPLE_NIFTI)), os.fspath(path))
     text = path.read_bytes()
-    start = text.index(b"ElementSpacing = ")
+    start = text.index(field + b" = ")
     end = text.index(b"\n", start)
-    path.write_bytes(text[:start] + b"ElementSpacing = nan 0.7 2.5" + text[end:])
+    path.write_bytes(text[:start] + field + b" = " + value + text[end:])
+    return path
+
+
+def test_an_itk_file_with_nan_spacing_is_one_line(tmp_path) -> None:
+    path = mha_with(tmp_path, b"ElementSpacing", b"nan 0.7 2.5")
     message = load_error(path)  # MetaIO reads "nan" as 0 (or NaN): either is one line about the spacing
     assert message.startswith(f"{path}: the header's spacing")
 
@@ -440,13 +446,7 @@ def test_a_dicom_series_larger_than_memory_is_refused_before_any_slice_is_decode
 
 
 def test_an_itk_header_claiming_a_huge_image_is_refused(tmp_path) -> None:
-    sitk = pytest.importorskip("SimpleITK")
-    path = tmp_path / "ct.mha"
-    sitk.WriteImage(sitk.ReadImage(os.fspath(SAMPLE_NIFTI)), os.fspath(path))
-    text = path.read_bytes()
-    start = text.index(b"DimSize = ")
-    end = text.index(b"\n", start)
-    path.write_bytes(text[:start] + b"DimSize = 100000 100000 100000" + text[end:])
+    path = mha_with(tmp_path, b"DimSize", b"100000 100000 100000")
     assert "would need" in load_error(path)
 
 
