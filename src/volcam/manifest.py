@@ -124,23 +124,23 @@ def _from_manifest(path: Path) -> list[Case]:
 
 def _scan_name(path: Path) -> tuple[str, bool]:
     """(case id, is a mask) of a file or folder in a folder of scans."""
-    from volcam.io.atomic import _suffixes
+    from volcam.io.formats import full_suffix
 
-    stem = path.name[: -len(_suffixes(path))] if path.is_file() and _suffixes(path) else path.name
+    suffix = full_suffix(path) if path.is_file() else ""
+    stem = path.name[: -len(suffix)] if suffix else path.name
     return (stem[: -len(_MASK_SUFFIX)], True) if stem.endswith(_MASK_SUFFIX) else (stem, False)
 
 
 def _is_scan(path: Path) -> bool:
     """A DICOM folder, or a regular file with an image suffix (or none: DICOM files often have none)."""
-    from volcam.io.load import ITK_SUFFIXES, NIFTI_SUFFIXES, VIDEO_SUFFIXES
+    from volcam.io.formats import is_image_name
     from volcam.io.paths import is_regular_file
 
     if path.is_dir():
         return True
     if not is_regular_file(path):  # a FIFO or a device would block the run that opens it
         return False
-    name = path.name.lower()
-    return "." not in name or name.endswith((*NIFTI_SUFFIXES, *ITK_SUFFIXES, *VIDEO_SUFFIXES, ".dcm"))
+    return is_image_name(path)
 
 
 def _from_folder(folder: Path) -> list[Case]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from volcam.errors import OutputError
+from volcam.io.formats import full_suffix
 
 __all__ = [
     "MARKER",
@@ -45,15 +46,6 @@ __all__ = [
 # The file that says "volcam made this folder": only such a folder is ever replaced by a new run.
 MARKER = ".volcam.json"
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.volcam-(?P<pid>\d+)-[0-9a-f]{8}\.(tmp|old)(\..*)?$")
-
-
-def _suffixes(path: Path) -> str:
-    # Keep ".nii.gz" whole: writers pick the format (and compression) from the name.
-    name = path.name.lower()
-    for double in (".nii.gz", ".img.gz", ".tar.gz"):
-        if name.endswith(double):
-            return path.name[-len(double) :]
-    return path.suffix
 
 
 def _temporary(path: Path, kind: str, suffix: str = "") -> Path:
@@ -158,7 +150,7 @@ def atomic_file(
         raise OutputError(f"{given}: is a folder, not a file")
     _prepare(path, overwrite)
     remove_stale(path.parent, path.name)
-    temporary = _temporary(path, "tmp", _suffixes(path))
+    temporary = _temporary(path, "tmp", full_suffix(path))
     try:
         yield temporary
         os.replace(temporary, path)

@@ -192,7 +192,7 @@ def scan_folder(folder: str | os.PathLike) -> Scan:
         by_uid[uid].headers.append((path, ds))
     if not by_uid:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        from volcam.io.load import format_of
+        from volcam.io.formats import format_of
 
         others = sorted(p.name for p in files if format_of(p) != "dicom")
         hint = f"; a folder is read as DICOM, give the file itself (e.g. {others[0]})" if others else ""

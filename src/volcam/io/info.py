@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from volcam.errors import VolcamError, first_line, one_line
+from volcam.io.formats import format_of
 from volcam.io.image import LPS_TO_RAS
-from volcam.io.load import format_of, load
+from volcam.io.load import load
 
 __all__ = ["Found", "axcodes", "describe"]
 

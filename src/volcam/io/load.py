@@ -13,27 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volcam.errors import InputError
+from volcam.io.formats import NIFTI_SUFFIXES, format_of
 from volcam.io.paths import require_regular_file
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
 
-__all__ = ["NIFTI_SUFFIXES", "load"]
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".img.gz")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg")
-
-
-def format_of(path: Path) -> str:
-    """``"dicom-folder"``, ``"nifti"``, ``"itk"``, ``"video"`` or ``"dicom"`` (the default guess)."""
-    if path.is_dir():
-        return "dicom-folder"
-    name = path.name.lower()
-    for kind, suffixes in (("nifti", NIFTI_SUFFIXES), ("itk", ITK_SUFFIXES), ("video", VIDEO_SUFFIXES)):
-        if name.endswith(suffixes):
-            return kind
-    return "dicom"
+__all__ = ["NIFTI_SUFFIXES", "format_of", "load"]
 
 
 def load(path: str | os.PathLike, series: str | int | None = None, *, volume: int | None = None) -> MetaTensor:

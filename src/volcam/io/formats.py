@@ -1,0 +1,58 @@
+"""The one table of what volcam reads: file suffixes by format, and the format of a path.
+
+The readers (:func:`volcam.load`), the folder and manifest reader, the napari plugin's reader and
+its ``napari.yaml`` all ask this table (a test keeps ``napari.yaml`` in step), so a suffix one of
+them knows is known to all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = [
+    "DICOM_SUFFIXES",
+    "ITK_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "READABLE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "format_of",
+    "full_suffix",
+    "is_image_name",
+]
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")  # and files with no suffix at all: DICOM often has none
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".hdr", ".img", ".img.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg")
+READABLE_SUFFIXES = (*DICOM_SUFFIXES, *NIFTI_SUFFIXES, *ITK_SUFFIXES, *VIDEO_SUFFIXES)
+# Suffixes of two parts, kept whole: a writer picks the format (and compression) from the name.
+_DOUBLE = (".nii.gz", ".img.gz", ".tar.gz")
+
+
+def full_suffix(name: str | os.PathLike) -> str:
+    """``".nii.gz"`` for ``ct.nii.gz``, ``".dcm"`` for ``a.dcm``, ``""`` for ``IM0001``."""
+    text = Path(name).name
+    lower = text.lower()
+    for double in _DOUBLE:
+        if lower.endswith(double):
+            return text[-len(double) :]
+    return Path(text).suffix
+
+
+def is_image_name(name: str | os.PathLike) -> bool:
+    """Whether a file of this name is one volcam would try to read: a known suffix, or none (DICOM)."""
+    lower = Path(name).name.lower()
+    return "." not in lower or lower.endswith(READABLE_SUFFIXES)
+
+
+def format_of(path: str | os.PathLike) -> str:
+    """``"dicom-folder"``, ``"nifti"``, ``"itk"``, ``"video"`` or ``"dicom"`` (the default guess)."""
+    path = Path(path)
+    if path.is_dir():
+        return "dicom-folder"
+    name = path.name.lower()
+    for kind, suffixes in (("nifti", NIFTI_SUFFIXES), ("itk", ITK_SUFFIXES), ("video", VIDEO_SUFFIXES)):
+        if name.endswith(suffixes):
+            return kind
+    return "dicom"
