@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import volcam
 from volcam.methods.base import channel_weighted_sum
-from volcam.methods.cfcam import IMPORTANT, NOISE, cfcam, cfcam_weights, channel_groups
+from volcam.methods.cfcam import IMPORTANT, NOISE, cfcam, cfcam_weights, channel_groups, tempered_softmax
 from volcam.methods.gradient import gradcam
 
 
@@ -70,17 +71,70 @@ def test_weights_important_keep_their_mean_gradient_members_share_their_clusters
     assert torch.isneginf(w[0, planted["noise"]]).all()
 
 
-def test_map_is_relu_of_the_softmax_weighted_sum_of_retained_channels():
+def test_map_is_relu_of_the_tempered_softmax_weighted_sum_of_retained_channels():
+    """M = ReLU(sum_k softmax(w / tau)_k A_k), tau the std of the retained weights (docs/methods.md#cf-cam)."""
     a, _ = planted_channels((4, 4, 4))
     a, g = a[None], torch.randn(1, 68, 4, 4, 4)
     groups = channel_groups(a)
     w = cfcam_weights(g, groups, spacing=4.0, sigma_mm=6.0)
     keep = groups[0] != NOISE
+    tau = w[0, keep].double().std(unbiased=False)
     soft = torch.zeros(1, 68)
-    soft[0, keep] = torch.softmax(w[0, keep], dim=0)
+    soft[0, keep] = torch.softmax(w[0, keep].double() / tau, dim=0).float()
     expected = torch.relu(channel_weighted_sum(soft, a))
     torch.testing.assert_close(cfcam(a, g, spacing=4.0, sigma_mm=6.0), expected)
     torch.testing.assert_close(cfcam(a, g, spacing=4.0, sigma_mm=6.0, groups=groups), expected)
+
+
+def test_tempered_softmax_is_scale_free_keeps_the_ranking_and_gives_dropped_channels_zero():
+    w = torch.tensor([[2e-3, -1e-3, float("-inf"), 5e-4, 0.0], [1.0, 1.0, 1.0, float("-inf"), 1.0]])
+    soft = tempered_softmax(w)
+    torch.testing.assert_close(soft, tempered_softmax(1e3 * w))  # the gradients' scale does not matter
+    assert soft[0, 2] == 0 and soft[1, 3] == 0
+    torch.testing.assert_close(soft.sum(1), torch.ones(2))
+    assert soft[0].argsort(descending=True)[:4].tolist() == [0, 3, 4, 1]  # the weights' ranking
+    torch.testing.assert_close(soft[1], torch.tensor([0.25, 0.25, 0.25, 0.0, 0.25]))  # all equal: tau = 1
+    assert soft[0].amax() > 2 * soft[0, 1]  # far from uniform, unlike softmax(w) of ~1e-3 weights
+    assert torch.softmax(w[0], 0).amax() < 0.251  # what softmax(w) gave: four weights of ~1/4
+
+
+def test_map_does_not_depend_on_the_gradients_scale():
+    a, _ = planted_channels((4, 4, 4))
+    g = torch.randn(1, 68, 4, 4, 4)
+    torch.testing.assert_close(cfcam(a[None], 1e-3 * g), cfcam(a[None], g))
+
+
+def _correlation(x: torch.Tensor, y: torch.Tensor) -> float:
+    x, y = x.flatten().double(), y.flatten().double()
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / (x.norm() * y.norm()))
+
+
+def test_two_classes_maps_differ_on_a_random_network():
+    """The reason for the temperature: with softmax(w) alone the map was the same for every class."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv3d(16, 64, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool3d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 2),
+    ).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    engine = volcam.CamEngine(net, "3", progress=False)
+    a = engine.forward(x).activations["3"].detach()
+    g0, g1 = (engine.gradients(x, c)["3"] for c in (0, 1))
+    groups = channel_groups(a)
+    m0, m1 = cfcam(a, g0, spacing=2.0, groups=groups), cfcam(a, g1, spacing=2.0, groups=groups)
+    assert _correlation(m0, m1) < 0.5
+    # the old formula, softmax(w) without tau, for contrast: the two classes' maps are one map
+    old = [torch.relu(channel_weighted_sum(torch.softmax(cfcam_weights(g, groups, 2.0), 1), a)) for g in (g0, g1)]
+    assert _correlation(*old) > 0.999
+    # end to end through the engine: explain_classes gives class maps that differ too
+    r0, r1 = engine.explain_classes(x, "cfcam", [0, 1])
+    assert _correlation(r0.map, r1.map) < 0.5
 
 
 def test_noise_channels_gradients_do_not_matter():

@@ -9,7 +9,13 @@ gradient filtering, on ``(B, K, *s)`` activations and gradients with 1-3 spatial
 3. Per cluster the members' mean gradient is smoothed with a Gaussian of width ``sigma_mm`` (mm,
    on the feature map's own spacing), optionally range-weighted; every member takes the mean of
    the result as its weight.
-4. ``M = ReLU(sum_k softmax(w)_k A_k)`` over the retained channels.
+4. ``M = ReLU(sum_k softmax(w / tau)_k A_k)`` over the retained channels, with the temperature
+   ``tau`` the standard deviation of the retained weights (1 when they are all equal). Mean
+   gradients of a 3D network are ~1e-3, so a softmax of the raw weights is uniform and the map
+   would be the same for every class; dividing by ``tau`` keeps the weights' ranking and spread
+   whatever their scale (:func:`tempered_softmax`).
+
+The formulas, and where volcam had to choose, are in ``docs/methods.md#cf-cam``.
 
 DBSCAN runs per sample on the CPU (the pairwise distances are computed on the tensors' device);
 everything else stays on the device.
@@ -33,7 +39,7 @@ import torch.nn.functional as F
 from volcam.filters import gaussian_filter_mm
 from volcam.methods.base import channel_weighted_sum, spatial_dims
 
-__all__ = ["IMPORTANT", "NOISE", "cfcam", "cfcam_weights", "channel_groups"]
+__all__ = ["IMPORTANT", "NOISE", "cfcam", "cfcam_weights", "channel_groups", "tempered_softmax"]
 
 IMPORTANT = -2
 """Label of a channel kept for its high activation norm (step 1)."""
@@ -81,7 +87,7 @@ def cfcam_weights(
     noise channels (a softmax gives them 0).
 
     ``spacing`` is the gradients' voxel size per spatial axis in mm (1.0 if ``None``), ``sigma_mm``
-    the Gaussian's width in mm. With ``range_sigma`` (METHODS.md's 0.1) each voxel of a cluster's
+    the Gaussian's width in mm. With ``range_sigma`` (0.1 in ``docs/methods.md#cf-cam``) each voxel of a cluster's
     mean gradient Ḡ also gets the range weight ``r = exp(-(Ḡ - mean Ḡ)² / 2 range_sigma²)`` and
     the filter is the normalised convolution ``G_σ * (r Ḡ) / G_σ * r``: values far from the
     cluster's mean gradient (gradient spikes) count less, a cheap bilateral filter.
@@ -105,6 +111,28 @@ def cfcam_weights(
     return weights.masked_fill(groups == NOISE, float("-inf"))
 
 
+def tempered_softmax(weights: torch.Tensor) -> torch.Tensor:
+    """CF-CAM's channel coefficients from its weights ``(B, K)`` (``-inf`` for dropped channels):
+    ``softmax(w / tau)`` per sample over the retained (finite) channels, ``tau`` the population
+    standard deviation of the retained weights, or 1 when they are all equal. Dropped channels get 0.
+
+    Scale-free: multiplying every weight by ``c > 0`` leaves the result unchanged, so gradients of
+    ~1e-3 give the same ranking and spread as gradients of ~1.
+    """
+    keep = torch.isfinite(weights)
+    w = weights.double()  # (B, K) only: float64 keeps tiny spreads exact
+    n = keep.sum(dim=1, keepdim=True).clamp_min(1)
+    mean = torch.where(keep, w, 0.0).sum(dim=1, keepdim=True) / n
+    centred = torch.where(keep, w - mean, 0.0)
+    tau = (centred.pow(2).sum(dim=1, keepdim=True) / n).sqrt()
+    lo = torch.where(keep, w, float("inf")).amin(dim=1, keepdim=True)
+    hi = torch.where(keep, w, float("-inf")).amax(dim=1, keepdim=True)
+    # all retained weights equal: tau = 1 (the exact test, so rounding in the mean cannot make a spread)
+    tau = torch.where((hi > lo) & (tau > 0), tau, torch.ones_like(tau))
+    scaled = torch.where(keep, centred / tau, float("-inf"))
+    return torch.softmax(scaled, dim=1).to(weights.dtype)
+
+
 def cfcam(
     activations: torch.Tensor,
     gradients: torch.Tensor,
@@ -113,18 +141,18 @@ def cfcam(
     range_sigma: float | None = None,
     groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """CF-CAM map ``(B, 1, *s)``: ``ReLU(sum_k softmax(w)_k A_k)`` over the channels that are not
-    noise, ``w`` from :func:`cfcam_weights`. ``groups`` (from :func:`channel_groups`) may be given
-    to reuse one clustering for several gradients.
+    """CF-CAM map ``(B, 1, *s)``: ``ReLU(sum_k softmax(w / tau)_k A_k)`` over the channels that are
+    not noise, ``w`` from :func:`cfcam_weights`, ``tau`` the standard deviation of the retained
+    weights (:func:`tempered_softmax`). ``groups`` (from :func:`channel_groups`) may be given to reuse
+    one clustering for several gradients.
 
-    Caveat, measured in ``benchmarks/results/cfcam_stability.md``: the softmax acts on raw mean
-    gradients, which are often ~1e-3, so the weights come out nearly uniform and the map tends to
-    the mean of the retained channels: very stable under gradient noise, but nearly the same for
-    every class. Compare classes before reading a CF-CAM map as class evidence."""
+    ``benchmarks/results/cfcam_stability.md`` measures it against Grad-CAM: its stability under
+    gradient noise and how much the maps of two classes differ. Without the temperature (the first
+    version) the weights came out uniform and the map was the same for every class."""
     if groups is None:
         groups = channel_groups(activations)
     w = cfcam_weights(gradients, groups, spacing, sigma_mm, range_sigma)
-    return F.relu(channel_weighted_sum(torch.softmax(w, dim=1), activations))
+    return F.relu(channel_weighted_sum(tempered_softmax(w), activations))
 
 
 def _filter(
