@@ -2,7 +2,7 @@
 
 from volcam.methods.activation import cam
 from volcam.methods.base import LayerCapture
-from volcam.methods.cfcam import cfcam, cfcam_weights, channel_groups
+from volcam.methods.cfcam import cfcam, cfcam_weights, channel_groups, tempered_softmax
 from volcam.methods.decomposition import eigencam, eigengradcam, kpcacam
 from volcam.methods.gradient import (
     gradcam,
@@ -38,5 +38,6 @@ __all__ = [
     "occlusion",
     "register",
     "scorecam",
+    "tempered_softmax",
     "xgradcam",
 ]

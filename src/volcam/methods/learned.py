@@ -86,7 +86,7 @@ def select_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return maps.gather(1, index)
 
 
-def lcam(activations: torch.Tensor, classes: torch.Tensor | None, module: LCamAttention | None) -> torch.Tensor:
+def lcam(activations: torch.Tensor, classes: torch.Tensor | None, module: LCamAttention | None = None) -> torch.Tensor:
     """The L-CAM map of each sample's class: ``A (B, K, *s)`` -> ``(B, 1, *s)`` in (0, 1).
 
     The same function serves L-CAM-Fm and L-CAM-Img: they differ in how the module was trained.

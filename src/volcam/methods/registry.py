@@ -3,10 +3,16 @@
 Adding a method is one pure function and one :func:`register` line here. The engine reads
 :attr:`MethodInfo.needs` to compute only what the method uses: no backward pass for CAM, gradient
 moments over noisy inputs only for Smooth Grad-CAM++.
+
+An option's default lives in one place, the signature of the method's pure function: the registry
+names the options (``takes``) and reads their defaults from :func:`inspect.signature` each time it
+is asked. Options the engine consumes itself (batch sizes, Smooth Grad-CAM++'s noisy copies) are
+stated in ``engine_options``. The formulas are in ``docs/methods.md``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,7 +27,7 @@ from volcam.methods import perturbation as _pert
 from volcam.methods.cfcam import cfcam as _cfcam
 from volcam.methods.learned import lcam as _lcam
 
-__all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register"]
+__all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register", "signature_defaults"]
 
 NEEDS = frozenset({"gradients", "class_weights", "gradient_moments", "runner"})
 """What a method may ask the engine for; see :class:`volcam.methods.base.LayerCapture`."""
@@ -36,9 +42,13 @@ class MethodInfo:
         compute: ``(LayerCapture, **options) -> (B, 1, *s)``, a pure function; it receives every
             option in ``options`` (defaults filled in) and ignores those the engine consumes.
         needs: the capture fields it reads, a subset of :data:`NEEDS`.
-        passes: its cost in forward (F) and backward (B) passes, as METHODS.md counts them.
+        passes: its cost in forward (F) and backward (B) passes, as ``docs/methods.md`` counts them.
         summary: one line for listings.
-        options: options the engine takes for this method, with their defaults.
+        function: the method's pure function; the defaults of the options in ``takes`` are read
+            from its signature.
+        takes: the options ``compute`` passes on to ``function``, by their parameter names there.
+        engine_options: options the engine consumes itself (not ``function``'s), with their
+            defaults.
         fuse: how maps of several target layers combine, ``list[(B, 1, *S)] -> (B, 1, *S)``;
             by default the mean of the per-layer normalised maps.
         input_space: the method works on the input grid, not on a layer (occlusion): it runs
@@ -50,9 +60,17 @@ class MethodInfo:
     needs: frozenset[str]
     passes: str
     summary: str
-    options: Mapping[str, object] = field(default_factory=dict)
+    function: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
+    takes: tuple[str, ...] = ()
+    engine_options: Mapping[str, object] = field(default_factory=dict)
     fuse: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = field(default=None, repr=False)
     input_space: bool = False
+
+    @property
+    def options(self) -> Mapping[str, object]:
+        """Every option the method takes, with its default: those in ``takes`` from ``function``'s
+        signature (read now, so the signature is the one home of a default), then the engine's."""
+        return MappingProxyType({**signature_defaults(self.function, self.takes), **self.engine_options})
 
     @property
     def needs_gradients(self) -> bool:
@@ -71,6 +89,10 @@ def register(info: MethodInfo) -> MethodInfo:
     unknown = info.needs - NEEDS
     if unknown:
         raise ValueError(f"method {info.name!r} needs unknown inputs {sorted(unknown)}")
+    signature_defaults(info.function, info.takes)  # every option in takes has a default there
+    both = set(info.takes) & set(info.engine_options)
+    if both:
+        raise ValueError(f"method {info.name!r}: {sorted(both)} are both the function's and the engine's options")
     if info.name in _REGISTRY:
         raise ValueError(f"a method named {info.name!r} is registered already")
     _REGISTRY[info.name] = info
@@ -90,9 +112,30 @@ def methods() -> tuple[MethodInfo, ...]:
     return tuple(_REGISTRY.values())
 
 
+def signature_defaults(function: Callable[..., object] | None, names: Sequence[str]) -> dict[str, object]:
+    """``{name: default}`` for the parameters ``names`` of ``function``, from its signature.
+
+    A ``ValueError`` names a parameter that ``function`` lacks or that has no default.
+    """
+    if not names:
+        return {}
+    if function is None:
+        raise ValueError(f"options {list(names)} need the function whose signature holds their defaults")
+    params = inspect.signature(function).parameters
+    out = {}
+    for name in names:
+        if name not in params or params[name].default is inspect.Parameter.empty:
+            raise ValueError(f"{getattr(function, '__qualname__', function)} has no parameter {name!r} with a default")
+        out[name] = params[name].default
+    return out
+
+
 def _grad_method(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
     return lambda c, **_: fn(c.activations, c.gradients)
 
+
+# rows per model call for perturbation methods; None sizes it from free memory (CamEngine.runner)
+_RUNNER_OPTIONS = MappingProxyType({"batch_size": None})
 
 register(
     MethodInfo(
@@ -101,26 +144,14 @@ register(
         frozenset({"class_weights"}),
         "1F",
         "class weights of the linear layer after global pooling (GAP + linear heads only)",
+        function=_act.cam,
     )
 )
-register(
-    MethodInfo(
-        "gradcam",
-        _grad_method(_grad.gradcam),
-        frozenset({"gradients"}),
-        "1F+1B",
-        "spatially averaged gradients weight the channels",
-    )
-)
-register(
-    MethodInfo(
-        "gradcam++",
-        _grad_method(_grad.gradcampp),
-        frozenset({"gradients"}),
-        "1F+1B",
-        "positive gradients weighted by higher-order terms",
-    )
-)
+for _name, _fn, _summary in (
+    ("gradcam", _grad.gradcam, "spatially averaged gradients weight the channels"),
+    ("gradcam++", _grad.gradcampp, "positive gradients weighted by higher-order terms"),
+):
+    register(MethodInfo(_name, _grad_method(_fn), frozenset({"gradients"}), "1F+1B", _summary, function=_fn))
 register(
     MethodInfo(
         "smoothgradcam++",
@@ -128,27 +159,16 @@ register(
         frozenset({"gradient_moments"}),
         "n(1F+1B)",
         "Grad-CAM++ with gradient moments averaged over noisy copies of the input",
-        options=MappingProxyType({"n_samples": 8, "noise": 0.15, "batch_size": 4, "seed": 0}),
+        function=_grad.gradcampp_from_moments,
+        # the engine draws the noisy copies (CamEngine.gradient_moments); its signature repeats these
+        engine_options=MappingProxyType({"n_samples": 8, "noise": 0.15, "batch_size": 4, "seed": 0}),
     )
 )
-register(
-    MethodInfo(
-        "xgradcam",
-        _grad_method(_grad.xgradcam),
-        frozenset({"gradients"}),
-        "1F+1B",
-        "activation-weighted gradients (axiom-based)",
-    )
-)
-register(
-    MethodInfo(
-        "hirescam",
-        _grad_method(_grad.hirescam),
-        frozenset({"gradients"}),
-        "1F+1B",
-        "element-wise gradient x activation, no averaging",
-    )
-)
+for _name, _fn, _summary in (
+    ("xgradcam", _grad.xgradcam, "activation-weighted gradients (axiom-based)"),
+    ("hirescam", _grad.hirescam, "element-wise gradient x activation, no averaging"),
+):
+    register(MethodInfo(_name, _grad_method(_fn), frozenset({"gradients"}), "1F+1B", _summary, function=_fn))
 register(
     MethodInfo(
         "layercam",
@@ -156,6 +176,7 @@ register(
         frozenset({"gradients"}),
         "1F+1B",
         "positive gradients x activations per position; several layers fused by max",
+        function=_grad.layercam,
         fuse=_grad.layercam_fuse,
     )
 )
@@ -166,7 +187,9 @@ register(
         frozenset({"runner"}),
         "K+1 F",
         "channels weighted by the class score of the input each one masks (no gradients)",
-        options=MappingProxyType({"weights": "probability", "batch_size": None}),
+        function=_pert.scorecam,
+        takes=("weights",),
+        engine_options=_RUNNER_OPTIONS,
     )
 )
 register(
@@ -176,7 +199,8 @@ register(
         frozenset({"runner"}),
         "1F + K head passes",
         "channels weighted by the score lost when each is zeroed (head-only passes when possible)",
-        options=MappingProxyType({"batch_size": None}),
+        function=_pert.ablationcam,
+        engine_options=_RUNNER_OPTIONS,
     )
 )
 register(
@@ -188,16 +212,9 @@ register(
         frozenset({"runner"}),
         "1F per patch",
         "mean score drop when a sliding patch (size and stride in mm) hides each voxel",
-        options=MappingProxyType(
-            {
-                "patch_mm": None,
-                "stride_mm": None,
-                "baseline": "mean",
-                "roi": None,
-                "max_forwards": 128,
-                "batch_size": None,
-            }
-        ),
+        function=_pert.occlusion,
+        takes=("patch_mm", "stride_mm", "baseline", "roi", "max_forwards"),
+        engine_options=_RUNNER_OPTIONS,
         input_space=True,
     )
 )
@@ -209,6 +226,7 @@ register(
         frozenset(),
         "1F",
         "first principal component of the activations, sign of the mean activation (class-agnostic)",
+        function=_dec.eigencam,
     )
 )
 register(
@@ -218,6 +236,7 @@ register(
         frozenset({"gradients"}),
         "1F+1B",
         "first principal component of gradient x activation",
+        function=_dec.eigengradcam,
     )
 )
 register(
@@ -229,7 +248,8 @@ register(
         frozenset(),
         "1F",
         "first kernel-PCA component of the activations (fitted on a sample of positions when many)",
-        options=MappingProxyType({"kernel": "sigmoid", "max_positions": 4096, "seed": 0, "gamma": None}),
+        function=_dec.kpcacam,
+        takes=("kernel", "max_positions", "seed", "gamma"),
     )
 )
 register(
@@ -240,8 +260,9 @@ register(
         ),
         frozenset({"gradients"}),
         "1F+1B",
-        "softmax-weighted channels: strong ones, DBSCAN clusters with smoothed gradients; noise channels dropped",
-        options=MappingProxyType({"sigma_mm": 10.0, "range_sigma": None}),
+        "strong channels and DBSCAN clusters with smoothed gradients, softmax(w / std w); noise channels dropped",
+        function=_cfcam,
+        takes=("sigma_mm", "range_sigma"),
     )
 )
 
@@ -254,7 +275,8 @@ for _variant, _how in (("fm", "times the feature maps"), ("img", "upsampled, tim
             "1F",
             f"learned: 1×1 conv + sigmoid on the activations, trained so the class map {_how} keeps the "
             "decision (volcam train-lcam)",
-            options=MappingProxyType({"module": None}),
+            function=_lcam,
+            takes=("module",),
         )
     )
 

@@ -1,0 +1,125 @@
+"""A method option's default lives in one place: the signature of the method's pure function.
+
+The registry names the options and reads their defaults from that signature; these tests hold it to
+that, for every registered method, and check that what the engine consumes itself agrees with the
+engine's own signatures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+import torch
+
+import volcam
+from volcam.methods.base import LayerCapture
+from volcam.methods.registry import MethodInfo, get_method, register, signature_defaults
+
+ALL = [m.name for m in volcam.methods()]
+cfcam_module = importlib.import_module("volcam.methods.cfcam")  # the module; volcam.methods.cfcam is the function
+
+
+def _signature_default(fn, name):
+    return inspect.signature(fn).parameters[name].default
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_option_default_is_the_functions_signature_default(name):
+    info = get_method(name)
+    assert info.function is not None, f"{name} names no function"
+    for option in info.takes:
+        assert option in info.options
+        assert info.options[option] == _signature_default(info.function, option), f"{name}: {option}"
+    assert set(info.options) == set(info.takes) | set(info.engine_options)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_option_the_function_takes_is_a_parameter_it_has(name):
+    info = get_method(name)
+    params = inspect.signature(info.function).parameters
+    assert set(info.takes) <= set(params)
+
+
+def test_the_known_defaults():
+    """What users rely on; a change here is a change of behaviour, made in the signature."""
+    assert get_method("cfcam").options == {"sigma_mm": 10.0, "range_sigma": None}
+    assert get_method("kpcacam").options == {"kernel": "sigmoid", "max_positions": 4096, "seed": 0, "gamma": None}
+    assert get_method("scorecam").options == {"weights": "probability", "batch_size": None}
+    assert get_method("occlusion").options["max_forwards"] == 128
+    assert get_method("occlusion").options["baseline"] == "mean"
+    assert get_method("lcam-fm").options == {"module": None}
+    assert dict(get_method("gradcam").options) == {}
+
+
+def test_engine_options_agree_with_the_engines_signatures():
+    """Smooth Grad-CAM++'s noisy copies and the perturbation batch size are the engine's options; until
+    the engine reads them from the registry its signatures repeat them, so they must agree."""
+    moments = get_method("smoothgradcam++").engine_options
+    for option, default in moments.items():
+        assert _signature_default(volcam.CamEngine.gradient_moments, option) == default, option
+    for name in ("scorecam", "ablationcam", "occlusion"):
+        assert get_method(name).engine_options["batch_size"] == _signature_default(
+            volcam.CamEngine.runner, "batch_size"
+        )
+
+
+def test_changing_a_signature_default_is_what_the_registry_reports(monkeypatch):
+    fn = cfcam_module.cfcam
+    params = list(inspect.signature(fn).parameters.values())
+    defaults = tuple(p.default if p.name != "sigma_mm" else 3.0 for p in params if p.default is not p.empty)
+    monkeypatch.setattr(fn, "__defaults__", defaults)
+    info = get_method("cfcam")
+    assert info.options["sigma_mm"] == 3.0
+    # and the engine's call, which fills options from info.options, computes with it
+    a, g = torch.rand(1, 32, 4, 4, 4), torch.randn(1, 32, 4, 4, 4)
+    capture = LayerCapture("l", a, gradients=g, spacing=(2.0, 2.0, 2.0))
+    expected = fn(a, g, spacing=(2.0, 2.0, 2.0), sigma_mm=3.0)
+    torch.testing.assert_close(info.compute(capture, **info.options), expected)
+
+
+def test_a_new_methods_options_come_from_its_signature():
+    def mycam(activations: torch.Tensor, *, power: float = 2.0, floor: float | None = None) -> torch.Tensor:
+        return activations.mean(1, keepdim=True).pow(power)
+
+    info = MethodInfo(
+        "mycam",
+        lambda c, power, **_: mycam(c.activations, power=power),
+        frozenset(),
+        "1F",
+        "test",
+        function=mycam,
+        takes=("power", "floor"),
+        engine_options={"batch_size": 2},
+    )
+    assert dict(info.options) == {"power": 2.0, "floor": None, "batch_size": 2}
+    mycam.__kwdefaults__["power"] = 0.5
+    assert info.options["power"] == 0.5
+
+
+def test_registering_an_option_without_a_default_or_twice_fails():
+    def nodefault(activations: torch.Tensor, power: float) -> torch.Tensor:
+        return activations
+
+    with pytest.raises(ValueError, match="no parameter 'power' with a default"):
+        register(
+            MethodInfo("nodefaultcam", lambda c, **_: c, frozenset(), "1F", "x", function=nodefault, takes=("power",))
+        )
+    with pytest.raises(ValueError, match="no parameter 'missing'"):
+        signature_defaults(nodefault, ["missing"])
+    with pytest.raises(ValueError, match="both the function's and the engine's"):
+        register(
+            MethodInfo(
+                "twicecam",
+                lambda c, **_: c,
+                frozenset(),
+                "1F",
+                "x",
+                function=cfcam_module.cfcam,
+                takes=("sigma_mm",),
+                engine_options={"sigma_mm": 1.0},
+            )
+        )
+    assert "nodefaultcam" not in [m.name for m in volcam.methods()]
+    assert "twicecam" not in [m.name for m in volcam.methods()]
