@@ -122,7 +122,7 @@ def main() -> None:
 
     import volcam
     from volcam import sample_data as sd
-    from volcam.synthetic import chest_ct
+    from volcam.testing.phantoms import chest_ct
 
     model = volcam.load_model(sd.file(sd.CT_CARD))
     names = args.methods.split(",") if args.methods else [m.name for m in volcam.methods()]

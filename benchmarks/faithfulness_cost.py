@@ -57,7 +57,7 @@ def main() -> None:
     from monai.networks.nets import resnet18
 
     import volcam
-    from volcam.filters import gaussian_filter_mm
+    from volcam.maps.filters import gaussian_filter_mm
     from volcam.metrics import deletion_insertion
 
     torch.manual_seed(0)

@@ -31,9 +31,9 @@ from scipy.ndimage import distance_transform_edt
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from volcam.models import Model, load_model
-from volcam.preprocess import Preprocessing
-from volcam.synthetic import (
+from volcam.model.model import Model, load_model
+from volcam.model.preprocess import Preprocessing
+from volcam.testing.phantoms import (
     CT_LABELS,
     LUS_LABELS,
     chest_ct,
@@ -219,7 +219,7 @@ def make_ct(out: Path, n_train: int, n_val: int, n_test: int, epochs: int) -> di
 
 def make_lcam(out: Path, n_train: int, epochs: dict[str, int]) -> dict:
     """L-CAM-Fm and L-CAM-Img for the CT model, on its training phantoms; recorded in its card."""
-    from volcam.lcam_training import train_lcam
+    from volcam.workflows.lcam_training import train_lcam
 
     model = load_model(out / "ct_covid.card.json")
     log(f"L-CAM: {n_train} CT training phantoms (seeds {CT_SEEDS['train']}+), layer {model.card.layer}")

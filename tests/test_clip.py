@@ -78,7 +78,7 @@ def test_gradient_sigma_mm_smooths_gradients_at_the_layer_spacing():
         coarse = engine.explain(
             x, "hirescam", target=1, gradient_sigma_mm=2.0, spacing=(4.0, 4.0, 4.0), normalize=False
         )
-    from volcam.filters import gaussian_filter_mm
+    from volcam.maps.filters import gaussian_filter_mm
 
     a = engine.forward(x).activations["features.0"].detach()
     g = engine.gradients(x, 1)["features.0"]

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 import volcam
 from volcam import sample_data as sd
 from volcam.cli import app
-from volcam.cohort_report import true_label
 from volcam.errors import FileFormatError, InputError, MethodError, OutputError
-from volcam.manifest import Case, input_signature, read_cases, synthetic_cohort
+from volcam.io.tables import Case, input_signature, read_cases, synthetic_cohort
+from volcam.workflows.cohort.report import true_label
 
 FAST = {"methods": ["gradcam"], "faithfulness_steps": 0, "progress": False}
 

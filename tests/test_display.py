@@ -7,9 +7,9 @@ import pytest
 
 import volcam
 from volcam import sample_data
-from volcam.display import DisplayGeometry, display_geometry, display_limits
 from volcam.io.image import LPS_TO_RAS, make_volume
-from volcam.io.windowing import window_bounds
+from volcam.maps.windowing import window_bounds
+from volcam.viz.display import DisplayGeometry, display_geometry, display_limits
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from volcam.filters import gaussian_filter_mm, rank_gaussian_filter, sigma_in_voxels
+from volcam.maps.filters import gaussian_filter_mm, rank_gaussian_filter, sigma_in_voxels
 
 
 def voxel_gaussian(sigma: float, radius: int, truncate: float = 4.0) -> torch.Tensor:

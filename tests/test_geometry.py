@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from volcam.geometry import like_input, normalize, upsample
+from volcam.maps.geometry import like_input, normalize, upsample
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 import volcam
 from conftest import GapNet
 from volcam.errors import CardError, MethodError
-from volcam.geometry import normalize, upsample
-from volcam.lcam_training import load_lcam, save_lcam, train_lcam
+from volcam.maps.geometry import normalize, upsample
 from volcam.methods.learned import LCamAttention, lcam_loss, select_class, tv_loss
+from volcam.workflows.lcam_training import load_lcam, save_lcam, train_lcam
 
 TINY_RESNET = {
     "block": "basic",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from volcam import VolcamError
-from volcam.geometry import normalize
+from volcam.maps.geometry import normalize
 from volcam.metrics import parameter_randomization, randomization_blocks, spearman, ssim
 
 

@@ -16,7 +16,7 @@ import volcam
 from volcam import sample_data as sd
 from volcam.demo import localization
 from volcam.errors import InputError, LayerError, MethodError
-from volcam.models import CardError, load_model
+from volcam.model.model import CardError, load_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from torch import nn
 import volcam
 from conftest import GapNet, pearson
 from volcam import CamEngine
-from volcam.head import check_head, extract_head
+from volcam.engine.head import check_head, extract_head
 from volcam.methods.perturbation import occlusion_patches
 
 

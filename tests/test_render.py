@@ -10,8 +10,8 @@ from PIL import Image
 import volcam
 from io_fixtures import dicomdir_tests, nibabel_data, pydicom_file
 from volcam.errors import InputError
-from volcam.io.maps import result_info
-from volcam.render import _choose, _display_volume, _panel, fuse, montage
+from volcam.maps.arrays import result_info
+from volcam.viz.render import _choose, _display_volume, _panel, fuse, montage
 
 
 def ras_blob(image, centre_ras) -> torch.Tensor:

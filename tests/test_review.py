@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from volcam.demo import localization as demo_localization
-from volcam.review import localization, peak, slice_profile, top_slices
+from volcam.viz.review import localization, peak, slice_profile, top_slices
 
 
 @pytest.fixture

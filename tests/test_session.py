@@ -10,7 +10,7 @@ import torch
 import volcam
 from volcam import sample_data
 from volcam.errors import LayerError, TargetError
-from volcam.session import ScanSession
+from volcam.model.session import ScanSession
 
 pytestmark = pytest.mark.slow  # the demo models explain the demo CT a dozen times
 

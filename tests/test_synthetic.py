@@ -7,7 +7,7 @@ import pytest
 from nibabel.orientations import aff2axcodes
 
 import volcam
-from volcam.synthetic import (
+from volcam.testing.phantoms import (
     B_LINE,
     chest_ct,
     lung_ultrasound,

@@ -16,12 +16,17 @@ The public API::
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
 
-from volcam import metrics  # deletion/insertion, ROAD, pointing game, sanity: SciPy loads on use
-from volcam.api import explain, methods
-from volcam.clip import ClipResult, explain_clip
-from volcam.cohort import run_cohort
-from volcam.engine import CamEngine, ForwardPass
-from volcam.errors import (
+from volcam._moved import install as _install_moved_names
+from volcam._version import __version__
+
+_install_moved_names()  # old module paths (volcam.models, volcam.render, ...) keep working for a release
+
+from volcam import metrics  # noqa: E402  (deletion/insertion, ROAD, pointing game, sanity: SciPy loads on use)
+from volcam.api import explain, methods  # noqa: E402
+from volcam.engine.clip import ClipResult, explain_clip  # noqa: E402
+from volcam.engine.core import CamEngine, ForwardPass  # noqa: E402
+from volcam.engine.layers import layer_names  # noqa: E402
+from volcam.errors import (  # noqa: E402
     DependencyError,
     FileFormatError,
     InputError,
@@ -33,14 +38,13 @@ from volcam.errors import (
     VolcamError,
     VolcamWarning,
 )
-from volcam.io import load
-from volcam.layers import layer_names
-from volcam.lcam_training import train_lcam
-from volcam.models import CardError, Model, ModelCard, ScanExplanation, load_model
-from volcam.result import CamResult
-from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
-
-__version__ = "0.1.0"
+from volcam.io import load  # noqa: E402
+from volcam.maps.result import CamResult  # noqa: E402
+from volcam.model.model import CardError, Model, ModelCard, ScanExplanation, load_model  # noqa: E402
+from volcam.model.session import ScanSession  # noqa: E402
+from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target  # noqa: E402
+from volcam.workflows.cohort.run import run_cohort  # noqa: E402
+from volcam.workflows.lcam_training import train_lcam  # noqa: E402
 
 __all__ = [
     "CamEngine",
@@ -60,6 +64,7 @@ __all__ = [
     "OutputError",
     "RegionTarget",
     "ScanExplanation",
+    "ScanSession",
     "SeriesError",
     "Target",
     "TargetError",

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.engine import CamEngine, LayerSpec
+from volcam.engine.core import CamEngine, LayerSpec
+from volcam.maps.result import CamResult
 from volcam.methods.registry import MethodInfo
 from volcam.methods.registry import methods as _methods
-from volcam.result import CamResult
 from volcam.targets import Target, TargetSpec
 
 __all__ = ["explain", "methods"]

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from volcam import __version__
+from volcam._version import __version__
 from volcam.errors import InputError, VolcamError, first_line, one_line
 
 __all__ = ["app"]
@@ -208,7 +208,7 @@ def _model_and_scan(
 ) -> tuple[Any, Any]:
     """The model and the scan, in that order: a bad card, layer or device fails before the scan is read."""
     from volcam.io import load
-    from volcam.models import load_model
+    from volcam.model.model import load_model
 
     loaded = load_model(card, trust=trust, device=device)
     if layer:
@@ -343,7 +343,7 @@ def evaluate(
     from volcam.devices import parse_device
     from volcam.errors import TargetError
     from volcam.io import load
-    from volcam.metrics.evaluate import evaluate_to_folder
+    from volcam.workflows.evaluate import evaluate_to_folder
 
     names = _names(methods)
     deletion, insertion = _baseline(baseline, "--baseline"), _baseline(insertion_baseline, "--insertion-baseline")
@@ -414,7 +414,7 @@ def train_lcam(
 ) -> None:
     """Train an L-CAM attention module on MODEL's frozen network over IMAGES; record it in the card."""
     from volcam.devices import parse_device
-    from volcam.lcam_training import train_lcam as train
+    from volcam.workflows.lcam_training import train_lcam as train
 
     if variant not in ("fm", "img"):
         raise InputError(f"--variant: {one_line(variant)[:20]!r}; give fm or img")
@@ -487,8 +487,8 @@ def cohort(
     device: Device = None,
 ) -> None:
     """Explain and score every case of MANIFEST: maps per case, results.parquet/.csv, summary.md (resumable)."""
-    from volcam.cohort import run_cohort
     from volcam.devices import parse_device
+    from volcam.workflows.cohort.run import run_cohort
 
     names = _names(methods)
     parse_device(device)

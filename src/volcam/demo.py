@@ -71,7 +71,7 @@ def explain_to_folder(
     from volcam.errors import InputError
     from volcam.io.atomic import output_folder
     from volcam.io.write import write_dicom, write_nifti
-    from volcam.render import montage
+    from volcam.viz.render import montage
 
     out = Path(out)
     clip = (getattr(scan, "meta", {}) or {}).get("axes") == "thw"

@@ -85,7 +85,7 @@ def test_cohort_and_train_lcam_option_mistakes(tmp_path) -> None:
 
 def test_internal_errors_are_one_line_with_a_log(tmp_path, monkeypatch) -> None:
     """A bug (here an exception with an empty message deep inside) is one line and a log file."""
-    from volcam.models import Model
+    from volcam.model.model import Model
 
     def broken(self, *args, **kwargs):
         raise IndexError()  # the message is empty: str(e).splitlines()[0] would itself fail

@@ -16,7 +16,7 @@ import torch
 
 from volcam import sample_data as sd
 from volcam.errors import CardError, InputError
-from volcam.models import load_model
+from volcam.model.model import load_model
 
 
 def _bundle(tmp_path: Path, definition: dict, **config) -> Path:

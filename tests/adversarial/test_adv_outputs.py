@@ -112,7 +112,7 @@ def test_an_earlier_result_survives_a_failed_rerun(tmp_path, card) -> None:
 
 def test_interrupted_run_leaves_the_previous_state(tmp_path, card, monkeypatch) -> None:
     """Ctrl-C in the middle (here: while the second method runs) removes what was written so far."""
-    from volcam.models import Model
+    from volcam.model.model import Model
 
     calls = []
     original = Model.explain

@@ -146,7 +146,7 @@ def test_a_folder_of_fifos_only_is_one_line(tmp_path) -> None:
 
 
 def test_the_cohort_folder_listing_skips_fifos_and_devices(tmp_path) -> None:
-    from volcam.manifest import read_cases
+    from volcam.io.tables import read_cases
 
     shutil.copy(SAMPLE_NIFTI, tmp_path / "case1.nii.gz")
     os.mkfifo(tmp_path / "case2.nii.gz")

@@ -5,8 +5,8 @@ needs them.
 """
 
 from volcam.io.load import load
-from volcam.io.windowing import WINDOWS, apply_window, window_bounds, window_transform
 from volcam.io.write import write_dicom, write_montage, write_nifti
+from volcam.maps.windowing import WINDOWS, apply_window, window_bounds, window_transform
 
 __all__ = [
     "WINDOWS",

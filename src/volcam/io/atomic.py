@@ -255,7 +255,7 @@ def output_folder(
         ours: for a folder whose files say themselves who made them (a derived DICOM series): how to
             tell; then no :data:`MARKER` is written.
     """
-    from volcam import __version__
+    from volcam._version import __version__
 
     inputs = list(inputs)
     path = check_output_folder(out, inputs, ours or made_by_volcam)

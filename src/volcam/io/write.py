@@ -17,8 +17,8 @@ import numpy as np
 from volcam.errors import InputError
 from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
 from volcam.io.image import LPS_TO_RAS
-from volcam.io.maps import MapInfo, image_array, map_array
-from volcam.io.windowing import Window
+from volcam.maps.arrays import MapInfo, image_array, map_array
+from volcam.maps.windowing import Window
 
 __all__ = ["write_dicom", "write_montage", "write_nifti"]
 
@@ -185,8 +185,8 @@ def write_dicom(
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-    from volcam import __version__
-    from volcam.render import display_range, fuse
+    from volcam._version import __version__
+    from volcam.viz.render import display_range, fuse
 
     if kind not in ("overlay", "map"):
         raise InputError(f"kind={kind!r}; use 'overlay' (RGB over the image) or 'map' (grey 0..1)")
@@ -317,6 +317,6 @@ def _derived_series(folder: Path) -> bool:
 
 def write_montage(image: Any, cam: Any, path: str | os.PathLike, **options: Any) -> Path:
     """A PNG montage of the map over the image; see :func:`volcam.render.montage`."""
-    from volcam.render import montage
+    from volcam.viz.render import montage
 
     return montage(image, cam, path, **options)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from volcam.engine import first_tensor
+from volcam.engine.core import first_tensor
 from volcam.errors import InputError
 from volcam.targets import ClassProbability, TargetSpec, resolve_target
 

@@ -201,7 +201,7 @@ def _baseline(
     if kind == "mean":
         return sample.flatten(1).mean(1).view(-1, *[1] * (sample.ndim - 1)).expand_as(sample)
     if kind == "blur":
-        from volcam.filters import gaussian_filter_mm
+        from volcam.maps.filters import gaussian_filter_mm
 
         try:
             return gaussian_filter_mm(sample[None], sigma_mm, spacing)[0]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.engine import CamEngine
+from volcam.engine.core import CamEngine
 from volcam.methods.registry import get_method
 from volcam.metrics._common import MetricInputError, model_input, ssim
 from volcam.targets import Target, TargetSpec

@@ -149,7 +149,7 @@ def parameter_randomization(
 def _explainer(method: str | Explainer, layer: str | Sequence[str], options: dict[str, Any]) -> Explainer:
     if callable(method):
         return method
-    from volcam.engine import CamEngine
+    from volcam.engine.core import CamEngine
 
     def explain(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         with CamEngine(model, layer, progress=False) as engine:

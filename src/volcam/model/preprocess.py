@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from volcam.allowlist import check_plain
 from volcam.errors import CardError, InputError, first_line, one_line
+from volcam.model.allowlist import check_plain
 
 __all__ = ["CardError", "Preprocessing"]
 

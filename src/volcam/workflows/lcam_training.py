@@ -302,8 +302,8 @@ def train_lcam(
     """
     from tqdm.auto import tqdm
 
-    from volcam.engine import CamEngine, _frozen
-    from volcam.models import Model, load_model
+    from volcam.engine.core import CamEngine, _frozen
+    from volcam.model.model import Model, load_model
     from volcam.targets import num_classes, predicted_classes
 
     if variant not in VARIANTS:
@@ -364,7 +364,7 @@ def train_lcam(
         a = activations[idx]
         mask = select_class(module(a), classes[idx])
         if variant == "img":
-            from volcam.geometry import upsample
+            from volcam.maps.geometry import upsample
 
             return network(x[idx] * upsample(mask, x.shape[2:])), mask
         if head is not None:
@@ -437,8 +437,8 @@ def train_lcam(
 
 def _head(network: nn.Module, layer: str, activations: torch.Tensor, output: torch.Tensor) -> nn.Module | None:
     """The layers after ``layer`` as a module when the network can be cut there (checked), else ``None``."""
-    from volcam.engine import _attributes_kept
-    from volcam.head import check_head, extract_head
+    from volcam.engine.core import _attributes_kept
+    from volcam.engine.head import check_head, extract_head
 
     with _attributes_kept(network):
         head = extract_head(network, layer)

@@ -44,7 +44,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.allowlist import build_network, check_plain, resolve_references
 from volcam.devices import parse_device
 from volcam.errors import (
     CardError,
@@ -55,7 +54,8 @@ from volcam.errors import (
     first_line,
     one_line,
 )
-from volcam.preprocess import Preprocessing
+from volcam.model.allowlist import build_network, check_plain, resolve_references
+from volcam.model.preprocess import Preprocessing
 
 __all__ = ["CardError", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
 
@@ -421,7 +421,7 @@ class Model:
             CardError: the card records none, its file is missing or is not one, or it was trained
                 for another layer (``layer``, when given) or another class set.
         """
-        from volcam.lcam_training import load_lcam
+        from volcam.workflows.lcam_training import load_lcam
 
         entry = self.card.lcam.get(variant)
         if entry is None:
@@ -547,8 +547,8 @@ class Model:
             a :class:`ScanExplanation` per method (one, or a list when ``method`` is a list), whose
             ``map`` has the scan's shape and affine.
         """
-        from volcam.clip import explain_clip
-        from volcam.engine import CamEngine
+        from volcam.engine.clip import explain_clip
+        from volcam.engine.core import CamEngine
 
         methods = [method] if isinstance(method, str) else list(method)
         if isinstance(self.network, torch.jit.ScriptModule):

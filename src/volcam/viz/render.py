@@ -17,8 +17,8 @@ import numpy as np
 
 from volcam.errors import InputError
 from volcam.io.atomic import atomic_file
-from volcam.io.maps import image_array, map_array
-from volcam.io.windowing import Window, apply_window
+from volcam.maps.arrays import image_array, map_array
+from volcam.maps.windowing import Window, apply_window
 
 __all__ = ["display_range", "fuse", "montage"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from volcam.io.image import LPS_TO_RAS
-from volcam.io.windowing import window_bounds
+from volcam.maps.windowing import window_bounds
 
 __all__ = ["DisplayGeometry", "display_geometry", "display_limits"]
 

@@ -220,7 +220,7 @@ def synthetic_cohort(
     import numpy as np
 
     from volcam.io.nifti import save_nifti
-    from volcam.synthetic import CT_LABELS, chest_ct, write_ct_dicom
+    from volcam.testing.phantoms import CT_LABELS, chest_ct, write_ct_dicom
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

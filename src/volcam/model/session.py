@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from volcam.models import Model, ScanExplanation
+from volcam.model.model import Model, ScanExplanation
 
 __all__ = ["ScanSession"]
 
@@ -48,7 +48,7 @@ class ScanSession:
         self._passes.clear()
 
     def _engine(self, layer: str | Sequence[str]) -> Any:
-        from volcam.engine import CamEngine
+        from volcam.engine.core import CamEngine
 
         key = (layer,) if isinstance(layer, str) else tuple(layer)
         if key not in self._engines:

@@ -42,13 +42,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from volcam.engine.layers import LayerRecord, find_linear_head, get_layer, has_spatial_extent, pick_auto_layer
 from volcam.errors import InputError, LayerError, MethodError
-from volcam.geometry import like_input, normalize, upsample
-from volcam.layers import LayerRecord, find_linear_head, get_layer, has_spatial_extent, pick_auto_layer
+from volcam.maps.geometry import like_input, normalize, upsample
+from volcam.maps.result import CamResult
 from volcam.methods.base import LayerCapture
 from volcam.methods.registry import MethodInfo, get_method
-from volcam.result import CamResult
-from volcam.runner import ModelRunner
+from volcam.methods.runner import ModelRunner
 from volcam.targets import (
     ClassTarget,
     Target,
@@ -572,7 +572,7 @@ class CamEngine:
     def _head(self, layer: str, fwd: ForwardPass) -> nn.Module | None:
         """The layers after ``layer`` as a module (checked on the cached forward), or ``None``."""
         if layer not in self._heads:
-            from volcam.head import check_head, extract_head
+            from volcam.engine.head import check_head, extract_head
 
             with self._freeze(), _attributes_kept(self.model):
                 head = extract_head(self.model, layer)
@@ -617,7 +617,7 @@ class CamEngine:
         """``(layer, gradients) -> gradients`` smoothed at that layer's spacing (identity if no σ)."""
         if sigma_mm is None:
             return lambda _name, g: g
-        from volcam.filters import gaussian_filter_mm
+        from volcam.maps.filters import gaussian_filter_mm
 
         def smooth(name: str, g: torch.Tensor) -> torch.Tensor:
             flat = g.reshape(-1, *g.shape[-len(fields[name]["spacing"]) - 1 :])  # batched class grads too

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.engine import CamEngine, LayerSpec
+from volcam.engine.core import CamEngine, LayerSpec
 from volcam.errors import InputError
-from volcam.geometry import like_input, normalize
+from volcam.maps.geometry import like_input, normalize
 from volcam.targets import Target, TargetSpec, probabilities
 
 __all__ = ["ClipResult", "explain_clip"]
@@ -134,7 +134,7 @@ def explain_clip(
     frame_probs = probabilities(outputs)
     cam = torch.cat(maps)[:, 0][None, None]  # (1, 1, T, H, W)
     if temporal_sigma_s:
-        from volcam.filters import gaussian_filter_mm
+        from volcam.maps.filters import gaussian_filter_mm
 
         cam = gaussian_filter_mm(cam, (temporal_sigma_s, 0.0, 0.0), (interval, 1.0, 1.0))
     if min_frame_probability is not None and target_class >= 0:

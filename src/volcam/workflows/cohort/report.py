@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from volcam.manifest import Case
+from volcam.io.tables import Case
 
 __all__ = ["METRICS", "results_table", "write_report"]
 
@@ -104,7 +104,7 @@ def _auc(table: Any, labels: Sequence[str]) -> tuple[str, float | None]:
 
 
 def _summary(table: Any, settings: Any, model: Any, manifest: Any, computed: Sequence[str], seconds: float) -> str:
-    from volcam.metrics.evaluate import COLUMNS
+    from volcam.workflows.evaluate import COLUMNS
 
     labels = list(model.labels)
     ok = table[table["status"] == "ok"]

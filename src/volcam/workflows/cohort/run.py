@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from volcam.errors import DependencyError, InputError, OutputError, VolcamError
-from volcam.manifest import Case, input_signature, read_cases
+from volcam.io.tables import Case, input_signature, read_cases
 
 __all__ = ["CASE_FILE", "Settings", "run_cohort"]
 
@@ -123,7 +123,7 @@ def cached_model(path: Path, trust: bool, device: str | None) -> Any:
 
     Per thread because explaining registers hooks on the network: two threads must not share one.
     """
-    from volcam.models import load_model
+    from volcam.model.model import load_model
 
     key = (str(Path(path).resolve()), trust, device, threading.get_ident())
     with _models_lock:
@@ -223,7 +223,7 @@ def _write_case(
     from volcam.demo import method_stem
     from volcam.io.atomic import atomic_folder
     from volcam.io.write import write_nifti
-    from volcam.render import montage
+    from volcam.viz.render import montage
 
     files = []
     start = time.perf_counter()
@@ -471,9 +471,9 @@ def run_cohort(
         VolcamError: a bad manifest, card, method, layer or target, before any case runs. A
             problem of one case never raises: it is that case's row.
     """
-    from volcam.cohort_report import write_report
     from volcam.methods.registry import get_method
-    from volcam.models import load_model
+    from volcam.model.model import load_model
+    from volcam.workflows.cohort.report import write_report
 
     say = echo or (lambda _: None)
     methods = tuple(methods)
@@ -595,7 +595,7 @@ def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.Pat
 
 def _write_settings(out: Path, settings: Settings, model: Any, manifest: str | os.PathLike) -> None:
     """``cohort.json``: what this folder holds (model, methods, options, fingerprint), for people and reruns."""
-    from volcam import __version__
+    from volcam._version import __version__
     from volcam.io.atomic import atomic_file
 
     text = json.dumps(

@@ -1,0 +1,1 @@
+"""Model cards: card → allow-listed network, invertible preprocessing, the per-scan session."""

@@ -1,0 +1,1 @@
+"""Synthetic phantoms and cohorts with ground truth, for tests, demos and benchmarks (not runtime)."""

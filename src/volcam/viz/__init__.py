@@ -1,0 +1,1 @@
+"""Arrays → pictures: the viewer's orientation, montages, per-slice review numbers."""
