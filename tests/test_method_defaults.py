@@ -123,3 +123,22 @@ def test_registering_an_option_without_a_default_or_twice_fails():
         )
     assert "nodefaultcam" not in [m.name for m in volcam.methods()]
     assert "twicecam" not in [m.name for m in volcam.methods()]
+
+
+def test_docs_methods_page_covers_every_method_and_the_docstrings_anchors():
+    """docs/methods.md is the home of the formulas; the methods' docstrings point into it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "methods.md").read_text()
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', page))
+    for name in ALL:
+        assert f"`{name}`" in page, name
+    cited = set()
+    for source in (root / "src" / "volcam" / "methods").glob("*.py"):
+        text = source.read_text()
+        assert "METHODS.md" not in text, source.name
+        cited |= set(re.findall(r"docs/methods\.md#([\w-]+)", text))
+    assert cited and cited <= anchors, cited - anchors
+    assert set(re.findall(r"\]\(#([\w-]+)\)", page)) <= anchors  # the page's own links

@@ -11,9 +11,9 @@ over channels of the decomposed matrix (the mean activation for Eigen-CAM and KP
 g ⊙ A for Eigen-Grad-CAM): their correlation over the positions is positive. The projection is then
 ReLU'd, as pytorch-grad-cam does, so the map shows the positive side of that component.
 
-Centring: ``METHODS.md`` centres per channel, and so does pytorch-grad-cam's ``get_2d_projection``
-(its comment: without centring the image comes out negative); the Eigen-CAM paper describes an SVD
-of the activations without centring. pytorch-grad-cam leaves the sign to the SVD solver; volcam
+Centring: volcam centres per channel (``docs/methods.md#eigencam``), and so does pytorch-grad-cam's
+``get_2d_projection`` (its comment: without centring the image comes out negative); the Eigen-CAM
+paper describes an SVD of the activations without centring. pytorch-grad-cam leaves the sign to the SVD solver; volcam
 fixes it, so where the solver's sign came out against the mean activation the two maps differ
 (before their ReLU, one is the negative of the other). Compare them after aligning the sign.
 

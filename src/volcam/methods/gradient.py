@@ -2,7 +2,7 @@
 
 Pure functions of the target layer's activations ``A`` and gradients ``g = d y_c / d A``, both
 ``(B, K, *s)`` with any number of spatial axes (images, volumes, clips); each returns the map at
-the layer's resolution ``(B, 1, *s)``. Formulas as in ``METHODS.md``.
+the layer's resolution ``(B, 1, *s)``. Formulas in ``docs/methods.md#gradcam`` and the sections after it.
 
 Example::
 

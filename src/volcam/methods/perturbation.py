@@ -26,8 +26,8 @@ def scorecam(activations: torch.Tensor, runner: ModelRunner, weights: str = "pro
 
     ``H_k = minmax(upsample(A_k))`` masks the input; ``M = ReLU(sum_k s_k A_k)`` with
 
-    * ``weights="probability"``: ``s_k`` the class probability of ``x * H_k`` (METHODS.md, as
-      pytorch-grad-cam computes it);
+    * ``weights="probability"``: ``s_k`` the class probability of ``x * H_k`` (the default,
+      ``docs/methods.md#scorecam``, as pytorch-grad-cam computes it);
     * ``weights="increase"``: ``s = softmax_k(y_c(x * H_k) - y_c(x))``, the paper's increase in
       confidence normalised over channels (as TorchCAM computes it).
 
