@@ -10,8 +10,9 @@ pytest.importorskip("napari")
 import volcam
 from io_fixtures import CT_SMALL_IDENTIFIERS, make_series, pydicom_file
 from volcam import sample_data
-from volcam.display import display_geometry
-from volcam.io.windowing import window_bounds
+from volcam.io.formats import READABLE_SUFFIXES
+from volcam.maps.windowing import window_bounds
+from volcam.viz.display import display_geometry
 
 
 @pytest.fixture
@@ -139,3 +140,23 @@ def test_sample_data_gives_scans_with_their_masks(viewer):
     np.testing.assert_allclose(ct[1].scale, ct[0].scale)
     assert us[0].data.shape == us[1].data.shape == (24, 128, 128)
     assert us[0].axis_labels[0] == "t"
+
+
+def test_manifest_reader_patterns_are_volcams_one_table_of_suffixes():
+    from importlib.resources import files
+
+    import yaml
+
+    from volcam.io.formats import READABLE_SUFFIXES
+
+    manifest = yaml.safe_load(files("napari_volcam").joinpath("napari.yaml").read_text())
+    (reader,) = manifest["contributions"]["readers"]
+    assert reader["filename_patterns"] == [f"*{suffix}" for suffix in READABLE_SUFFIXES]
+
+
+@pytest.mark.parametrize("suffix", READABLE_SUFFIXES)
+def test_get_reader_accepts_every_readable_suffix(tmp_path, suffix):
+    from napari_volcam._reader import napari_get_reader
+
+    path = tmp_path / f"scan{suffix.upper()}"
+    assert napari_get_reader(str(path)) is not None

@@ -1,5 +1,7 @@
 """Readers: DICOM folders and files (ultrasound cine as clips), NIfTI, NRRD/MHA and video, via ``volcam.load``.
 
+What it accepts is :mod:`volcam.io.formats`' one table (``napari.yaml`` lists the same suffixes).
+
 A file volcam cannot read gives a napari notification with volcam's one-line reason and opens
 nothing; it never raises into the viewer.
 """
@@ -13,9 +15,6 @@ from typing import Any
 
 from napari_volcam._layers import scan_layer
 
-_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-_VIDEO = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg")
-
 
 def napari_get_reader(path: str | list[str]) -> Any:
     """The reader for one path volcam can open (a folder is a DICOM series), else ``None``."""
@@ -23,11 +22,12 @@ def napari_get_reader(path: str | list[str]) -> Any:
         if len(path) != 1:
             return None
         path = path[0]
+    from volcam.io.formats import format_of, is_image_name
+
     p = Path(path)
-    if p.is_dir():
+    if format_of(p) == "dicom-folder":
         return None if p.suffix.lower() in (".zarr", ".ome") else read_scan
-    name = p.name.lower()
-    if name.endswith(_SUFFIXES + _VIDEO) or ("." not in name and p.is_file()):
+    if is_image_name(p) and (p.suffix or p.is_file()):  # no suffix: a DICOM file, not a missing folder
         return read_scan
     return None
 
