@@ -35,7 +35,7 @@ def _wait(widget, timeout: float = 120.0) -> None:
 def _viewer(sample: str):
     import napari
 
-    from napari_volcam._widget import ExplainWidget
+    from napari_volcam._qt import ExplainWidget
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(*SIZE)
@@ -45,7 +45,7 @@ def _viewer(sample: str):
     from qtpy.QtWidgets import QApplication
 
     end = time.monotonic() + 60
-    while widget.target.count() < 2 and time.monotonic() < end:  # the card loads in a worker
+    while widget.explain_panel.target.count() < 2 and time.monotonic() < end:  # the card loads in a worker
         QApplication.processEvents()
         time.sleep(0.01)
     return viewer, widget
@@ -63,7 +63,7 @@ def ct_overlay() -> None:
     viewer, widget = _viewer("demo_ct")
     lesions = viewer.layers["demo chest CT lesions"]
     lesions.contour = 1
-    widget.method.setCurrentText("gradcam")
+    widget.explain_panel.method.setCurrentText("gradcam")
     widget.explain()
     _wait(widget)
     viewer.reset_view()
@@ -71,7 +71,7 @@ def ct_overlay() -> None:
     from qtpy.QtCore import Qt
 
     for name in ("gradcam++", "hirescam", "layercam"):
-        (item,) = widget.compare_methods.findItems(name, Qt.MatchExactly)
+        (item,) = widget.compare_panel.methods.findItems(name, Qt.MatchExactly)
         item.setSelected(True)
     widget.compare()
     _wait(widget)

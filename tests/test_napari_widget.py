@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 
 import volcam
 from volcam import sample_data
-from volcam.display import display_geometry
+from volcam.viz.display import display_geometry
 
 pytestmark = pytest.mark.slow
 
@@ -18,11 +18,11 @@ TIMEOUT_MS = 120_000
 
 
 def _widget(viewer, qtbot):
-    from napari_volcam._widget import ExplainWidget
+    from napari_volcam._qt import ExplainWidget
 
     widget = ExplainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="volcam", area="right")
-    qtbot.waitUntil(lambda: widget.target.count() > 1, timeout=TIMEOUT_MS)  # card loaded in its worker
+    qtbot.waitUntil(lambda: widget.explain_panel.target.count() > 1, timeout=TIMEOUT_MS)  # card loaded in its worker
     return widget
 
 
@@ -62,19 +62,23 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     viewer = ct_viewer
     ct, mask = viewer.layers["demo chest CT"], viewer.layers["demo chest CT lesions"]
     widget = _widget(viewer, qtbot)
-    assert widget.card.text().endswith(sample_data.CT_CARD)  # the demo card preselected for a CT
-    assert [widget.target.itemText(i) for i in range(widget.target.count())] == ["predicted", "normal", "covid"]
-    assert widget.target_layer.itemText(0) == "auto" and "layer2" in [
-        widget.target_layer.itemText(i) for i in range(widget.target_layer.count())
+    assert widget.explain_panel.card.text().endswith(sample_data.CT_CARD)  # the demo card preselected for a CT
+    assert [widget.explain_panel.target.itemText(i) for i in range(widget.explain_panel.target.count())] == [
+        "predicted",
+        "normal",
+        "covid",
+    ]
+    assert widget.explain_panel.target_layer.itemText(0) == "auto" and "layer2" in [
+        widget.explain_panel.target_layer.itemText(i) for i in range(widget.explain_panel.target_layer.count())
     ]
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(10)
-    widget.method.setCurrentText("gradcam")
+    widget.explain_panel.method.setCurrentText("gradcam")
     _run(widget, qtbot)
     timer.stop()
-    assert widget.last_error == ""
+    assert widget.controller.last_error == ""
     cam = widget.cam_layer
     assert cam.name == "gradcam · covid"
     # the GUI thread kept processing events while the worker computed
@@ -86,7 +90,10 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     model = volcam.load_model(sample_data.file(sample_data.CT_CARD))
     expected = model.explain(scan, "gradcam")
     np.testing.assert_allclose(cam.data, display_geometry(scan).to_display(expected.map[0].numpy()), atol=1e-5)
-    assert "prediction: covid" in widget.status.text() and "normal 0.000" in widget.status.text()
+    assert (
+        "prediction: covid" in widget.explain_panel.status.text()
+        and "normal 0.000" in widget.explain_panel.status.text()
+    )
     assert cam.blending == "additive" and tuple(cam.contrast_limits) == (0.0, 1.0) and cam.colorbar.visible
 
     # on screen: the overlay colours the lesion and leaves the air outside the body grey
@@ -106,14 +113,14 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     assert lesion_colour > 80, lesion_colour
     assert background < 10, background
     # the hottest voxels are in the lesions (the pointing game the widget reports)
-    numbers = widget.review.localization
-    assert numbers["pointing_hit"] and "hit (0.0 mm)" in widget.localization.text()
+    numbers = widget.controller.review.localization
+    assert numbers["pointing_hit"] and "hit (0.0 mm)" in widget.review_panel.localization.text()
     assert numbers["energy_in_mask"] > 2 * numbers["energy_baseline"]
     # choosing no mask, then the mask again, recomputes the numbers (in a worker)
-    widget.mask.setCurrentText("none")
-    assert widget.localization.text() == ""
-    widget.mask.setCurrentText("demo chest CT lesions")
-    qtbot.waitUntil(lambda: "hit" in widget.localization.text(), timeout=TIMEOUT_MS)
+    widget.review_panel.mask.setCurrentText("none")
+    assert widget.review_panel.localization.text() == ""
+    widget.review_panel.mask.setCurrentText("demo chest CT lesions")
+    qtbot.waitUntil(lambda: "hit" in widget.review_panel.localization.text(), timeout=TIMEOUT_MS)
 
 
 def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
@@ -121,17 +128,17 @@ def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
 
     widget = _widget(ct_viewer, qtbot)
     _run(widget, qtbot)
-    session = next(iter(widget._sessions.values()))
+    session = widget.controller.sessions[0]
     assert session.forwards == 1
     compute, round_trip = [], []
     for method, target in (("gradcam", "normal"), ("gradcam++", "covid"), ("layercam", "predicted")):
-        widget.method.setCurrentText(method)
-        widget.target.setCurrentText(target)
+        widget.explain_panel.method.setCurrentText(method)
+        widget.explain_panel.target.setCurrentText(target)
         start = time.perf_counter()
         _run(widget, qtbot)
         round_trip.append(time.perf_counter() - start)
-        assert widget.last_error == ""
-        compute.append(sum(widget.last_explanation.timings.values()))
+        assert widget.controller.last_error == ""
+        compute.append(sum(widget.controller.last_explanation.timings.values()))
     assert session.forwards == 1  # one forward served every class and method
     assert max(compute) < 1.0, compute  # explain + map back to the scan's grid
     assert max(round_trip) < 5.0, round_trip  # with the worker, review numbers and drawing, on a shared CI core
@@ -139,7 +146,7 @@ def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
 
 
 def test_review_steps_profile_and_compare(ct_viewer, qtbot):
-    from volcam.review import peak, slice_profile, top_slices
+    from volcam.viz.review import peak, slice_profile, top_slices
 
     viewer = ct_viewer
     widget = _widget(viewer, qtbot)
@@ -150,14 +157,14 @@ def test_review_steps_profile_and_compare(ct_viewer, qtbot):
     assert widget.current_slice() == top_slices(cam, k=5)[0]
     widget.step_top(1)
     assert widget.current_slice() == top_slices(cam, k=5)[1]
-    np.testing.assert_allclose(widget.plot.profile, slice_profile(cam))
-    widget.plot._clicked(type("Click", (), {"xdata": 7.2})())  # a click on the profile at slice 7
+    np.testing.assert_allclose(widget.review_panel.plot.profile, slice_profile(cam))
+    widget.review_panel.plot._clicked(type("Click", (), {"xdata": 7.2})())  # a click on the profile at slice 7
     assert widget.current_slice() == 7
 
     from qtpy.QtCore import Qt
 
     for name in ("gradcam++", "hirescam"):
-        (item,) = widget.compare_methods.findItems(name, Qt.MatchExactly)
+        (item,) = widget.compare_panel.methods.findItems(name, Qt.MatchExactly)
         item.setSelected(True)
     worker = widget.compare()
     assert worker is not None
@@ -179,19 +186,19 @@ def test_model_failing_on_the_scan_leaves_the_viewer_usable(make_napari_viewer, 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("volcam", "demo_ultrasound")
     widget = _widget(viewer, qtbot)
-    assert widget.card.text().endswith(sample_data.LUS_CARD)
-    widget.card.setText(str(sample_data.file(sample_data.CT_CARD)))  # a CT volume model on a clip
+    assert widget.explain_panel.card.text().endswith(sample_data.LUS_CARD)
+    widget.explain_panel.card.setText(str(sample_data.file(sample_data.CT_CARD)))  # a CT volume model on a clip
     widget._card_changed()
     qtbot.wait(200)
     _run(widget, qtbot)
-    assert "explains volumes" in widget.last_error and "error" in widget.status.text()
-    assert widget.cam_layer is None and widget.run_button.isEnabled()
+    assert "explains volumes" in widget.controller.last_error and "error" in widget.explain_panel.status.text()
+    assert widget.cam_layer is None and widget.explain_panel.run_button.isEnabled()
 
-    widget.card.setText(str(sample_data.file(sample_data.LUS_CARD)))
+    widget.explain_panel.card.setText(str(sample_data.file(sample_data.LUS_CARD)))
     widget._card_changed()
     qtbot.wait(200)
     _run(widget, qtbot)
-    assert widget.last_error == ""
+    assert widget.controller.last_error == ""
     clip = viewer.layers["demo lung ultrasound"]
     cam = widget.cam_layer
     assert cam.data.shape == clip.data.shape == (24, 128, 128)
@@ -225,8 +232,8 @@ def test_cancel_stops_between_methods_and_the_progress_bar_counts_steps(ct_viewe
     widget.cancel()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
     made = [layer for layer in ct_viewer.layers if layer.name.endswith("(compare)")]
-    assert made == [] and widget.status.text() == "cancelled" and not ct_viewer.grid.enabled
-    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert made == [] and widget.explain_panel.status.text() == "cancelled" and not ct_viewer.grid.enabled
+    assert widget.explain_panel.run_button.isEnabled() and not widget.explain_panel.cancel_button.isEnabled()
 
 
 def test_a_plain_image_layer_is_explained_from_its_data_and_scale(ct_viewer, qtbot):
@@ -235,10 +242,10 @@ def test_a_plain_image_layer_is_explained_from_its_data_and_scale(ct_viewer, qtb
     widget = _widget(ct_viewer, qtbot)
     _run(widget, qtbot)
     reference = np.array(widget.cam_layer.data)
-    widget.image.setCurrentText(plain.name)
-    widget.card.setText(str(sample_data.file(sample_data.CT_CARD)))
+    widget.explain_panel.image.setCurrentText(plain.name)
+    widget.explain_panel.card.setText(str(sample_data.file(sample_data.CT_CARD)))
     _run(widget, qtbot)
-    assert widget.last_error == ""
+    assert widget.controller.last_error == ""
     np.testing.assert_allclose(widget.cam_layer.data, reference, atol=1e-4)
 
 
@@ -248,10 +255,12 @@ def test_a_real_colour_ultrasound_cine_is_explained_frame_by_frame(make_napari_v
     viewer = make_napari_viewer(show=True)
     (clip,) = viewer.open(str(pydicom_file("examples_ybr_color.dcm")), plugin="volcam")
     widget = _widget(viewer, qtbot)
-    assert widget.card.text().endswith(sample_data.LUS_CARD)  # an ultrasound scan gets the ultrasound demo
+    assert widget.explain_panel.card.text().endswith(
+        sample_data.LUS_CARD
+    )  # an ultrasound scan gets the ultrasound demo
     _run(widget, qtbot)
-    assert widget.last_error == ""
+    assert widget.controller.last_error == ""
     cam = widget.cam_layer
     assert clip.rgb and cam.data.shape == clip.data.shape[:3] == (30, 240, 320)
     np.testing.assert_allclose(cam.scale, clip.scale)
-    assert len(widget.plot.profile) == 30  # one value per frame
+    assert len(widget.review_panel.plot.profile) == 30  # one value per frame

@@ -1,4 +1,4 @@
-"""Scans and maps as napari layer data: the geometry and grey range come from :mod:`volcam.display`.
+"""Scans and maps as napari layer data: the geometry and grey range come from :mod:`volcam.viz.display`.
 
 A layer made here keeps what the widget and the writer need in its ``metadata``: ``volcam`` (plain
 values: geometry, modality, series description, spacing; no patient identifier) and ``volcam_scan``
@@ -26,7 +26,7 @@ def layer_name(meta: dict[str, Any]) -> str:
 
 def scan_layer(scan: Any, name: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
     """A loaded scan ``(C, *S)`` → napari ``(data, kwargs, "image")`` in the display orientation."""
-    from volcam.display import display_geometry, display_limits
+    from volcam.viz.display import display_geometry, display_limits
 
     geometry = display_geometry(scan)
     meta = dict(scan.meta)
@@ -63,7 +63,7 @@ def scan_layer(scan: Any, name: str | None = None) -> tuple[np.ndarray, dict[str
 
 def mask_layer(mask: Any, like: dict[str, Any], name: str) -> tuple[np.ndarray, dict[str, Any], str]:
     """A lesion mask on a scan's grid (loaded like it) → a Labels layer over that scan's layer kwargs."""
-    from volcam.display import DisplayGeometry
+    from volcam.viz.display import DisplayGeometry
 
     geometry = DisplayGeometry.from_metadata(like["metadata"][INFO_KEY]["geometry"])
     values = mask.as_tensor().numpy() if hasattr(mask, "as_tensor") else np.asarray(mask)

@@ -15,8 +15,8 @@ def _source_map(data: Any, attributes: dict) -> tuple[Any, dict]:
     import torch
     from monai.data import MetaTensor
 
-    from volcam.display import DisplayGeometry
     from volcam.errors import InputError
+    from volcam.viz.display import DisplayGeometry
 
     metadata = attributes.get("metadata") or {}
     info = metadata.get(INFO_KEY)

@@ -1,0 +1,238 @@
+"""The explain dock: the panels over one :class:`~napari_volcam._controller.DockController`, wired to the viewer.
+
+The GUI thread only forwards input and shows results: loading models, explaining and recomputing
+review numbers run in napari ``thread_worker`` s (with napari's progress bar and a cancel button).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from napari_volcam._controller import DockController, GridCell, Job, MapResult
+from napari_volcam._layers import INFO_KEY, cam_layer_kwargs
+from napari_volcam._qt._compare import ComparePanel
+from napari_volcam._qt._explain import DisplayPanel, ExplainPanel
+from napari_volcam._qt._review import ReviewPanel
+
+
+def _named(layers: Any, name: str) -> Any:
+    """The layer called ``name``, or ``None`` (napari's LayerList has no ``get``)."""
+    return next((layer for layer in layers if layer.name == name), None)
+
+
+def _kind(layer: Any) -> str:
+    from napari.layers import Image, Labels
+
+    return "image" if isinstance(layer, Image) else "labels" if isinstance(layer, Labels) else "other"
+
+
+class ExplainWidget(QWidget):
+    """Dock widget: explain an image layer with a model card and review the map."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.controller = c = DockController()
+        self.worker: Any = None
+        self._mask_worker: Any = None
+        self.cam_layer: Any = None
+        self.explain_panel = ExplainPanel(c, self._image_changed, self._card_changed, self.explain, self.cancel)
+        self.display_panel = DisplayPanel(c, self._restyle)
+        self.review_panel = ReviewPanel(c, self.go_to_slice, self._mask_changed)
+        self.compare_panel = ComparePanel(c.methods(), self.compare)
+        layout = QVBoxLayout(self)
+        for panel in (self.explain_panel, self.display_panel, self.review_panel, self.compare_panel):
+            layout.addWidget(panel)
+        layout.addStretch(1)
+        events = self.viewer.layers.events
+        events.inserted.connect(self._refresh_layers)
+        events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # -- choices ----------------------------------------------------------------------------------
+    def _refresh_layers(self, *_: Any) -> None:
+        layers = [(layer.name, _kind(layer), layer.metadata) for layer in self.viewer.layers]
+        explain, review = self.explain_panel, self.review_panel
+        lists = self.controller.layer_lists(layers, explain.image.currentText(), review.mask.currentText())
+        image_changed = lists.image != explain.image.currentText()
+        explain.show_images(lists.images, lists.image)
+        review.show_masks(lists.masks, lists.mask)
+        self.controller.set_mask(lists.mask, self._layer_data(lists.mask))
+        if image_changed and lists.image:
+            self._image_changed(lists.image)
+
+    def _layer_data(self, name: str) -> Any:
+        layer = _named(self.viewer.layers, name)
+        return None if layer is None else layer.data
+
+    def selected_image(self) -> Any:
+        return _named(self.viewer.layers, self.explain_panel.image.currentText())
+
+    def _image_changed(self, name: str) -> None:
+        layer = _named(self.viewer.layers, name)
+        if layer is None:
+            return
+        self.controller.card_for(layer)
+        self.explain_panel.show_card()
+        self._card_changed()
+
+    def _card_changed(self) -> None:
+        """Fill the class and target-layer lists from the card (the model loads in a worker)."""
+        from napari.qt.threading import create_worker
+
+        card = self.controller.card
+        if not card:
+            return
+        worker = create_worker(self.controller.choices, card, _ignore_errors=True)  # errors: shown by _show_error
+        worker.returned.connect(self.explain_panel.show_choices)
+        worker.errored.connect(self._show_error)
+        worker.start()
+
+    # -- the work (runs in a worker thread) -------------------------------------------------------
+    def explain(self, methods: list[str] | None = None) -> Any:
+        """Start explaining the selected image with the chosen method(s); returns the worker (or None)."""
+        c = self.controller
+        c.set_mask(self.review_panel.mask.currentText(), self._layer_data(self.review_panel.mask.currentText()))
+        return self._start(c.start(self.selected_image(), methods))
+
+    def compare(self, methods: list[str] | None = None) -> Any:
+        """Explain with the methods chosen in the compare panel (or ``methods``), side by side in a grid."""
+        c = self.controller
+        c.set_mask(self.review_panel.mask.currentText(), self._layer_data(self.review_panel.mask.currentText()))
+        chosen = self.compare_panel.selected() if methods is None else methods
+        return self._start(c.start_comparison(self.selected_image(), chosen))
+
+    def _start(self, job: Job | None) -> Any:
+        from napari.qt.threading import create_worker
+
+        if job is None:
+            self._show_error(self.controller.last_error)
+            return None
+        self.worker = create_worker(
+            self.controller.run, job, _progress={"total": job.steps, "desc": "volcam explain"}, _ignore_errors=True
+        )
+        self.worker.yielded.connect(lambda result: self._show_result(job, result))
+        self.worker.errored.connect(self._show_error)
+        self.worker.finished.connect(lambda: self._finished(job))
+        self._show_running(True)
+        self.explain_panel.show_status()
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        """Stop after the step running now; what it yields after this is dropped."""
+        if self.worker is not None and self.controller.cancel():
+            self.worker.quit()
+            self.explain_panel.show_status()
+
+    # -- results (GUI thread) ---------------------------------------------------------------------
+    def _show_running(self, running: bool) -> None:
+        self.explain_panel.show_running(running)
+        self.compare_panel.button.setEnabled(not running)
+
+    def _finished(self, job: Job) -> None:
+        self.controller.finish()
+        self._show_running(False)
+        self.worker = None
+        cells = self.controller.grid(job, [layer.name for layer in self.viewer.layers])
+        if cells:
+            self._arrange_grid(job.image, cells)
+
+    def _show_error(self, error: BaseException | str) -> None:
+        from napari.utils.notifications import show_error
+
+        text = self.controller.fail(error)
+        self.explain_panel.show_status()
+        show_error(f"volcam: {text}")
+
+    def _show_result(self, job: Job, result: MapResult | None) -> None:
+        shown = self.controller.accept(job, result)
+        if shown is None:
+            return
+        spec, image = shown.layer, job.image
+        layer = _named(self.viewer.layers, spec.name)
+        if layer is not None and layer.metadata.get(INFO_KEY, {}).get("source_layer") == spec.source:
+            layer.data = spec.data  # the same method and class on the same scan again: update in place
+            layer.metadata = spec.metadata
+        else:  # napari suffixes the name when another scan's map already has it
+            d = spec.display
+            kwargs = cam_layer_kwargs(image, spec.name, d.colormap, d.threshold, d.opacity)
+            layer = self.viewer.add_image(spec.data, metadata=spec.metadata, **kwargs)
+            layer.colorbar.visible = spec.colorbar
+        self.cam_layer = layer
+        self.explain_panel.show_status()
+        self.review_panel.show_localization(shown.localization)
+        if shown.go_to is not None:
+            self.go_to_slice(shown.go_to)
+
+    def _arrange_grid(self, image: Any, cells: list[GridCell]) -> None:
+        """Grid mode, one cell per method, each the scan under its map; slices stay linked (shared dims)."""
+        layers = self.viewer.layers
+        order = []
+        for cell in cells:
+            if cell.copy:
+                self.viewer.add_image(
+                    image.data, name=cell.under, scale=image.scale, translate=image.translate,
+                    colormap=image.colormap, contrast_limits=image.contrast_limits, rgb=image.rgb,
+                    units=image.units, axis_labels=image.axis_labels,
+                )  # fmt: skip
+            order += [layers[cell.under], layers[cell.cam]]
+        rest = [layer for layer in layers if layer not in order]
+        for position, layer in enumerate(order + rest):
+            layers.move(layers.index(layer), position)
+        for layer in rest:
+            layer.visible = False
+        grid = self.viewer.canvas.grid if hasattr(self.viewer, "canvas") else self.viewer.grid  # napari >= 0.9: canvas
+        grid.stride = 2
+        grid.enabled = True
+
+    def _restyle(self) -> None:
+        from napari_volcam._layers import threshold_colormap
+
+        display = self.controller.display
+        colormap = threshold_colormap(display.colormap, display.threshold)
+        for layer in self.viewer.layers:
+            if layer.metadata.get(INFO_KEY, {}).get("kind") == "cam":
+                layer.colormap = colormap
+                layer.opacity = display.opacity
+
+    # -- review -----------------------------------------------------------------------------------
+    def go_to_slice(self, index: int | None) -> None:
+        """Show slice (frame) ``index`` of the map along the slider axis, and mark it on the profile."""
+        world = None if index is None else self.controller.world_of(index)
+        if world is None:
+            return
+        self.viewer.dims.set_point(0, world)
+        self.review_panel.plot.show_view(self.controller.profile_view(index))
+
+    def current_slice(self) -> int:
+        return self.controller.index_of(self.viewer.dims.point[0])
+
+    def go_to_peak(self) -> None:
+        self.go_to_slice(self.controller.peak())
+
+    def step_top(self, step: int) -> None:
+        """Go to the next (``step`` = 1) or previous (-1) of the top slices by mean activation."""
+        self.go_to_slice(self.controller.step_top(step))
+
+    def _mask_changed(self, name: str) -> None:
+        self.controller.set_mask(name, self._layer_data(name))
+        self.update_localization()
+
+    def update_localization(self) -> Any:
+        """Recompute the localization numbers for the chosen mask, in a worker; returns it (or None)."""
+        from napari.qt.threading import create_worker
+
+        work = self.controller.localize()
+        if work is None:
+            self.review_panel.show_localization(self.controller.localization_text())
+            return None
+        self._mask_worker = create_worker(work, _ignore_errors=True)
+        self._mask_worker.returned.connect(
+            lambda new: self.review_panel.show_localization(self.controller.accept_review(new))
+        )
+        self._mask_worker.errored.connect(self._show_error)
+        self._mask_worker.start()
+        return self._mask_worker

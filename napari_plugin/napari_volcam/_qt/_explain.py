@@ -1,0 +1,162 @@
+"""The explain panel (image, card, method, class, target layer, σ, run/cancel, status) and the display panel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_volcam._controller import DockController, ModelChoices
+from napari_volcam._layers import COLORMAPS
+
+
+def _fill(combo: QComboBox, items: list[str], current: str) -> None:
+    """Replace a combo's entries without signalling, then select ``current``."""
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(items)
+    combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
+class ExplainPanel(QWidget):
+    """The form: fields write to the controller; ``on_image``, ``on_card``, ``on_run``, ``on_cancel``: the dock."""
+
+    def __init__(
+        self,
+        controller: DockController,
+        on_image: Callable[[str], Any],
+        on_card: Callable[[], Any],
+        on_run: Callable[[], Any],
+        on_cancel: Callable[[], Any],
+    ) -> None:
+        super().__init__()
+        self.controller = controller
+        self._on_card = on_card
+        self.image = QComboBox()
+        self.card = QLineEdit(controller.card)
+        browse = QPushButton("…")
+        browse.setToolTip("Choose a model card (.json) or a MONAI bundle folder")
+        browse.clicked.connect(self._browse)
+        card_row = QHBoxLayout()
+        card_row.addWidget(self.card)
+        card_row.addWidget(browse)
+        self.method = QComboBox()
+        self.method.addItems(controller.methods())
+        self.method.setCurrentText(controller.method)
+        self.target = QComboBox()
+        self.target_layer = QComboBox()
+        self.sigma = QDoubleSpinBox()
+        self.sigma.setRange(0.0, 100.0)
+        self.sigma.setSingleStep(0.5)
+        self.sigma.setSuffix(" mm")
+        self.sigma.setSpecialValueText("off")
+        self.sigma.setToolTip("Gaussian σ applied to the gradients (gradient methods only); 0 = off")
+        self.run_button = QPushButton("Explain")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(lambda: on_run())
+        self.cancel_button.clicked.connect(lambda: on_cancel())
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+
+        form = QFormLayout()
+        form.addRow("image", self.image)
+        form.addRow("model card", card_row)
+        form.addRow("method", self.method)
+        form.addRow("class", self.target)
+        form.addRow("target layer", self.target_layer)
+        form.addRow("gradient σ", self.sigma)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+
+        self.image.currentTextChanged.connect(on_image)
+        self.card.textChanged.connect(lambda text: setattr(controller, "card", text.strip()))
+        self.card.editingFinished.connect(on_card)
+        self.method.currentTextChanged.connect(lambda text: setattr(controller, "method", text))
+        self.target.currentTextChanged.connect(lambda text: setattr(controller, "target", text))
+        self.target_layer.currentTextChanged.connect(lambda text: setattr(controller, "layer", text))
+        self.sigma.valueChanged.connect(lambda value: setattr(controller, "sigma_mm", float(value)))
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model card", self.card.text(), "Model cards (*.json);;All (*)")
+        if path:
+            self.card.setText(path)
+            self._on_card()
+
+    def show_images(self, names: list[str], current: str) -> None:
+        _fill(self.image, names, current)
+
+    def show_card(self) -> None:
+        if self.card.text().strip() != self.controller.card:
+            self.card.setText(self.controller.card)
+
+    def show_choices(self, choices: ModelChoices) -> None:
+        c = self.controller
+        for combo, items, attribute in (
+            (self.target, choices.classes, "target"),
+            (self.target_layer, choices.layers, "layer"),
+        ):
+            _fill(combo, items, c.keep(combo.currentText(), items))
+            setattr(c, attribute, combo.currentText())
+        self.target_layer.setToolTip(choices.layer_tip)
+
+    def show_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def show_status(self) -> None:
+        self.status.setText(self.controller.status)
+
+
+class DisplayPanel(QGroupBox):
+    """Colormap, opacity and threshold of the maps; ``on_change`` restyles the map layers."""
+
+    def __init__(self, controller: DockController, on_change: Callable[[], Any]) -> None:
+        super().__init__("display")
+        display = controller.display
+        self.colormap = QComboBox()
+        self.colormap.addItems(COLORMAPS)
+        self.colormap.setCurrentText(display.colormap)
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(round(display.opacity * 100))
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 0.99)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(display.threshold)
+
+        def changed(*_: Any) -> None:
+            display.colormap = self.colormap.currentText()
+            display.opacity = self.opacity.value() / 100
+            display.threshold = float(self.threshold.value())
+            on_change()
+
+        for signal in (self.colormap.currentTextChanged, self.opacity.valueChanged, self.threshold.valueChanged):
+            signal.connect(changed)
+        form = QFormLayout(self)
+        form.addRow("colormap", self.colormap)
+        form.addRow("opacity", self.opacity)
+        form.addRow("threshold", self.threshold)

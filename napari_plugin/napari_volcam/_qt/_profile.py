@@ -1,0 +1,48 @@
+"""The profile panel: mean activation per slice (frame) of the map under review; a click picks a slice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from napari_volcam._controller import ProfileView
+
+
+class ProfilePlot(QWidget):
+    """A matplotlib plot of a :class:`~napari_volcam._controller.ProfileView`; ``on_pick(x)`` gets a click's x."""
+
+    def __init__(self, on_pick: Callable[[float | None], Any]) -> None:
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.2, 1.6), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot(111)
+        self.profile = np.zeros(0)
+        self._on_pick = on_pick
+        self.canvas.mpl_connect("button_press_event", self._clicked)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+        self.canvas.setMinimumHeight(130)
+
+    def show_view(self, view: ProfileView | None) -> None:
+        if view is None:
+            return
+        self.profile = np.asarray(view.profile)
+        ax = self.axes
+        ax.clear()
+        ax.plot(np.arange(len(self.profile)), self.profile, color="tab:orange", lw=1.5)
+        if view.current is not None:
+            ax.axvline(view.current, color="tab:blue", lw=1)
+        ax.set_xlabel(view.label, fontsize=8)
+        ax.set_ylabel("mean map", fontsize=8)
+        ax.tick_params(labelsize=7)
+        self.canvas.draw_idle()
+
+    def _clicked(self, event: Any) -> None:
+        self._on_pick(event.xdata)
