@@ -178,7 +178,9 @@ def test_mistakes_are_one_line(controller, demo, tmp_path):
     assert c.card_for(clip) == c.card  # a card of the user's own stays when the scan changes
     c.card = str(sample_data.file(sample_data.CT_CARD))
     job = c.start(clip)
-    assert job.spacing[0] > 1e3  # no distance across frames
+    from volcam.metrics.localization import NO_DISTANCE
+
+    assert job.spacing == (NO_DISTANCE, *clip.scale[1:])  # no distance across frames
     with pytest.raises(volcam.VolcamError) as caught:
         run(c, job)
     c.finish()

@@ -31,9 +31,6 @@ AUTO = "auto"  # the target-layer entry meaning "the card's layer"
 NO_MASK = "none"
 TOP_K = 5  # top slices the review steps through
 TOLERANCE_MM = 5.0  # pointing game tolerance
-# Localization distances on a clip never cross frames: the time axis gets a step larger than any
-# distance in plane. (To be replaced by volcam's one constant for this, shared with volcam.demo.)
-NO_DISTANCE_ACROSS_FRAMES = 1e6
 
 
 class ImageLike(Protocol):
@@ -88,11 +85,11 @@ def error_text(error: BaseException) -> str:
 
 
 def map_spacing(scale: Sequence[float], clip: bool) -> tuple[float, ...]:
-    """Distances for localization: mm in plane; on a clip never across frames."""
-    spacing = [float(v) for v in scale]
-    if clip:
-        spacing[0] = NO_DISTANCE_ACROSS_FRAMES
-    return tuple(spacing)
+    """Distances for localization: mm in plane; on a clip never across frames (:mod:`volcam.metrics.localization`)."""
+    from volcam.metrics.localization import within_frames
+
+    spacing = tuple(float(v) for v in scale)
+    return within_frames(spacing) if clip else spacing
 
 
 @dataclass
