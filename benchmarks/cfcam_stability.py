@@ -1,6 +1,6 @@
-"""CF-CAM against Grad-CAM under added gradient noise: how far each map moves (SSIM to the clean map).
+"""CF-CAM against Grad-CAM: how far each map moves under gradient noise, and how much it depends on the class.
 
-METHODS.md's gradient-noise variant of max-sensitivity: take the activations ``A`` and gradients
+The gradient-noise variant of max-sensitivity (``docs/methods.md``): take the activations ``A`` and gradients
 ``g`` of MONAI's 3D ``resnet18`` (1 channel, 2 classes, ``torch.manual_seed(0)`` weights, untrained)
 at ``layer3`` and ``layer4`` from one :class:`volcam.CamEngine` forward and backward, add
 ``N(0, (s · std g)²)`` to the gradients for a few relative levels ``s`` (``std g`` per sample and
@@ -11,15 +11,17 @@ upsampling and per-sample min-max normalisation. Mean ± std over the noise draw
 Methods, all pure functions of the same ``A`` and noisy ``g``:
 
 - Grad-CAM: ``ReLU(sum_k mean_v(g_k) A_k)``.
-- CF-CAM with the registry's defaults (``sigma_mm=10``, no range term), on the layer's spacing
-  (1 mm input voxels times the stride).
-- CF-CAM without its softmax (``ReLU(sum_k w_k A_k)`` over the retained channels, same ``w``), and
-  CF-CAM with ``softmax(w / std w)``: ablations, to see whether the stability comes from the channel
-  clustering or from the softmax (gradients are small, so ``softmax(w)`` is nearly uniform).
+- CF-CAM as volcam computes it (:func:`volcam.methods.cfcam.cfcam`): ``softmax(w / tau)`` with
+  ``tau`` the std of the retained weights, the registry's defaults (``sigma_mm=10``, no range
+  term), on the layer's spacing (1 mm input voxels times the stride).
+- Two ablations with the same ``w``: CF-CAM with ``softmax(w)`` and no temperature (volcam's first
+  version: gradients are ~1e-3, so its weights are uniform), and CF-CAM without a softmax
+  (``ReLU(sum_k w_k A_k)`` over the retained channels).
 
 Beside stability the script reports how class-specific each clean map is (SSIM between the maps for
 class 0 and class 1: 1 means the map does not depend on the class), how close to uniform CF-CAM's
-softmax weights are, and how many channels CF-CAM found important, clustered, and dropped as noise.
+channel coefficients are, with and without the temperature, and how many channels CF-CAM found
+important, clustered, and dropped as noise.
 
 The inputs are four synthetic 96³ volumes: smooth noise plus one bright ellipsoid, at a different
 place in each. The network is untrained, so this measures the methods' arithmetic, not what a
@@ -27,7 +29,7 @@ trained classifier attends to.
 
 Usage::
 
-    python benchmarks/cfcam_stability.py [--size 96] [--draws 10] [--levels 0.5,1,2,4] [--threads 2]
+    python benchmarks/cfcam_stability.py [--size 96] [--samples 4] [--draws 10] [--levels 0.5,1,2,4] [--threads 2]
 
 The tables are printed and written to ``benchmarks/results/cfcam_stability.md``.
 """
@@ -45,15 +47,15 @@ import torch.nn.functional as F
 
 import volcam
 from volcam.filters import gaussian_filter_mm
-from volcam.geometry import normalize, upsample
 from volcam.methods.base import channel_weighted_sum
-from volcam.methods.cfcam import IMPORTANT, NOISE, cfcam_weights, channel_groups
+from volcam.methods.cfcam import IMPORTANT, NOISE, cfcam_weights, channel_groups, tempered_softmax
 from volcam.methods.gradient import gradcam
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cfcam_stability.md"
 LAYERS = ("layer3", "layer4")
 SIGMA_MM, RANGE_SIGMA = 10.0, None  # the registry's defaults for cfcam
+HISTORY = "## History"
 
 
 def phantoms(n: int, size: int, seed: int = 1) -> torch.Tensor:
@@ -88,28 +90,31 @@ def ssim3d(x: torch.Tensor, y: torch.Tensor, size: int = 11, sigma: float = 1.5)
     return s.flatten(1).mean(1)
 
 
+def upsample(m: torch.Tensor, size) -> torch.Tensor:
+    """Trilinear, ``align_corners=False``: the engine's way to the input grid."""
+    return F.interpolate(m, size=tuple(size), mode="trilinear", align_corners=False)
+
+
+def normalize(m: torch.Tensor) -> torch.Tensor:
+    """Per-sample min-max to [0, 1]; a constant map becomes 0 (the engine's rule)."""
+    flat = m.flatten(1)
+    low = flat.amin(1).view(-1, 1, 1, 1, 1)
+    span = flat.amax(1).view(-1, 1, 1, 1, 1) - low
+    return (m - low) / torch.where(span > 0, span, torch.ones_like(span))
+
+
 def cfcam_no_softmax(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``ReLU(sum_k w_k A_k)`` over the retained channels (noise channels' weight -inf -> 0)."""
     return torch.relu(channel_weighted_sum(torch.where(torch.isinf(w), torch.zeros_like(w), w), a))
-
-
-def cfcam_standardised(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """CF-CAM with ``softmax(w / std w)`` (std over the retained channels): a softmax that is not
-    flattened by the gradients' small scale, to see what the clustering alone does."""
-    keep = ~torch.isinf(w)
-    n = keep.sum(1, keepdim=True)
-    mean = torch.where(keep, w, 0.0).sum(1, keepdim=True) / n
-    scale = ((torch.where(keep, w - mean, 0.0) ** 2).sum(1, keepdim=True) / n).sqrt().clamp_min(1e-30)
-    return torch.relu(channel_weighted_sum(torch.softmax(w / scale, dim=1), a))
 
 
 def maps_for(a: torch.Tensor, g: torch.Tensor, groups: torch.Tensor, spacing: tuple[float, ...], size) -> dict:
     w = cfcam_weights(g, groups, spacing, SIGMA_MM, RANGE_SIGMA)
     raw = {
         "Grad-CAM": gradcam(a, g),
-        "CF-CAM": torch.relu(channel_weighted_sum(torch.softmax(w, dim=1), a)),
+        "CF-CAM": torch.relu(channel_weighted_sum(tempered_softmax(w), a)),
+        "CF-CAM softmax(w), before": torch.relu(channel_weighted_sum(torch.softmax(w, dim=1), a)),
         "CF-CAM w/o softmax": cfcam_no_softmax(a, w),
-        "CF-CAM softmax(w/std w)": cfcam_standardised(a, w),
     }
     return {k: normalize(upsample(m, size)) for k, m in raw.items()}
 
@@ -158,16 +163,20 @@ def main() -> None:
             )
         clean = maps_for(a, g, groups, spacing, size)
         w = cfcam_weights(g, groups, spacing, SIGMA_MM, RANGE_SIGMA)
-        soft = torch.softmax(w, dim=1)
         retained = (groups != NOISE).sum(1).float()
-        uniformity = (soft.amax(1) * retained).tolist()  # 1.0 = exactly uniform softmax weights
+        # largest coefficient × N retained: 1.0 = exactly uniform weights
+        uniformity = {
+            "CF-CAM": (tempered_softmax(w).amax(1) * retained).tolist(),
+            "CF-CAM softmax(w), before": (torch.softmax(w, dim=1).amax(1) * retained).tolist(),
+        }
         per_class = [maps_for(a, cg[layer], groups, spacing, size) for cg in class_grads]
         check = (per_class[0]["Grad-CAM"], per_class[1]["Grad-CAM"])
         torch.testing.assert_close(ssim3d(*check), reference(*check).flatten(), atol=1e-4, rtol=0)
         for method in clean:
             spec = ssim(per_class[0][method], per_class[1][method]).flatten()
             spec_rows.append((layer, method, spec.mean().item(), spec.min().item()))
-        spec_rows.append((layer, "softmax max weight × N retained", sum(uniformity) / len(uniformity), max(uniformity)))
+        for method, u in uniformity.items():
+            spec_rows.append((layer, f"{method}: max coefficient × N retained", sum(u) / len(u), max(u)))
 
         g_std = g.flatten(1).std(dim=1).view(-1, *[1] * (g.ndim - 1))
         for level in levels:
@@ -182,7 +191,10 @@ def main() -> None:
     lines = report(args, predicted.tolist(), split_rows, stab_rows, spec_rows, time.perf_counter() - start)
     print("\n".join(lines))
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    # the hand-written history at the end of the results (what changed, earlier numbers) is kept
+    old = RESULTS.read_text() if RESULTS.is_file() else ""
+    history = old[old.index(HISTORY) :] if HISTORY in old else ""
+    RESULTS.write_text("\n".join(lines) + "\n" + ("\n" + history if history else ""))
     print(f"\nwritten to {RESULTS.relative_to(HERE.parent)}")
 
 
@@ -192,7 +204,7 @@ def report(args, predicted, split_rows, stab_rows, spec_rows, seconds: float) ->
 
     methods = list(stab_rows[0][2])
     lines = [
-        "# CF-CAM vs Grad-CAM under gradient noise",
+        "# CF-CAM vs Grad-CAM: gradient noise and class specificity",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
         f"- machine: {platform.machine()}, torch threads {args.threads}; torch {torch.__version__}, "
@@ -226,10 +238,11 @@ def report(args, predicted, split_rows, stab_rows, spec_rows, seconds: float) ->
         "",
         "## Class specificity of the clean maps: SSIM(map for class 0, map for class 1)",
         "",
-        "1 means the map is the same whichever class is explained. The last row per layer is the",
-        "largest softmax weight times the number of retained channels (1 = all weights equal).",
+        "1 means the map is the same whichever class is explained. The last two rows per layer are the",
+        "largest channel coefficient times the number of retained channels (1 = all coefficients equal),",
+        "for the explained class, with and without the temperature.",
         "",
-        "| layer | method | mean over samples | min (max for the softmax row) |",
+        "| layer | method | mean over samples | min (max for the coefficient rows) |",
         "|---|---|---|---|",
         *[f"| {layer} | {m} | {mean:.3f} | {other:.3f} |" for layer, m, mean, other in spec_rows],
     ]
