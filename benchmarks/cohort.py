@@ -119,7 +119,7 @@ def main() -> None:
 
     import volcam
     from volcam import sample_data as sd
-    from volcam.io.tables import synthetic_cohort
+    from volcam.testing.cohorts import synthetic_cohort
 
     methods = [m.strip() for m in args.methods.split(",")]
     card = sd.file(sd.CT_CARD)

@@ -18,7 +18,7 @@ import pytest
 
 import volcam
 from volcam import sample_data as sd
-from volcam.io.tables import synthetic_cohort
+from volcam.testing.cohorts import synthetic_cohort
 from volcam.workflows.cohort.run import CASE_FILE
 
 CORRUPT = {"case004": "garbage", "case011": "truncated"}

@@ -14,7 +14,8 @@ import volcam
 from volcam import sample_data as sd
 from volcam.cli import app
 from volcam.errors import FileFormatError, InputError, MethodError, OutputError
-from volcam.io.tables import Case, input_signature, read_cases, synthetic_cohort
+from volcam.io.tables import Case, input_signature, read_cases
+from volcam.testing.cohorts import synthetic_cohort
 from volcam.workflows.cohort.report import true_label
 
 FAST = {"methods": ["gradcam"], "faithfulness_steps": 0, "progress": False}

@@ -21,4 +21,4 @@ def test_demo_leaves_pictures_with_the_heat_on_the_lesions(tmp_path) -> None:
         gradcam = summary["explanations"][0]
         assert gradcam["method"] == "gradcam" and gradcam["prediction"] == "covid"
         assert gradcam["localization"]["pointing_hit"]
-        assert gradcam["localization"]["energy_in_mask"] > 3 * gradcam["localization"]["mask_fraction"]
+        assert gradcam["localization"]["energy_in_mask"] > 3 * gradcam["localization"]["energy_baseline"]

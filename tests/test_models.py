@@ -14,8 +14,8 @@ from scipy.ndimage import distance_transform_edt
 
 import volcam
 from volcam import sample_data as sd
-from volcam.demo import localization
 from volcam.errors import InputError, LayerError, MethodError
+from volcam.metrics.localization import localization
 from volcam.model.model import CardError, load_model
 
 

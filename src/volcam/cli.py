@@ -286,9 +286,9 @@ def explain(
     device: Device = None,
 ) -> None:
     """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
-    from volcam.demo import explain_to_folder
     from volcam.devices import parse_device
     from volcam.errors import TargetError
+    from volcam.workflows.explain_folder import explain_to_folder
 
     methods = _names(method or ["gradcam"], "--method")
     if gradient_sigma_mm is not None and not gradient_sigma_mm >= 0:

@@ -5,7 +5,7 @@ needs them.
 """
 
 from volcam.io.load import load
-from volcam.io.write import write_dicom, write_montage, write_nifti
+from volcam.io.write import write_dicom, write_nifti
 from volcam.maps.windowing import WINDOWS, apply_window, window_bounds, window_transform
 
 __all__ = [
@@ -15,6 +15,5 @@ __all__ = [
     "window_bounds",
     "window_transform",
     "write_dicom",
-    "write_montage",
     "write_nifti",
 ]

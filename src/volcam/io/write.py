@@ -1,4 +1,4 @@
-"""Maps out, in the source's geometry: NIfTI, a derived DICOM series, a PNG montage.
+"""Maps out, in the source's geometry: NIfTI and a derived DICOM series (pictures: :mod:`volcam.viz.render`).
 
 Every writer takes the map on the source image's grid (``CamResult`` or tensor) and the source
 image as :func:`volcam.load` returned it, writes to a temporary name and renames when complete.
@@ -20,7 +20,7 @@ from volcam.io.image import LPS_TO_RAS
 from volcam.maps.arrays import MapInfo, image_array, map_array
 from volcam.maps.windowing import Window
 
-__all__ = ["write_dicom", "write_montage", "write_nifti"]
+__all__ = ["write_dicom", "write_nifti"]
 
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 # The raw map is stored as integers 0..1000 with RescaleSlope 0.001, so a viewer reads 0..1.
@@ -186,7 +186,7 @@ def write_dicom(
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     from volcam._version import __version__
-    from volcam.viz.render import display_range, fuse
+    from volcam.maps.colour import display_range, fuse
 
     if kind not in ("overlay", "map"):
         raise InputError(f"kind={kind!r}; use 'overlay' (RGB over the image) or 'map' (grey 0..1)")
@@ -313,10 +313,3 @@ def _derived_series(folder: Path) -> bool:
         )
     except Exception:  # anything that is not a readable DICOM file is not ours
         return False
-
-
-def write_montage(image: Any, cam: Any, path: str | os.PathLike, **options: Any) -> Path:
-    """A PNG montage of the map over the image; see :func:`volcam.render.montage`."""
-    from volcam.viz.render import montage
-
-    return montage(image, cam, path, **options)

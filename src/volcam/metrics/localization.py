@@ -17,15 +17,27 @@ import torch
 from volcam.metrics._common import MetricInputError, as_map, as_mask, spacing_of
 
 __all__ = [
+    "NO_DISTANCE",
     "EnergyPointing",
     "LesionHits",
     "Overlap",
     "PointingGame",
     "energy_pointing_game",
     "lesion_hits",
+    "localization",
     "overlap",
     "pointing_game",
+    "within_frames",
 ]
+
+# The spacing (mm) of an axis along which nothing counts as near: a clip's time axis, so the
+# pointing game measures distances within a frame only.
+NO_DISTANCE = 1e9
+
+
+def within_frames(spacing: Sequence[float]) -> tuple[float, ...]:
+    """A clip's spacing ``(s, mm, mm)`` for distances: the time axis at :data:`NO_DISTANCE`."""
+    return (NO_DISTANCE, *(float(s) for s in spacing[1:]))
 
 
 @dataclass(frozen=True)
@@ -230,3 +242,29 @@ def _nonempty(masks: torch.Tensor, name: str) -> torch.Tensor:
     if bool(empty.any()):
         raise MetricInputError(f"the {name} of sample {int(empty.nonzero()[0])} is empty")
     return masks
+
+
+def localization(
+    cam: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor, spacing: Sequence[float], tolerance_mm: float = 5.0
+) -> dict[str, float | bool]:
+    """One map's localization numbers for a person or a table: the pointing game and the energy.
+
+    Args:
+        cam: ``(*S)`` map; mask: ``(*S)``, nonzero inside the lesions; spacing: mm per axis (a clip:
+            :func:`within_frames`).
+
+    Returns:
+        ``pointing_hit`` (the maximum within ``tolerance_mm`` of the mask), ``distance_mm`` (from
+        the maximum to the mask), ``energy_in_mask`` (share of the map inside the mask) and
+        ``energy_baseline`` (a uniform map's share: the mask's volume fraction).
+    """
+    m = torch.as_tensor(np.ascontiguousarray(np.asarray(cam, dtype=np.float32)))
+    lesion = torch.as_tensor(np.ascontiguousarray(np.asarray(mask) > 0))
+    points = pointing_game(m, lesion, tolerance_mm=tolerance_mm, spacing=tuple(float(s) for s in spacing))
+    energy = energy_pointing_game(m.clamp_min(0), lesion)
+    return {
+        "pointing_hit": bool(points.hits[0]),
+        "distance_mm": round(float(points.distance_mm[0]), 3),
+        "energy_in_mask": round(float(energy.energy[0]), 4),
+        "energy_baseline": round(float(energy.baseline[0]), 4),
+    }

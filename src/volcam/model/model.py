@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from volcam.errors import (
 )
 from volcam.model.allowlist import build_network, check_plain, resolve_references
 from volcam.model.preprocess import Preprocessing
+from volcam.model.weights import fit_state, load_weights
 
 __all__ = ["CardError", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
 
@@ -187,52 +187,6 @@ def _lcam_entries(value: Any, folder: Path, path: Path) -> dict[str, dict[str, A
 # -- weights and networks ---------------------------------------------------------------------------
 
 
-def load_weights(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """A state_dict from ``path``: ``weights_only`` unless ``trust``; ``{"state_dict": ...}`` is unwrapped."""
-    if not path.is_file():
-        raise CardError(f"{path}: no such weights file" if not path.exists() else f"{path}: not a regular file")
-    if path.stat().st_size == 0:
-        raise CardError(f"{path}: the weights file is empty")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as error:
-        first = first_line(error)
-        raise CardError(
-            f"{path}: these weights need more than tensors to load ({first}); "
-            "load them only if you trust where they came from (trust=True, volcam --trust-weights)"
-        ) from None
-    except Exception as error:  # torch.load fails on garbage in many ways (IndexError, EOFError, BadZipFile ...)
-        raise CardError(f"{path}: not a PyTorch weights file ({first_line(error)})") from None
-    if isinstance(state, nn.Module):  # a whole pickled model (only reachable with trust)
-        return state.state_dict()
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise CardError(f"{path}: expected a state_dict (parameter name → tensor)")
-    return dict(state)
-
-
-def _fit(network: nn.Module, state: Mapping[str, torch.Tensor], card_path: Path, weights: Path) -> None:
-    """Load ``state`` into ``network`` strictly; one line saying how the card and the weights disagree."""
-    own = network.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
-            if names:
-                parts.append(f"{what}: {', '.join(names[:3])}" + (f" (+{len(names) - 3})" if len(names) > 3 else ""))
-        raise CardError(
-            f"{card_path}: the card's network does not match the weights {weights.name} ({'; '.join(parts)})"
-        )
-    network.load_state_dict(state, strict=True)
-
-
 def _torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise CardError(f"{path}: no such TorchScript file")
@@ -285,7 +239,7 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
         network = build_network(
             target, args, config_path, ("network_def", "_target_"), weights=weights, args_at=("network_def",)
         )
-    _fit(network, load_weights(weights, trust), config_path, weights)
+    fit_state(network, load_weights(weights, trust), config_path, weights)
     labels: tuple[str, ...] = ()
     metadata = folder / "configs" / "metadata.json"
     if metadata.is_file():
@@ -421,7 +375,7 @@ class Model:
             CardError: the card records none, its file is missing or is not one, or it was trained
                 for another layer (``layer``, when given) or another class set.
         """
-        from volcam.workflows.lcam_training import load_lcam
+        from volcam.model.weights import load_lcam
 
         entry = self.card.lcam.get(variant)
         if entry is None:
@@ -652,7 +606,7 @@ def load_model(path: str | os.PathLike, *, trust: bool = False, device: str | to
             weights=card.weights,
             args_at=("network", "args"),
         )
-        _fit(network, load_weights(card.weights, trust), card.path, card.weights)
+        fit_state(network, load_weights(card.weights, trust), card.path, card.weights)
     elif "torchscript" in spec:
         if not trust:  # a TorchScript file is a program: it runs its own code on every call
             raise CardError(

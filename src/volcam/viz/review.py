@@ -6,9 +6,9 @@ plots ``slice_profile``; a report can print ``localization``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+
+from volcam.metrics.localization import localization  # the one implementation, for a viewer's numbers
 
 __all__ = ["localization", "peak", "slice_profile", "top_slices"]
 
@@ -43,32 +43,3 @@ def peak(cam: np.ndarray) -> tuple[int, ...]:
     """Voxel index of the map's maximum (the first in C order on a tie)."""
     cam = np.asarray(cam)
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(cam)), cam.shape))
-
-
-def localization(
-    cam: np.ndarray, mask: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 5.0
-) -> dict[str, float | bool]:
-    """How well the map points at a lesion mask on the same grid, with :mod:`volcam.metrics`.
-
-    Args:
-        cam: ``(*S)`` map; mask: ``(*S)``, nonzero inside the lesions; spacing: mm per axis.
-
-    Returns:
-        ``pointing_hit`` (the maximum within ``tolerance_mm`` of the mask), ``distance_mm`` (from
-        the maximum to the mask), ``energy_in_mask`` (share of the map inside the mask) and its
-        ``energy_baseline`` (a uniform map's share: the mask's volume fraction).
-    """
-    import torch
-
-    from volcam.metrics.localization import energy_pointing_game, pointing_game
-
-    m = torch.as_tensor(np.ascontiguousarray(cam, dtype=np.float32))
-    lesion = torch.as_tensor(np.ascontiguousarray(np.asarray(mask) > 0))
-    points = pointing_game(m, lesion, tolerance_mm=tolerance_mm, spacing=tuple(float(s) for s in spacing))
-    energy = energy_pointing_game(m.clamp_min(0), lesion)
-    return {
-        "pointing_hit": bool(points.hits[0]),
-        "distance_mm": round(float(points.distance_mm[0]), 3),
-        "energy_in_mask": round(float(energy.energy[0]), 4),
-        "energy_baseline": round(float(energy.baseline[0]), 4),
-    }

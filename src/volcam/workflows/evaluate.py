@@ -87,10 +87,10 @@ def evaluate_to_folder(
     Returns:
         one row per method, as written to ``metrics.csv``.
     """
-    from volcam.demo import input_paths
     from volcam.io.atomic import check_output_folder
     from volcam.metrics import faithfulness, localization, sanity
     from volcam.metrics import robustness as robust
+    from volcam.workflows.explain_folder import input_paths
 
     if model.card.kind != "volume":
         raise MetricInputError(f"{model.name} explains clips; volcam evaluate scores volume models")

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.errors import CardError, InputError, MethodError, first_line
+from volcam.errors import CardError, InputError, MethodError
 from volcam.methods.learned import VARIANTS, LCamAttention, lcam_loss, select_class
+from volcam.model.weights import default_path, load_lcam, record_in_card, save_lcam
 
-__all__ = ["LCamTraining", "load_lcam", "save_lcam", "train_lcam"]
-
-FORMAT = 1  # version of the weights file's layout
+__all__ = ["LCamTraining", "load_lcam", "save_lcam", "train_lcam"]  # the file functions live in model.weights
 
 
 @dataclass(frozen=True)
@@ -67,109 +65,6 @@ class LCamTraining:
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
-
-
-# -- the weights file -------------------------------------------------------------------------------
-
-
-def save_lcam(
-    path: str | os.PathLike,
-    module: LCamAttention,
-    *,
-    variant: str,
-    layer: str,
-    labels: Sequence[str],
-    info: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``module`` with what it was trained for (tensors, strings and numbers only), atomically."""
-    from volcam.io.atomic import atomic_file
-
-    state = {
-        "volcam_lcam": FORMAT,
-        "variant": variant,
-        "layer": layer,
-        "labels": list(labels),
-        "num_classes": module.num_classes,
-        "in_channels": module.in_channels,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
-        "info": dict(info or {}),
-    }
-    path = Path(path)
-    with atomic_file(path) as temporary:
-        torch.save(state, temporary)
-    return path
-
-
-def load_lcam(
-    path: str | os.PathLike,
-    *,
-    variant: str | None = None,
-    layer: str | None = None,
-    labels: Sequence[str] | None = None,
-    where: str = "",
-) -> tuple[LCamAttention, dict[str, Any]]:
-    """Read a module saved by :func:`save_lcam` (``weights_only``) and check it fits.
-
-    Args:
-        variant, layer, labels: what the caller needs; a :class:`CardError` when the file was trained
-            for something else (another layer, another class set).
-        where: the card that pointed here, for the message.
-
-    Returns:
-        the module (eval mode) and the file's metadata (``variant``, ``layer``, ``labels``, ``info``).
-    """
-    path = Path(path)
-    who = f"{where}: " if where else ""
-    if not path.is_file():
-        raise CardError(f"{who}{path}: no such L-CAM weights file (train one with volcam train-lcam)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # garbage fails in many ways; a pickled object fails weights_only
-        raise CardError(f"{who}{path}: not an L-CAM weights file ({first_line(error)})") from None
-    if not isinstance(state, dict) or state.get("volcam_lcam") != FORMAT or "state_dict" not in state:
-        raise CardError(f"{who}{path}: not an L-CAM weights file written by volcam train-lcam")
-    meta = {k: state.get(k) for k in ("variant", "layer", "labels", "info")}
-    if variant is not None and meta["variant"] != variant:
-        raise CardError(f"{who}{path}: holds an L-CAM-{str(meta['variant']).capitalize()} module, not {variant}")
-    if layer is not None and meta["layer"] != layer:
-        raise CardError(
-            f"{who}{path}: the L-CAM module was trained at layer {meta['layer']!r}, not {layer!r}; "
-            f"explain at {meta['layer']!r} or train one for {layer!r} (volcam train-lcam --layer {layer})"
-        )
-    if labels is not None and len(labels) and list(meta["labels"] or []) != list(labels):
-        raise CardError(
-            f"{who}{path}: the L-CAM module was trained for classes {meta['labels']}, the model has {list(labels)}"
-        )
-    weights = state["state_dict"]
-    module = LCamAttention(int(state["in_channels"]), int(state["num_classes"]))
-    try:
-        module.load_state_dict(weights, strict=True)
-    except (RuntimeError, TypeError) as error:
-        raise CardError(f"{who}{path}: the L-CAM weights do not fit ({first_line(error)})") from None
-    return module.eval(), meta
-
-
-def default_path(card_path: Path, variant: str) -> Path:
-    """``<card folder>/<name>.lcam-<variant>.pt`` for a card ``<name>.card.json`` (or ``<name>.json``)."""
-    stem = card_path.name.removesuffix(".json").removesuffix(".card")
-    return card_path.with_name(f"{stem}.lcam-{variant}.pt")
-
-
-def record_in_card(card_path: Path, variant: str, weights: Path, layer: str, labels: Sequence[str]) -> None:
-    """Add (or replace) ``"lcam": {variant: {...}}`` in a volcam card file, atomically."""
-    from volcam.io.atomic import atomic_file
-
-    data = json.loads(card_path.read_text())
-    if not isinstance(data, dict) or "volcam_card" not in data:
-        raise CardError(f"{card_path}: not a volcam model card; save the module with out= and update_card=False")
-    try:
-        relative = os.path.relpath(weights.resolve(), card_path.resolve().parent)
-    except ValueError:  # another drive on Windows
-        relative = str(weights.resolve())
-    entry = {"weights": Path(relative).as_posix(), "layer": layer, "labels": list(labels)}
-    data.setdefault("lcam", {})[variant] = entry
-    with atomic_file(card_path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
 # -- the training data ------------------------------------------------------------------------------

@@ -220,10 +220,10 @@ def _write_case(
     folder: Path, record: dict[str, Any], scan: Any = None, explained: Sequence[Any] = (), png: bool = False
 ) -> None:
     """The case's folder, whole or not at all: maps (+ montages), then ``case.json`` listing them."""
-    from volcam.demo import method_stem
     from volcam.io.atomic import atomic_folder
     from volcam.io.write import write_nifti
     from volcam.viz.render import montage
+    from volcam.workflows.explain_folder import method_stem
 
     files = []
     start = time.perf_counter()
