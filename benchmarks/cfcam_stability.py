@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 import volcam
-from volcam.filters import gaussian_filter_mm
+from volcam.maps.filters import gaussian_filter_mm
 from volcam.methods.base import channel_weighted_sum
 from volcam.methods.cfcam import IMPORTANT, NOISE, cfcam_weights, channel_groups, tempered_softmax
 from volcam.methods.gradient import gradcam

@@ -1,4 +1,4 @@
-"""volcam.display: scans in the radiological display order, whatever their voxel order on disk."""
+"""volcam.viz.display: scans in the radiological display order, whatever their voxel order on disk."""
 
 from __future__ import annotations
 

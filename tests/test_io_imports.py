@@ -9,7 +9,7 @@ HEAVY = ("pydicom", "nibabel", "SimpleITK", "matplotlib", "av", "typer")
 
 
 def test_import_volcam_loads_no_file_library() -> None:
-    code = f"import sys, volcam, volcam.io, volcam.render; print([m for m in {HEAVY!r} if m in sys.modules])"
+    code = f"import sys, volcam, volcam.io, volcam.viz.render; print([m for m in {HEAVY!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

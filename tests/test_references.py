@@ -57,7 +57,7 @@ def test_agrees_with_monai(build, layer, size, method):
     ours = volcam.explain(net, x, method, target=cls, layer=layer)
     reference = {"gradcam": GradCAM, "gradcam++": GradCAMpp}[method]
     # the same normalisation: MONAI's default one flips the map (max -> 0), so take its raw map
-    theirs = reference(copy.deepcopy(net), target_layers=layer, postprocessing=volcam.geometry.normalize)(
+    theirs = reference(copy.deepcopy(net), target_layers=layer, postprocessing=volcam.maps.geometry.normalize)(
         x, class_idx=cls
     )
     assert ours.map.max() == 1.0

@@ -10,7 +10,6 @@ from PIL import Image
 import volcam
 from io_fixtures import dicomdir_tests, nibabel_data, pydicom_file
 from volcam.errors import InputError
-from volcam.maps.arrays import result_info
 from volcam.viz.render import _choose, _display_volume, _panel, fuse, montage
 
 
@@ -83,7 +82,7 @@ def test_title_names_method_class_and_score(tmp_path) -> None:
     )
     result = volcam.explain(net.eval(), ct[None], "gradcam", layer="1", labels=["normal", "lesion"])
 
-    title = result_info(result).title()
+    title = result.describe().title()
     assert title.startswith("gradcam · class '") and "score" in title and "p = " in title
     out = montage(ct, result, tmp_path / "cam.png", every=1)
     assert open_png(out).std() > 10

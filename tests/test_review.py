@@ -1,4 +1,4 @@
-"""volcam.review: per-slice profiles, top slices, the peak, localization against a lesion mask."""
+"""volcam.viz.review: per-slice profiles, top slices, the peak, localization against a lesion mask."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""volcam.session: one scan explained many ways pays one forward, and gives Model.explain's maps."""
+"""volcam.model.session: one scan explained many ways pays one forward, and gives Model.explain's maps."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def explain(
         options: method options, e.g. ``n_samples=`` for ``"smoothgradcam++"``.
 
     Returns:
-        :class:`~volcam.result.CamResult` with ``map`` ``(B, 1, *S)`` in [0, 1].
+        :class:`~volcam.maps.result.CamResult` with ``map`` ``(B, 1, *S)`` in [0, 1].
 
     For several methods or classes on one input, use :class:`~volcam.engine.CamEngine`: it
     keeps the forward pass and pays only a backward through the head per explanation.

@@ -19,6 +19,7 @@ from torch import nn
 from volcam.engine.core import CamEngine, LayerSpec
 from volcam.errors import InputError
 from volcam.maps.geometry import like_input, normalize
+from volcam.maps.result import MapInfo
 from volcam.targets import Target, TargetSpec, probabilities
 
 __all__ = ["ClipResult", "explain_clip"]
@@ -56,6 +57,19 @@ class ClipResult:
     def predicted(self) -> int:
         """The clip's predicted class: argmax of the mean frame probability."""
         return int(self.probabilities.argmax())
+
+    @property
+    def samples(self) -> int:
+        return 1
+
+    def describe(self, index: int = 0) -> MapInfo:
+        klass = self.target_class
+        label = self.labels[klass] if self.labels and 0 <= klass < len(self.labels) else str(klass)
+        probability = float(self.probabilities[klass]) if 0 <= klass < self.probabilities.numel() else None
+        return MapInfo(self.method, self.layers[0], label, float(self.frame_scores.mean()), probability)
+
+    def decision(self, index: int = 0) -> tuple[int, int, torch.Tensor | None]:
+        return self.target_class, self.predicted, self.probabilities
 
 
 def explain_clip(

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from volcam.engine.head import attributes_kept, checked_head
 from volcam.engine.layers import LayerRecord, find_linear_head, get_layer, has_spatial_extent, pick_auto_layer
 from volcam.errors import InputError, LayerError, MethodError
 from volcam.maps.geometry import like_input, normalize, upsample
@@ -198,7 +199,7 @@ class CamEngine:
         handles = [m.register_forward_hook(record(n)) for n, m in self.model.named_modules() if n]
         try:
             # the probe is not the user's forward: state the model keeps must not count it
-            with self._freeze(), _attributes_kept(self.model), torch.no_grad():
+            with self._freeze(), attributes_kept(self.model), torch.no_grad():
                 try:
                     final = self._meta_forward(x)
                 except Exception as err:
@@ -447,10 +448,7 @@ class CamEngine:
         Returns:
             a :class:`CamResult` whose ``map`` is ``(B, 1, *S)``, in [0, 1] when normalised.
         """
-        info = get_method(method)
-        opts = _method_options(info, options)
-        if gradient_sigma_mm is not None and not info.needs_gradients:
-            raise MethodError(f"{info.name!r} uses no gradients, so gradient_sigma_mm does not apply to it")
+        info, opts = _request(method, gradient_sigma_mm, options)
         timings: dict[str, float] = {}
         fwd = self.forward(x, graph=info.needs_gradients)
         timings["forward"] = fwd.seconds
@@ -499,7 +497,7 @@ class CamEngine:
         For gradient methods the gradients of every class come from one batched backward; other
         methods run once per class.
         """
-        info = get_method(method)
+        info, opts = _request(method, gradient_sigma_mm, options)  # checked before any pass runs
         fwd = self.forward(x, graph=info.needs_gradients)
         out = fwd.output.detach()
         classes = list(range(num_classes(out))) if classes is None else list(classes)
@@ -508,7 +506,6 @@ class CamEngine:
                 self.explain(x, method, c, spacing=spacing, gradient_sigma_mm=gradient_sigma_mm, **options)
                 for c in classes
             ]
-        opts = _method_options(info, options)
         input_spacing = self._input_spacing(x, spacing)
         base = {
             n: {"spacing": _feature_spacing(input_spacing, x.shape[2:], a.shape[2:]), "input_spacing": input_spacing}
@@ -572,12 +569,8 @@ class CamEngine:
     def _head(self, layer: str, fwd: ForwardPass) -> nn.Module | None:
         """The layers after ``layer`` as a module (checked on the cached forward), or ``None``."""
         if layer not in self._heads:
-            from volcam.engine.head import check_head, extract_head
-
-            with self._freeze(), _attributes_kept(self.model):
-                head = extract_head(self.model, layer)
-                if head is not None and not check_head(head, fwd.activations[layer].detach(), fwd.output.detach()):
-                    head = None
+            with self._freeze():
+                head = checked_head(self.model, layer, fwd.activations[layer].detach(), fwd.output.detach())
             if head is None:
                 logger.info("layer %r: no head-only pass possible; perturbations run the whole model", layer)
             self._heads[layer] = head
@@ -688,6 +681,16 @@ class CamEngine:
         return x.detach().to(device=self.device, dtype=dtype)
 
 
+def _request(method: str, gradient_sigma_mm: Any, options: Mapping[str, Any]) -> tuple[MethodInfo, dict[str, Any]]:
+    """The one check of what a caller asked for, shared by every entry point: the method exists, its
+    options are its own, and a gradient filter is asked only of a method that uses gradients."""
+    info = get_method(method)
+    opts = _method_options(info, options)
+    if gradient_sigma_mm is not None and not info.needs_gradients:
+        raise MethodError(f"{info.name!r} uses no gradients, so gradient_sigma_mm does not apply to it")
+    return info, opts
+
+
 def _engine_options(opts: Mapping[str, Any], *names: str) -> dict[str, Any]:
     return {n: opts[n] for n in names if n in opts and opts[n] is not None}
 
@@ -761,23 +764,6 @@ def _frozen(
             m.training = True
         for p in trainable:
             p.requires_grad_(True)
-
-
-@contextlib.contextmanager
-def _attributes_kept(model: nn.Module) -> Iterator[None]:
-    """Undo attribute assignments a model's ``forward`` makes while volcam probes or traces it.
-
-    Tracing (and the meta-device shape probe) runs ``forward`` with stand-in values; a model that
-    keeps state (a call counter, a cached shape) would be left holding them. Each module's
-    attribute dictionary is restored.
-    """
-    saved = [(m, dict(m.__dict__)) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for m, attributes in saved:
-            m.__dict__.clear()
-            m.__dict__.update(attributes)
 
 
 def first_tensor(output: Any, why: str = "volcam explains models that return a tensor") -> torch.Tensor:

@@ -9,12 +9,14 @@ instance, cross any cut, and then there is no head).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 from torch import fx, nn
 
-__all__ = ["extract_head"]
+__all__ = ["attributes_kept", "check_head", "checked_head", "extract_head"]
 
 logger = logging.getLogger("volcam")
 
@@ -80,3 +82,33 @@ def check_head(head: nn.Module, activations: torch.Tensor, output: torch.Tensor)
         out = head(activations.clone())  # an in-place first op (ReLU) must not touch the caller's tensor
     out = out[0] if isinstance(out, (tuple, list)) else out
     return torch.is_tensor(out) and out.shape == output.shape and torch.allclose(out, output, rtol=1e-4, atol=1e-5)
+
+
+@contextlib.contextmanager
+def attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Undo attribute assignments a model's ``forward`` makes while volcam probes or traces it.
+
+    Tracing (and the meta-device shape probe) runs ``forward`` with stand-in values; a model that
+    keeps state (a call counter, a cached shape) would be left holding them. Each module's
+    attribute dictionary is restored.
+    """
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, attributes in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attributes)
+
+
+def checked_head(model: nn.Module, layer: str, activations: torch.Tensor, output: torch.Tensor) -> nn.Module | None:
+    """The layers after ``layer`` as a module, when the model can be cut there and the cut reproduces
+    ``output`` from ``activations`` (one forward's, ``(B, K, *s)`` and ``(B, ...)``); else ``None``.
+
+    Tracing runs ``forward`` with stand-ins, so the model's attributes are restored afterwards.
+    """
+    with attributes_kept(model):
+        head = extract_head(model, layer)
+    if head is not None and check_head(head, activations, output):
+        return head
+    return None

@@ -6,8 +6,10 @@ A manifest is a table with one row per case::
     case001,scans/case001.nii.gz,masks/case001.nii.gz,covid
     case002,scans/case002/,,normal          # a DICOM series folder, no mask
 
-Columns (names are case-insensitive): ``case`` (or ``case_id``, ``id``), ``image`` (or ``image_path``,
-``path``, ``scan``), optional ``mask`` (or ``mask_path``) and ``label`` (a class name or index).
+Columns (names are case-insensitive): ``image`` (or ``image_path``, ``path``, ``scan``), optional
+``case`` (or ``case_id``, ``id``; by default the image's name), ``mask`` (or ``mask_path``) and
+``label`` (a class name or index). This is the one reader of scan lists: cohorts and L-CAM training
+both use it.
 Relative paths are taken from the manifest's folder. The case id names the case's output folder,
 so it must be a plain name; the id comes from the manifest, never from the scan's headers (no
 patient name ends up in a file name). A folder instead of a manifest makes one case per scan
@@ -72,7 +74,7 @@ def _pick(columns: list[str], role: str, where: Path) -> str | None:
     for name in _COLUMNS[role]:
         if name in lowered:
             return lowered[name]
-    if role in ("case", "image"):
+    if role == "image":
         wanted = " or ".join(repr(n) for n in _COLUMNS[role])
         raise InputError(f"{where}: no {role} column ({wanted}); its columns: {', '.join(map(str, columns))}")
     return None
@@ -110,7 +112,9 @@ def _from_manifest(path: Path) -> list[Case]:
     cases = []
     for number, row in enumerate(table.to_dict("records"), start=2):  # row 1 is the header
         where = f"{path}, row {number}"
-        case_id, image = _cell(row[roles["case"]]), _cell(row[roles["image"]])
+        image = _cell(row[roles["image"]])
+        # no case column (e.g. ``path,label`` for L-CAM training): the id is the image's name
+        case_id = _cell(row[roles["case"]]) if roles["case"] else (_scan_name(Path(image))[0] if image else None)
         if case_id is None or image is None:
             raise InputError(f"{where}: every case needs an id and an image path")
         check_case_id(case_id, where)

@@ -17,7 +17,8 @@ import numpy as np
 from volcam.errors import InputError
 from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
 from volcam.io.image import LPS_TO_RAS
-from volcam.maps.arrays import MapInfo, image_array, map_array
+from volcam.maps.arrays import image_array, map_array
+from volcam.maps.result import MapInfo
 from volcam.maps.windowing import Window
 
 __all__ = ["write_dicom", "write_nifti"]

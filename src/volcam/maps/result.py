@@ -1,12 +1,77 @@
-"""CamResult: a map and everything needed to say what it explains."""
+"""Results: a map with its geometry and what it explains, in one protocol every consumer accepts.
+
+Three results exist: :class:`CamResult` (a batch on the network's input grid), the clip result
+(:class:`volcam.ClipResult`, frames of one clip) and the scan explanation (:class:`volcam.ScanExplanation`,
+one map on the scan's own grid). Each is an :class:`Explanation`: writers, renderers, metrics and
+the napari layers ask the protocol, never which class they hold.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["CamResult"]
+__all__ = ["CamResult", "Explanation", "MapInfo", "batch_map"]
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """What a map explains, for people: ``None`` where unknown."""
+
+    method: str | None = None
+    layer: str | None = None
+    label: str | None = None
+    score: float | None = None
+    probability: float | None = None
+
+    def title(self) -> str:
+        """E.g. ``"gradcam · class 'covid' · score 2.31 (p = 0.91)"``."""
+        parts = [self.method or "map"]
+        if self.label is not None:
+            parts.append(f"class '{self.label}'")
+        if self.score is not None:
+            score = f"score {self.score:.3g}"
+            if self.probability is not None:
+                score += f" (p = {self.probability:.2f})"
+            parts.append(score)
+        return " · ".join(parts)
+
+
+@runtime_checkable
+class Explanation(Protocol):
+    """What every result carries.
+
+    Attributes:
+        map: the map with its geometry (a ``MetaTensor`` with an affine when the input had one):
+            ``(B, 1, *S)`` for a batch, ``(1, *S)`` for one scan or clip.
+        method: the method's registry name.
+        layers: the target layer(s).
+    """
+
+    map: torch.Tensor
+    method: str
+    layers: tuple[str, ...]
+
+    @property
+    def samples(self) -> int:
+        """How many maps it holds (a batch's size; 1 for a scan or a clip)."""
+        ...
+
+    def describe(self, index: int = 0) -> MapInfo:
+        """What map ``index`` explains, for people (titles, DICOM descriptions)."""
+        ...
+
+    def decision(self, index: int = 0) -> tuple[int, int, torch.Tensor | None]:
+        """(class explained (-1: a custom target), class predicted, class probabilities or None)."""
+        ...
+
+
+def batch_map(explanation: Explanation) -> torch.Tensor:
+    """Any result's map as a batch ``(B, 1, *S)``."""
+    cam = explanation.map
+    return cam if explanation.samples == cam.shape[0] and cam.ndim > 2 and cam.shape[1] == 1 else cam[None]
 
 
 @dataclass(frozen=True)
@@ -51,6 +116,22 @@ class CamResult:
         from volcam.targets import predicted_classes
 
         return predicted_classes(self.output)
+
+    @property
+    def samples(self) -> int:
+        return int(self.classes.shape[0])
+
+    def describe(self, index: int = 0) -> MapInfo:
+        label = self.class_names()[index]
+        klass = int(self.classes[index])
+        probability = None
+        if self.probabilities is not None and klass >= 0:
+            probability = float(self.probabilities[index, klass])
+        return MapInfo(self.method, self.layer, label, float(self.scores[index]), probability)
+
+    def decision(self, index: int = 0) -> tuple[int, int, torch.Tensor | None]:
+        probs = self.probabilities[index] if self.probabilities is not None else None
+        return int(self.classes[index]), int(self.predicted[index]), probs
 
     def class_names(self) -> list[str]:
         """The explained class of each sample as a label (the index when there are no labels)."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from volcam.runner import ModelRunner
+    from volcam.methods.runner import ModelRunner
 
 __all__ = ["LayerCapture", "channel_weighted_sum", "spatial_dims"]
 
@@ -34,7 +34,7 @@ class LayerCapture:
             the input carries no spacing), so filters can take widths in mm.
         input_spacing: the input's voxel size per spatial axis, same units.
         runner: batched gradient-free model calls, for perturbation methods
-            (:class:`volcam.runner.ModelRunner`; it holds the input too).
+            (:class:`volcam.methods.runner.ModelRunner`; it holds the input too).
         classes: ``(B,)`` the class explained per sample (-1 for a custom target), for methods
             that keep one map per class (L-CAM).
     """

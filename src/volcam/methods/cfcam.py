@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from volcam.filters import gaussian_filter_mm
+from volcam.maps.filters import gaussian_filter_mm
 from volcam.methods.base import channel_weighted_sum, spatial_dims
 
 __all__ = ["IMPORTANT", "NOISE", "cfcam", "cfcam_weights", "channel_groups", "tempered_softmax"]

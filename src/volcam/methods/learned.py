@@ -3,13 +3,13 @@
 Gkartzonika, Gkalelis, Mezaris, "Learning Visual Explanations for DCNN-Based Image Classifiers Using
 an Attention Mechanism" (ECCV workshops 2022). A 1×1(×1) convolution and a sigmoid turn the target
 layer's feature maps ``A (B, K, *s)`` into one attention map per class ``(B, C, *s)``. It is trained
-(see :mod:`volcam.lcam_training`) with the classifier frozen so that the class's map, multiplied into
+(see :mod:`volcam.workflows.lcam_training`) with the classifier frozen so that the class's map, multiplied into
 ``A`` (L-CAM-Fm) or, upsampled, into the input (L-CAM-Img), keeps the classifier's decision while
 staying small (area penalty) and smooth (total-variation penalty). Explaining is then the forward
 that gives ``A`` plus this convolution: no gradients, no extra passes.
 
 This module holds the attention module, the map (a pure function of tensors) and the loss terms;
-training and the weights file live in :mod:`volcam.lcam_training`.
+training and the weights file live in :mod:`volcam.workflows.lcam_training`.
 """
 
 from __future__ import annotations

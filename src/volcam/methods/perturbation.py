@@ -1,6 +1,6 @@
 """Perturbation methods: Score-CAM, Ablation-CAM and occlusion sensitivity.
 
-Each is a function of tensors and a :class:`~volcam.runner.ModelRunner`, which runs the model on
+Each is a function of tensors and a :class:`~volcam.methods.runner.ModelRunner`, which runs the model on
 batches of perturbed copies without gradients. They cost many passes, so each reports progress
 through the runner and skips work that cannot change the answer (constant channels in Score-CAM).
 """
@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from volcam.errors import MethodError
-from volcam.geometry import upsample
+from volcam.maps.geometry import upsample
 from volcam.methods.base import channel_weighted_sum
-from volcam.runner import ModelRunner
+from volcam.methods.runner import ModelRunner
 
 __all__ = ["ablationcam", "occlusion", "occlusion_patches", "scorecam"]
 

@@ -1,6 +1,6 @@
 """What every metric shares: shape checks for maps and masks, spacing, batched scoring, similarity.
 
-Maps are ``(B, 1, *S)`` (as :class:`~volcam.result.CamResult` gives them) or a bare ``(*S)``; masks
+Maps are ``(B, 1, *S)`` (as :class:`~volcam.maps.result.CamResult` gives them) or a bare ``(*S)``; masks
 are boolean (or 0/1) on the same grid, ``(*S)``, ``(B, *S)`` or ``(B, 1, *S)``.
 """
 
@@ -10,6 +10,7 @@ import contextlib
 import math
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from torch import nn
 
 from volcam.engine.core import first_tensor
 from volcam.errors import InputError
+from volcam.maps.result import Explanation, batch_map
 from volcam.targets import ClassProbability, TargetSpec, resolve_target
 
 __all__ = ["MetricInputError", "as_map", "as_mask", "spacing_of", "spearman", "ssim"]
@@ -26,8 +28,11 @@ class MetricInputError(InputError):
     """A map, mask or option a metric cannot use: shapes that do not match, an empty mask, a bad range."""
 
 
-def as_map(cam: torch.Tensor, name: str = "map") -> torch.Tensor:
-    """``cam`` as a float ``(B, 1, *S)`` plain tensor (a bare ``(*S)`` becomes ``(1, 1, *S)``)."""
+def as_map(cam: Any, name: str = "map") -> torch.Tensor:
+    """``cam`` (any result, or a tensor) as a float ``(B, 1, *S)`` plain tensor (a bare ``(*S)``
+    becomes ``(1, 1, *S)``)."""
+    if isinstance(cam, Explanation):
+        cam = batch_map(cam)
     if not torch.is_tensor(cam):
         cam = torch.as_tensor(cam)
     cam = _plain(cam).float()

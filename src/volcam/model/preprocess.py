@@ -22,7 +22,7 @@ __all__ = ["CardError", "Preprocessing"]
 
 # The MONAI array transforms a card may name (a card is data and may come from anyone): geometry that
 # MONAI can invert, and intensity steps. Nothing here takes code, reads or writes files, waits or
-# draws random numbers; every argument is plain JSON (volcam.allowlist.check_plain).
+# draws random numbers; every argument is plain JSON (volcam.model.allowlist.check_plain).
 ALLOWED = frozenset({
     # geometric (invertible)
     "Orientation", "Spacing", "Resize", "Zoom", "Flip", "Rotate90", "ResizeWithPadOrCrop", "SpatialPad",

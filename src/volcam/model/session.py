@@ -3,19 +3,24 @@
 A viewer explains the same scan again and again (another class, another gradient method, another
 σ). :class:`ScanSession` keeps the scan's preprocessed input and one :class:`~volcam.engine.CamEngine`
 per target layer, whose cached forward serves every later request, so a change of class or method
-costs a backward through the head and the map's way back to the scan's grid. Frame models on clips
-run through :meth:`volcam.Model.explain` (they have no single forward to keep).
+costs a backward through the head and the map's way back to the scan's grid. It is the one per-scan
+pipeline: :meth:`volcam.Model.explain` runs through it too. Frame models on clips have no single
+forward to keep; their frames run through :func:`volcam.explain_clip` each time.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from volcam.model.model import Model, ScanExplanation
+from volcam.errors import InputError, MethodError, first_line
+from volcam.model.explanation import ScanExplanation
+
+if TYPE_CHECKING:  # the model module builds its explain on this one: no import back at run time
+    from volcam.model.model import Model
 
 __all__ = ["ScanSession"]
 
@@ -68,8 +73,11 @@ class ScanSession:
         ``timings`` holds ``preprocess`` (0 after the first call), ``explain`` and ``invert`` seconds.
         """
         model = self.model
-        if model.card.kind == "frames" or isinstance(model.network, torch.jit.ScriptModule):
-            return model.explain(self.scan, method, target, layer, **options)
+        if isinstance(model.network, torch.jit.ScriptModule):
+            raise MethodError(
+                f"{model.card.path.name}: a TorchScript network takes no Python hooks, which CAM methods need; "
+                "use a card with the MONAI network and its state_dict (TorchScript cards can predict only)"
+            )
         model.check_target(target)
         chosen = model.method_layer(method, layer)
         model.check_layer(chosen)
@@ -80,8 +88,12 @@ class ScanSession:
             self._prepared = model.prepare(self.scan)
             self._input = self._prepared[None]
             prep_seconds = time.perf_counter() - start
-        engine = self._engine(chosen)
         start = time.perf_counter()
+        if model.card.kind == "frames":
+            result = self._frames(method, target, chosen, options)
+            timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
+            return model.on_scan(result, self._prepared, self.scan, timings)
+        engine = self._engine(chosen)
         try:
             forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
         except RuntimeError:
@@ -92,3 +104,16 @@ class ScanSession:
         result = model.explain_input(engine, self._input, method, target, **options)
         timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
         return model.on_scan(result, self._prepared, self.scan, timings)
+
+    def _frames(self, method: str, target: int | str | None, layer: str | Sequence[str], options: dict) -> Any:
+        """A clip through a 2D frame model: frames as a batch, maps stacked back along time."""
+        from volcam.engine.clip import explain_clip
+
+        model = self.model
+        try:
+            return explain_clip(
+                model.network, self._prepared, method, target, layer, labels=model.labels or None,
+                device=model.device, **options,
+            )  # fmt: skip
+        except RuntimeError as error:
+            raise InputError(f"{model.name} cannot take this clip ({first_line(error)})") from None

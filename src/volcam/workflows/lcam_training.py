@@ -21,7 +21,6 @@ strings (loads with ``torch.load(weights_only=True)``) and recorded in the card:
 from __future__ import annotations
 
 import copy
-import csv
 import math
 import os
 import time
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from volcam.errors import CardError, InputError, MethodError
 from volcam.methods.learned import VARIANTS, LCamAttention, lcam_loss, select_class
@@ -70,38 +68,24 @@ class LCamTraining:
 # -- the training data ------------------------------------------------------------------------------
 
 
-def _read_manifest(path: Path) -> tuple[list[Path], list[str] | None]:
-    """A CSV/TSV with a ``path`` (or ``image``) column, relative to the manifest, and an optional ``label``."""
-    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f, dialect=dialect))
-    if not rows:
-        raise InputError(f"{path}: the manifest lists no images")
-    column = next((c for c in ("path", "image") if c in rows[0]), None)
-    if column is None:
-        raise InputError(f"{path}: the manifest needs a 'path' column (found {', '.join(rows[0])})")
-    paths = [(path.parent / r[column]).resolve() for r in rows]
-    labels = [str(r["label"]).strip() for r in rows] if "label" in rows[0] else None
-    return paths, labels
-
-
 def _gather(model: Any, images: Any, labels: Sequence[int | str] | None) -> tuple[torch.Tensor, list | None]:
     """Network inputs ``(N, C, *S)`` and labels from a folder, a manifest, scans or a ready tensor."""
     from volcam.io import load
+    from volcam.io.formats import is_image_name
+    from volcam.io.tables import read_cases
 
     if isinstance(images, (str, os.PathLike)):
         where = Path(images)
-        if where.is_dir():
-            paths = sorted(p for p in where.iterdir() if not p.name.startswith("."))
-        elif where.suffix.lower() in (".csv", ".tsv"):
-            paths, found = _read_manifest(where)
-            labels = labels if labels is not None else found
+        if where.is_dir() or (where.is_file() and not is_image_name(where)):  # the cohort's folder/manifest reader
+            cases = read_cases(where)  # scans only: masks, notes and hidden files are not images
+            paths = [case.image for case in cases]
+            found = [case.label for case in cases]
+            if labels is None and any(label is not None for label in found):
+                labels = found
         elif where.exists():
             paths = [where]
         else:
             raise InputError(f"{where}: no such folder, manifest or image")
-        if not paths:
-            raise InputError(f"{where}: no images to train on")
         images = [load(p) for p in paths]
     if torch.is_tensor(images) and images.ndim >= 3 and not hasattr(images, "meta"):
         x = images.float()  # already network inputs (B, C, *S)
@@ -198,6 +182,7 @@ def train_lcam(
     from tqdm.auto import tqdm
 
     from volcam.engine.core import CamEngine, _frozen
+    from volcam.engine.head import checked_head
     from volcam.model.model import Model, load_model
     from volcam.targets import num_classes, predicted_classes
 
@@ -280,7 +265,7 @@ def train_lcam(
     bar = tqdm(range(epochs), desc=f"L-CAM-{variant.capitalize()} at {chosen}", unit="epoch", disable=not progress)
     # eval mode (batch-norm statistics stay as they are) and no parameter gradients, restored on exit
     with _frozen(network, eval_mode=True), torch.enable_grad():
-        head = _head(network, chosen, activations[:1], output[:1]) if variant == "fm" else None
+        head = checked_head(network, chosen, activations[:1], output[:1]) if variant == "fm" else None
         for epoch in bar:
             module.train()
             sums = dict.fromkeys(("loss", "ce", "area", "tv"), 0.0)
@@ -328,15 +313,3 @@ def train_lcam(
             record_in_card(model.card.path, variant, path, chosen, model.labels)
             model.refresh_card()  # this Model explains with the new module right away
     return LCamTraining(module, variant, chosen, path, history, best_epoch, stopped_early, time.perf_counter() - start)
-
-
-def _head(network: nn.Module, layer: str, activations: torch.Tensor, output: torch.Tensor) -> nn.Module | None:
-    """The layers after ``layer`` as a module when the network can be cut there (checked), else ``None``."""
-    from volcam.engine.core import _attributes_kept
-    from volcam.engine.head import check_head, extract_head
-
-    with _attributes_kept(network):
-        head = extract_head(network, layer)
-    if head is not None and check_head(head, activations, output):
-        return head
-    return None

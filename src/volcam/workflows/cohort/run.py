@@ -1,11 +1,11 @@
 """Many cases: a manifest in, maps + a table + a summary out; resumable, fault-isolated, local or on Dask.
 
 :func:`run_cohort` is what ``volcam cohort`` runs. For each case of the manifest (see
-:mod:`volcam.manifest`): load the scan (and mask) → explain it with every method (one shared
+:mod:`volcam.io.tables`): load the scan (and mask) → explain it with every method (one shared
 forward) → write the maps under ``OUT/<case id>/`` as NIfTI on the scan's grid (and PNG montages
 with ``png=True``) → score them (localization against the mask, deletion/insertion faithfulness) →
 ``OUT/<case id>/case.json``. Then ``results.parquet``/``results.csv``, ``summary.md`` and
-``distributions.png`` for the whole cohort (:mod:`volcam.cohort_report`).
+``distributions.png`` for the whole cohort (:mod:`volcam.workflows.cohort.report`).
 
 Resuming: a case folder is written as a whole (a temporary folder renamed when complete), and
 ``case.json`` records the run's fingerprint (a hash of the model's card and weights, the methods and
@@ -442,7 +442,7 @@ def run_cohort(
     """Explain and score every case of a manifest; write maps, a table and a summary; return the table.
 
     Args:
-        manifest: a ``.csv``/``.parquet`` manifest or a folder of scans (see :mod:`volcam.manifest`).
+        manifest: a ``.csv``/``.parquet`` manifest or a folder of scans (see :mod:`volcam.io.tables`).
         model: a model card (``.json``) or a MONAI bundle folder.
         out: the output folder: ``<case id>/`` per case, ``results.parquet``, ``results.csv``,
             ``summary.md``, ``distributions.png``, ``cohort.json`` (the settings).
@@ -565,7 +565,7 @@ def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.Pat
     ``out`` may not be, hold or lie inside the manifest, a scan, a mask or the model; it is new, empty
     or a cohort folder (``cohort.json``); and each case folder that exists is one a cohort wrote
     (``case.json`` naming that case), so a folder of the user's that happens to bear a case's name is
-    never replaced. (Case ids are plain folder names: :func:`volcam.manifest.read_cases` checks.)
+    never replaced. (Case ids are plain folder names: :func:`volcam.io.tables.read_cases` checks.)
     """
     from volcam.io.atomic import check_not_input, is_temporary, writable_target
 
