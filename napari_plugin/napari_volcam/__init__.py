@@ -4,4 +4,6 @@ The plugin's adapters are thin layers over the :mod:`volcam` API; this package h
 or CAM logic of its own.
 """
 
-__version__ = "0.1.0"
+from volcam._version import __version__  # the version's one home
+
+__all__ = ["__version__"]

@@ -114,7 +114,9 @@ def _from_manifest(path: Path) -> list[Case]:
         where = f"{path}, row {number}"
         image = _cell(row[roles["image"]])
         # no case column (e.g. ``path,label`` for L-CAM training): the id is the image's name
-        case_id = _cell(row[roles["case"]]) if roles["case"] else (_scan_name(Path(image))[0] if image else None)
+        case_id = (
+            _cell(row[roles["case"]]) if roles["case"] else (_scan_name(path.parent / image)[0] if image else None)
+        )
         if case_id is None or image is None:
             raise InputError(f"{where}: every case needs an id and an image path")
         check_case_id(case_id, where)

@@ -16,7 +16,7 @@ import numpy as np
 
 from volcam.errors import InputError
 from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
-from volcam.io.image import LPS_TO_RAS
+from volcam.io.dicom_series import save_instance, slice_geometry
 from volcam.maps.arrays import image_array, map_array
 from volcam.maps.result import MapInfo
 from volcam.maps.windowing import Window
@@ -105,21 +105,6 @@ def write_nifti(
     return path
 
 
-def _slice_geometry(affine_ras: np.ndarray, k: int) -> tuple[list[float], list[float], list[float]]:
-    """(ImagePositionPatient, ImageOrientationPatient, PixelSpacing) of slice ``k`` of an (x, y, z) grid."""
-    lps = LPS_TO_RAS @ affine_ras  # the flip is its own inverse
-    row, col = lps[:3, 0], lps[:3, 1]
-    if abs(row @ col) > 1e-4 * np.linalg.norm(row) * np.linalg.norm(col):
-        raise InputError("the image's in-plane axes are not perpendicular; a DICOM slice cannot hold that grid")
-    position = lps @ np.array([0.0, 0.0, float(k), 1.0])
-    orientation = np.concatenate([row / np.linalg.norm(row), col / np.linalg.norm(col)])
-    return (
-        [round(float(v), 6) for v in position[:3]],
-        [round(float(v), 8) for v in orientation],
-        [round(float(np.linalg.norm(col)), 6), round(float(np.linalg.norm(row)), 6)],
-    )
-
-
 def _source_headers(meta: dict, depth: int, affine: np.ndarray) -> tuple[Any, list[Any] | None]:
     """The first source header (for the shared modules) and one header per slice when they still fit.
 
@@ -182,9 +167,8 @@ def write_dicom(
     image is still on its loaded grid, else from the affine. A source that was not DICOM gets a
     new study and frame of reference.
     """
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
 
     from volcam._version import __version__
     from volcam.maps.colour import display_range, fuse
@@ -230,7 +214,7 @@ def write_dicom(
                 orientation = [float(v) for v in source.ImageOrientationPatient]
                 spacing = [float(v) for v in source.PixelSpacing]
             else:
-                position, orientation, spacing = _slice_geometry(affine, k)
+                position, orientation, spacing = slice_geometry(affine, k)
             ds = Dataset()
             if first is not None:
                 for keyword in _SHARED:
@@ -289,12 +273,7 @@ def write_dicom(
                 ds.WindowCenter = 0.5
                 ds.WindowWidth = 1.0
                 ds.PixelData = np.ascontiguousarray(stored).tobytes()
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-            pydicom.dcmwrite(temporary / f"{k + 1:04d}.dcm", ds, enforce_file_format=True)
+            save_instance(ds, temporary / f"{k + 1:04d}.dcm")
     return Path(folder)
 
 

@@ -426,18 +426,6 @@ def _uid(*parts: object) -> str:
     return generate_uid(entropy_srcs=["volcam-synthetic", *map(str, parts)])  # reproducible per phantom
 
 
-def _file_meta(ds: Any, deflate: bool = False) -> None:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
-
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    # Deflate (zlib) is a standard transfer syntax every DICOM reader knows: a third smaller, lossless.
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian if deflate else ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-
 def write_ct_dicom(phantom: CtPhantom, folder: str | os.PathLike, *, key: object = 0, deflate: bool = False) -> Path:
     """Write a CT phantom as a DICOM series (one file per slice along the array's last axis), atomically.
 
@@ -445,15 +433,12 @@ def write_ct_dicom(phantom: CtPhantom, folder: str | os.PathLike, *, key: object
     ``key`` makes the UIDs unique and reproducible; ``deflate`` stores the files with the Deflated
     Explicit VR Little Endian transfer syntax (lossless). The patient is called ``PHANTOM``.
     """
-    import pydicom
     from pydicom.dataset import Dataset
 
     from volcam.io.atomic import atomic_folder
-    from volcam.io.image import LPS_TO_RAS
+    from volcam.io.dicom_series import save_instance, slice_geometry
 
-    lps = LPS_TO_RAS @ phantom.affine
-    sx, sy, sz = phantom.spacing
-    row_dir, col_dir = lps[:3, 0] / sx, lps[:3, 1] / sy
+    sz = phantom.spacing[2]
     study, series, frame = _uid(key, "study"), _uid(key, "series"), _uid(key, "frame")
     with atomic_folder(folder, overwrite=True) as temporary:
         for k in range(phantom.image.shape[2]):
@@ -466,10 +451,7 @@ def write_ct_dicom(phantom: CtPhantom, folder: str | os.PathLike, *, key: object
             ds.SeriesDescription = "volcam synthetic chest CT"
             ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
             ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
-            position = lps @ np.array([0.0, 0.0, float(k), 1.0])
-            ds.ImagePositionPatient = [round(float(v), 4) for v in position[:3]]
-            ds.ImageOrientationPatient = [round(float(v), 6) for v in (*row_dir, *col_dir)]
-            ds.PixelSpacing = [round(sy, 6), round(sx, 6)]
+            ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing = slice_geometry(phantom.affine, k)
             ds.SliceThickness = ds.SpacingBetweenSlices = round(sz, 6)
             ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
             pixels = np.ascontiguousarray(phantom.image[:, :, k].T)  # (rows, columns): array axis 0 runs along a row
@@ -477,18 +459,17 @@ def write_ct_dicom(phantom: CtPhantom, folder: str | os.PathLike, *, key: object
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
             ds.PixelData = pixels.astype(np.int16).tobytes()
-            _file_meta(ds, deflate)
-            pydicom.dcmwrite(temporary / f"{k + 1:04d}.dcm", ds, enforce_file_format=True)
+            save_instance(ds, temporary / f"{k + 1:04d}.dcm", deflate)
     return Path(folder)
 
 
 def write_ultrasound_dicom(clip: UltrasoundClip, path: str | os.PathLike, *, key: object = 0) -> Path:
     """Write a clip as a multi-frame ultrasound DICOM (frame time and calibrated region), atomically."""
-    import pydicom
     from pydicom.dataset import Dataset
     from pydicom.tag import Tag
 
     from volcam.io.atomic import atomic_file
+    from volcam.io.dicom_series import save_instance
 
     t, h, w = clip.frames.shape
     ds = Dataset()
@@ -513,7 +494,6 @@ def write_ultrasound_dicom(clip: UltrasoundClip, path: str | os.PathLike, *, key
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.ascontiguousarray(clip.frames, dtype=np.uint8).tobytes()
-    _file_meta(ds)
     with atomic_file(path) as temporary:
-        pydicom.dcmwrite(temporary, ds, enforce_file_format=True)
+        save_instance(ds, temporary)
     return Path(path)
