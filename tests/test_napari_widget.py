@@ -117,9 +117,9 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     assert numbers["pointing_hit"] and "hit (0.0 mm)" in widget.review_panel.localization.text()
     assert numbers["energy_in_mask"] > 2 * numbers["energy_baseline"]
     # choosing no mask, then the mask again, recomputes the numbers (in a worker)
-    widget.review_panel.mask.setCurrentText("none")
+    widget.review_panel.lesion_mask.setCurrentText("none")
     assert widget.review_panel.localization.text() == ""
-    widget.review_panel.mask.setCurrentText("demo chest CT lesions")
+    widget.review_panel.lesion_mask.setCurrentText("demo chest CT lesions")
     qtbot.waitUntil(lambda: "hit" in widget.review_panel.localization.text(), timeout=TIMEOUT_MS)
 
 

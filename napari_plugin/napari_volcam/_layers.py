@@ -7,9 +7,12 @@ values: geometry, modality, series description, spacing; no patient identifier) 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 SCAN_KEY = "volcam_scan"
 INFO_KEY = "volcam"
@@ -24,7 +27,7 @@ def layer_name(meta: dict[str, Any]) -> str:
     return f"{meta.get('modality') or 'OT'} {description or kind}"
 
 
-def scan_layer(scan: Any, name: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
+def scan_layer(scan: MetaTensor, name: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
     """A loaded scan ``(C, *S)`` → napari ``(data, kwargs, "image")`` in the display orientation."""
     from volcam.viz.display import display_geometry, display_limits
 
@@ -36,9 +39,10 @@ def scan_layer(scan: Any, name: str | None = None) -> tuple[np.ndarray, dict[str
     if rgb:  # colour ultrasound: napari shows RGB as 0..255 bytes
         data = np.clip(data, 0, 255).astype(np.uint8)
     clip = geometry.axes == "tyx"
+    modality = str(meta.get("modality") or "OT")
     info = {
         "geometry": geometry.as_metadata(),
-        "modality": str(meta.get("modality") or "OT"),
+        "modality": modality,
         "series_description": str(meta.get("series_description") or ""),
         "spacing": [float(v) for v in meta.get("spacing", geometry.scale)],
         "axes": str(meta.get("axes") or geometry.axes),
@@ -57,7 +61,7 @@ def scan_layer(scan: Any, name: str | None = None) -> tuple[np.ndarray, dict[str
     }
     if not rgb:
         kwargs["colormap"] = "gray"
-        kwargs["contrast_limits"] = display_limits(data, info["modality"])
+        kwargs["contrast_limits"] = display_limits(data, modality)
     return data, kwargs, "image"
 
 

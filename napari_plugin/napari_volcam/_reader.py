@@ -32,19 +32,18 @@ def napari_get_reader(path: str | list[str]) -> Any:
     return None
 
 
-def read_scan(path: str | os.PathLike | list) -> list[tuple]:
+def read_scan(path: str | os.PathLike | list[str]) -> list[tuple]:
     """The scan at ``path`` as one image layer (``[(None,)]`` with an error notification if unreadable)."""
     from napari.utils.notifications import show_error, show_warning
 
     import volcam
     from volcam.errors import VolcamError
 
-    if isinstance(path, list):
-        path = path[0]
+    first = path[0] if isinstance(path, list) else path
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", volcam.VolcamWarning)
-            scan = volcam.load(path)
+            scan = volcam.load(first)
     except VolcamError as error:
         show_error(f"volcam cannot open this: {error}")
         return [(None,)]

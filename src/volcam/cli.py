@@ -13,7 +13,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -33,6 +33,7 @@ _CLICK_ERROR = _base("ClickException")
 _USAGE_ERROR = _base("UsageError")
 # The CLI framework's own control flow: passed through, never reported as an error of volcam's.
 _FRAMEWORK = (typer.Exit, typer.Abort, _CLICK_ERROR)
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def _log_internal_error(error: BaseException) -> Path | None:
@@ -122,10 +123,10 @@ class VolcamApp(typer.Typer):
     """A typer app whose commands report every exception as one line (:func:`report`), never a traceback,
     and whose usage errors (a missing argument, a bad option value) are one line too."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        register = super().command(*args, **kwargs)
+    def command(self, name: str | None = None, **kwargs: Any) -> Callable[[_Command], _Command]:
+        register = super().command(name, **kwargs)
 
-        def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+        def decorator(function: _Command) -> _Command:
             register(_one_line_errors(function))
             return function
 
@@ -134,7 +135,8 @@ class VolcamApp(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         command = typer.main.get_command(self)
         try:
-            status = command.main(*args, standalone_mode=False, **kwargs)
+            kwargs["standalone_mode"] = False  # exits and errors are handled here, not by click
+            status = command.main(*args, **kwargs)
         except _USAGE_ERROR as error:  # a missing argument, a bad option value: one line, as for VolcamError
             context = getattr(error, "ctx", None)
             if type(error).__name__ == "NoArgsIsHelpError" and context is not None:  # `volcam` alone: the help
@@ -297,7 +299,7 @@ def explain(
     _check_out(out, input, model)
     loaded, scan = _model_and_scan(model, input, layer, trust_weights, device, series, volume)
     target_spec = _target(target)
-    options = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
+    options: dict[str, Any] = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
     chosen = (layer[0] if len(layer) == 1 else layer) if layer else None
     try:
         loaded.check_scan(scan)
@@ -515,4 +517,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from volcam.errors import FileFormatError
+
 __all__ = ["CT_METHODS", "LUS_METHODS", "run_demo"]
 
 CT_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "xgradcam")
@@ -24,7 +26,10 @@ LUS_METHODS = ("gradcam", "gradcam++", "layercam")
 def _mask(path: Path) -> np.ndarray:
     import nibabel as nib
 
-    return np.asarray(nib.load(path).dataobj)
+    image = nib.load(path)
+    if not isinstance(image, nib.Nifti1Image):  # the sample data's masks are .nii.gz
+        raise FileFormatError(f"{path}: not a NIfTI mask (nibabel reads it as {type(image).__name__})")
+    return np.asarray(image.dataobj)
 
 
 def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:

@@ -196,14 +196,14 @@ def resolve_target(
     """
     if target is None:
         target = ClassTarget(predicted_classes(output))
-    elif isinstance(target, str) or (
-        isinstance(target, Sequence)
-        and not isinstance(target, torch.Tensor)
-        and any(isinstance(t, str) for t in target)
-    ):
-        names = [target] if isinstance(target, str) else list(target)
-        target = ClassTarget([_label_index(name, labels) for name in names])
-    elif isinstance(target, (int, Sequence, torch.Tensor)):
+    elif isinstance(target, str):
+        target = ClassTarget([_label_index(target, labels)])
+    elif isinstance(target, Sequence) and not isinstance(target, torch.Tensor):
+        indices = [t for t in target if not isinstance(t, str)]
+        if len(indices) < len(target):  # labels among them: look each one up
+            indices = [_label_index(name, labels) for name in target]
+        target = ClassTarget(indices)
+    elif isinstance(target, (int, torch.Tensor)):
         target = ClassTarget(target)
     elif not callable(target):
         raise TargetError(f"target must be a class index, a label or a Target, not {type(target).__name__}")

@@ -55,7 +55,7 @@ class ExplainWidget(QWidget):
     def _refresh_layers(self, *_: Any) -> None:
         layers = [(layer.name, _kind(layer), layer.metadata) for layer in self.viewer.layers]
         explain, review = self.explain_panel, self.review_panel
-        lists = self.controller.layer_lists(layers, explain.image.currentText(), review.mask.currentText())
+        lists = self.controller.layer_lists(layers, explain.image.currentText(), review.lesion_mask.currentText())
         image_changed = lists.image != explain.image.currentText()
         explain.show_images(lists.images, lists.image)
         review.show_masks(lists.masks, lists.mask)
@@ -94,13 +94,17 @@ class ExplainWidget(QWidget):
     def explain(self, methods: list[str] | None = None) -> Any:
         """Start explaining the selected image with the chosen method(s); returns the worker (or None)."""
         c = self.controller
-        c.set_mask(self.review_panel.mask.currentText(), self._layer_data(self.review_panel.mask.currentText()))
+        c.set_mask(
+            self.review_panel.lesion_mask.currentText(), self._layer_data(self.review_panel.lesion_mask.currentText())
+        )
         return self._start(c.start(self.selected_image(), methods))
 
     def compare(self, methods: list[str] | None = None) -> Any:
         """Explain with the methods chosen in the compare panel (or ``methods``), side by side in a grid."""
         c = self.controller
-        c.set_mask(self.review_panel.mask.currentText(), self._layer_data(self.review_panel.mask.currentText()))
+        c.set_mask(
+            self.review_panel.lesion_mask.currentText(), self._layer_data(self.review_panel.lesion_mask.currentText())
+        )
         chosen = self.compare_panel.selected() if methods is None else methods
         return self._start(c.start_comparison(self.selected_image(), chosen))
 

@@ -77,7 +77,7 @@ class ExplainPanel(QWidget):
         buttons.addWidget(self.cancel_button)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         form = QFormLayout()
         form.addRow("image", self.image)
@@ -140,7 +140,7 @@ class DisplayPanel(QGroupBox):
         self.colormap = QComboBox()
         self.colormap.addItems(COLORMAPS)
         self.colormap.setCurrentText(display.colormap)
-        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(round(display.opacity * 100))
         self.threshold = QDoubleSpinBox()

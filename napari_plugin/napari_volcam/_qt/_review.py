@@ -7,6 +7,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
+from napari_volcam._controller import DockController
 from napari_volcam._qt._explain import _fill
 from napari_volcam._qt._profile import ProfilePlot
 
@@ -14,7 +15,9 @@ from napari_volcam._qt._profile import ProfilePlot
 class ReviewPanel(QGroupBox):
     """``go_to(index | None)`` moves the viewer; ``on_mask(name)`` reports a newly chosen mask."""
 
-    def __init__(self, controller: Any, go_to: Callable[[int | None], Any], on_mask: Callable[[str], Any]) -> None:
+    def __init__(
+        self, controller: DockController, go_to: Callable[[int | None], Any], on_mask: Callable[[str], Any]
+    ) -> None:
         super().__init__("review")
         self.controller = controller
         steps = QHBoxLayout()
@@ -28,12 +31,12 @@ class ReviewPanel(QGroupBox):
         for button in (self.peak_button, self.prev_button, self.next_button):
             steps.addWidget(button)
         self.plot = ProfilePlot(lambda x: go_to(controller.pick(x)))
-        self.mask = QComboBox()
-        self.mask.currentTextChanged.connect(on_mask)
+        self.lesion_mask = QComboBox()
+        self.lesion_mask.currentTextChanged.connect(on_mask)
         self.localization = QLabel("")
         self.localization.setWordWrap(True)
         mask_form = QFormLayout()
-        mask_form.addRow("lesion mask", self.mask)
+        mask_form.addRow("lesion mask", self.lesion_mask)
         layout = QVBoxLayout(self)
         layout.addLayout(steps)
         layout.addWidget(self.plot)
@@ -41,7 +44,7 @@ class ReviewPanel(QGroupBox):
         layout.addWidget(self.localization)
 
     def show_masks(self, names: list[str], current: str) -> None:
-        _fill(self.mask, names, current)
+        _fill(self.lesion_mask, names, current)
 
     def show_localization(self, text: str | None) -> None:
         if text is not None:

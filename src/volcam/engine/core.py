@@ -35,9 +35,9 @@ import math
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 import torch
 from torch import nn
@@ -64,6 +64,19 @@ __all__ = ["CamEngine", "ForwardPass"]
 logger = logging.getLogger("volcam")
 
 LayerSpec = str | Sequence[str]
+_Engine = TypeVar("_Engine", bound="CamEngine")
+
+
+class _LayerFields(TypedDict, total=False):
+    """:class:`LayerCapture`'s keyword fields for one layer, filled in as the method's needs are met."""
+
+    spacing: tuple[float, ...]
+    input_spacing: tuple[float, ...]
+    gradients: torch.Tensor
+    gradient_moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    class_weights: torch.Tensor
+    runner: ModelRunner
+
 
 # model -> {input shape without batch -> auto-picked layer}: repeated volcam.explain() calls on
 # one model probe its layers once.
@@ -154,7 +167,7 @@ class CamEngine:
         self._cache: tuple[weakref.ref[torch.Tensor], int, ForwardPass, tuple[str, ...]] | None = None
 
     # -- context manager: the engine holds no hooks between calls, only the cached forward ----------
-    def __enter__(self) -> CamEngine:
+    def __enter__(self: _Engine) -> _Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -455,7 +468,7 @@ class CamEngine:
         tgt, classes = resolve_target(target, fwd.output.detach(), self.labels)
         input_spacing = self._input_spacing(x, spacing)
         start = time.perf_counter()
-        fields: dict[str, dict[str, Any]] = {
+        fields: dict[str, _LayerFields] = {
             n: {"spacing": _feature_spacing(input_spacing, x.shape[2:], a.shape[2:]), "input_spacing": input_spacing}
             for n, a in fwd.activations.items()
         }
@@ -507,7 +520,7 @@ class CamEngine:
                 for c in classes
             ]
         input_spacing = self._input_spacing(x, spacing)
-        base = {
+        base: dict[str, _LayerFields] = {
             n: {"spacing": _feature_spacing(input_spacing, x.shape[2:], a.shape[2:]), "input_spacing": input_spacing}
             for n, a in fwd.activations.items()
         }
@@ -526,7 +539,8 @@ class CamEngine:
                     a.detach(),
                     gradients=smooth(n, grads[n][i]) if grads is not None else None,
                     class_weights=weights.get(n),
-                    **base[n],
+                    spacing=base[n]["spacing"],
+                    input_spacing=base[n]["input_spacing"],
                 )
                 for n, a in fwd.activations.items()
             ]
@@ -606,7 +620,9 @@ class CamEngine:
             raise InputError(f"spacing {spacing} does not give a positive size for each of the {dims} spatial axes")
         return spacing
 
-    def _gradient_filter(self, sigma_mm: float | Sequence[float] | None, fields: Mapping[str, Mapping[str, Any]]):
+    def _gradient_filter(
+        self, sigma_mm: float | Sequence[float] | None, fields: Mapping[str, _LayerFields]
+    ) -> Callable[[str, torch.Tensor], torch.Tensor]:
         """``(layer, gradients) -> gradients`` smoothed at that layer's spacing (identity if no σ)."""
         if sigma_mm is None:
             return lambda _name, g: g
@@ -681,7 +697,9 @@ class CamEngine:
         return x.detach().to(device=self.device, dtype=dtype)
 
 
-def _request(method: str, gradient_sigma_mm: Any, options: Mapping[str, Any]) -> tuple[MethodInfo, dict[str, Any]]:
+def _request(
+    method: str, gradient_sigma_mm: float | Sequence[float] | None, options: Mapping[str, Any]
+) -> tuple[MethodInfo, dict[str, Any]]:
     """The one check of what a caller asked for, shared by every entry point: the method exists, its
     options are its own, and a gradient filter is asked only of a method that uses gradients."""
     info = get_method(method)
@@ -749,10 +767,10 @@ def _frozen(
     writes, which matters beside a small network's forward of a few milliseconds. ``modules`` and
     ``parameters`` are the model's, listed by a caller that freezes it often.
     """
-    modules = model.modules() if modules is None else modules
-    parameters = model.parameters() if parameters is None else parameters
-    training = [m for m in modules if m.training] if eval_mode else []
-    trainable = [p for p in parameters if p.requires_grad]
+    all_modules: Iterable[nn.Module] = model.modules() if modules is None else modules
+    all_parameters: Iterable[nn.Parameter] = model.parameters() if parameters is None else parameters
+    training = [m for m in all_modules if m.training] if eval_mode else []
+    trainable = [p for p in all_parameters if p.requires_grad]
     try:
         if training:
             model.eval()  # through the model's own train() override, if it has one
@@ -777,10 +795,10 @@ def first_tensor(output: Any, why: str = "volcam explains models that return a t
 
 
 def _module_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
@@ -30,6 +30,9 @@ from volcam.io.dicom_geometry import StackGeometry, directions, orientation_prob
 from volcam.io.image import LPS_TO_RAS, make_clip, make_volume, warn_problem
 from volcam.io.memory import check_fits
 from volcam.io.paths import is_regular_file, require_regular_file
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 __all__ = [
     "Scan",
@@ -425,12 +428,14 @@ def series_geometry(headers: list[tuple[Path, Dataset]]) -> StackGeometry:
         and bool(positions)
     )
     known = [s for s in spacings if s is not None]
+    step = _fallback_step(first, first_path, problems)
+    tilt = optional_numbers(first, "GantryDetectorTilt", first_path, problems, count=1)
     geometry = stack_geometry(
         np.array(positions) if have else None,
         np.array(orientations) if have else None,
         known[0] if known else None,
-        _fallback_step(first, first_path, problems),
-        (optional_numbers(first, "GantryDetectorTilt", first_path, problems, count=1) or [None])[0],
+        step,
+        tilt[0] if tilt else None,
     )
     if broken:
         geometry.fatal[:0] = _few(broken)
@@ -587,7 +592,7 @@ def _volume(slices: np.ndarray, geometry: StackGeometry, path: Path, ds: Dataset
     )
 
 
-def _load_series(series: Series, where: Path) -> Any:
+def _load_series(series: Series, where: Path) -> MetaTensor:
     headers = series.headers
     try:
         multi = [p for p, ds in headers if frame_count(ds, p) > 1]
@@ -616,6 +621,7 @@ def _load_series(series: Series, where: Path) -> Any:
             raise SeriesError(f"{file}: the pixel data is {array.shape}, the series' first slice {stack.shape[1:]}")
         stack[k] = _rescale(array, *_rescale_of(ds, file))
     logger.info("series %s: %d slices from %s", series.uid, len(ordered), where)
+    assert stack is not None  # ordered holds geometry.order[0]: at least one slice
     return _volume(stack, geometry, where, ds, ordered, [])
 
 
@@ -696,7 +702,7 @@ def ultrasound_spacing(ds: Dataset, problems: list[str] | None = None) -> tuple[
     return best[1] if best else _pixel_spacing(ds, path, problems)
 
 
-def _load_clip(path: Path, ds: Dataset, array: np.ndarray) -> Any:
+def _load_clip(path: Path, ds: Dataset, array: np.ndarray) -> MetaTensor:
     frames = frame_count(ds, path)
     samples = header_int(ds, "SamplesPerPixel", path, 1)
     if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
@@ -801,7 +807,7 @@ def multiframe_geometry(ds: Dataset, path: str | os.PathLike | None = None) -> S
     return geometry
 
 
-def _load_multiframe(path: Path, ds: Dataset, array: np.ndarray) -> Any:
+def _load_multiframe(path: Path, ds: Dataset, array: np.ndarray) -> MetaTensor:
     """An enhanced CT/MR (or any multi-frame image stack) as a volume, frames ordered along the normal."""
     geometry = multiframe_geometry(ds, path)
     if geometry.fatal:
@@ -817,7 +823,7 @@ def _load_multiframe(path: Path, ds: Dataset, array: np.ndarray) -> Any:
     return _volume(stack, geometry, path, ds, [path], [])
 
 
-def _load_file(path: Path) -> Any:
+def _load_file(path: Path) -> MetaTensor:
     ds, array = _pixels(path)
     if is_clip(ds):
         return _load_clip(path, ds, array)
@@ -831,7 +837,7 @@ def _load_file(path: Path) -> Any:
     return _volume(_rescale(array, *_rescale_of(ds, path))[None], geometry, path, ds, [path], [])
 
 
-def load_dicom(path: str | os.PathLike, series: str | int | None = None) -> Any:
+def load_dicom(path: str | os.PathLike, series: str | int | None = None) -> MetaTensor:
     """A DICOM folder (one series of it) or one DICOM file → ``MetaTensor``; see :func:`volcam.load`."""
     path = Path(path)
     if path.is_dir():

@@ -119,7 +119,7 @@ def stack_geometry(
     positions = np.asarray(positions, float).reshape(-1, 3)
     orientations = np.asarray(orientations, float).reshape(-1, 6)
     n = len(positions)
-    bad = {orientation_problem(o) for o in orientations} - {None}
+    bad = {problem for o in orientations if (problem := orientation_problem(o)) is not None}
     if not np.isfinite(positions).all():
         bad.add("ImagePositionPatient holds NaN or infinity")
     if bad:  # nothing below means anything: no order, no affine

@@ -24,11 +24,15 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from volcam.errors import FileFormatError, VolcamWarning
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 __all__ = ["LPS_TO_RAS", "affine_problem", "make_clip", "make_volume", "warn_problem"]
 
@@ -43,7 +47,8 @@ def warn_problem(problems: list[str], message: str) -> None:
     to the reader deep inside that found the problem.
     """
     problems.append(message)
-    frame, level = sys._getframe(0), 1
+    frame: FrameType | None = sys._getframe(0)
+    level = 1
     while frame is not None and frame.f_globals.get("__name__", "").startswith("volcam."):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, VolcamWarning, stacklevel=level)
@@ -81,7 +86,7 @@ def _check_grid(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -
         raise FileFormatError(f"{path}: {problem}")
 
 
-def _metatensor(data: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> Any:
+def _metatensor(data: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> MetaTensor:
     import torch
     from monai.data import MetaTensor
 
@@ -101,7 +106,7 @@ def make_volume(
     problems: Sequence[str] = (),
     channel_dim: int | None = None,
     **extra: Any,
-) -> Any:
+) -> MetaTensor:
     """``(C, X, Y, Z)`` data and a 4×4 RAS affine → ``MetaTensor`` with volcam's metadata.
 
     ``channel_dim`` is where the channels were in the file (MONAI's ``original_channel_dim``;
@@ -134,7 +139,7 @@ def make_clip(
     pixel_spacing: tuple[float, float] | None,
     problems: list[str],
     **extra: Any,
-) -> Any:
+) -> MetaTensor:
     """``(C, T, H, W)`` frames → ``MetaTensor`` with spacing (frame interval s, row mm, column mm).
 
     Unknown spacing is recorded as a problem and taken as 1 (one second, one millimetre), so the

@@ -253,7 +253,7 @@ def write_dicom(
             heat = values[:, :, k].T  # (rows, columns): array axis 0 runs along a row
             ds.Rows, ds.Columns = heat.shape
             ds.PixelRepresentation = 0
-            if kind == "overlay":
+            if grey is not None:  # kind == "overlay"
                 rgb = fuse(grey[:, :, k].T, heat, colormap=colormap, alpha=alpha, threshold=threshold)
                 ds.SamplesPerPixel = 3
                 ds.PhotometricInterpretation = "RGB"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -118,11 +119,12 @@ def rank_gaussian_filter(m: torch.Tensor) -> torch.Tensor:
     return torch.where(positive.squeeze(-1), out, torch.zeros_like(out))
 
 
-def _per_axis(value: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in value)  # type: ignore[union-attr]
-    except TypeError:  # a single number (int, float, NumPy or 0-d tensor scalar): every axis
+def _per_axis(value: float | Sequence[float] | np.ndarray | torch.Tensor, ndim: int, name: str) -> tuple[float, ...]:
+    if isinstance(value, (np.ndarray, torch.Tensor)):  # a 0-d one is a single number, else one per axis
+        value = value.tolist()
+    if not isinstance(value, Sequence):  # a single number (int, float, NumPy scalar): every axis
         return (float(value),) * ndim
+    values = tuple(float(v) for v in value)
     if len(values) != ndim:
         raise ValueError(f"{name} has {len(values)} values for {ndim} spatial axes")
     return values

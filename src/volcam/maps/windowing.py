@@ -6,11 +6,15 @@ grey scale a radiologist reads, and a common normalisation before a CT classifie
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+import torch
 
 from volcam.errors import InputError
+
+if TYPE_CHECKING:
+    from monai.transforms import ScaleIntensityRange
 
 __all__ = ["WINDOWS", "apply_window", "window_bounds", "window_transform"]
 
@@ -24,7 +28,7 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 Window = str | tuple[float, float]
-ArrayT = TypeVar("ArrayT")
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def window_bounds(window: Window) -> tuple[float, float]:
@@ -46,10 +50,10 @@ def apply_window(values: ArrayT, window: Window) -> ArrayT:
     scaled = (values - low) / (high - low)
     if isinstance(scaled, np.ndarray):
         return np.clip(scaled, 0.0, 1.0)
-    return scaled.clamp(0.0, 1.0)  # type: ignore[union-attr]
+    return scaled.clamp(0.0, 1.0)
 
 
-def window_transform(window: Window) -> Any:
+def window_transform(window: Window) -> ScaleIntensityRange:
     """The window as MONAI's ``ScaleIntensityRange`` (clipping), for a preprocessing ``Compose``."""
     from monai.transforms import ScaleIntensityRange
 

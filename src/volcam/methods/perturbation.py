@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import EllipsisType
 
 import torch
 import torch.nn.functional as F
@@ -174,23 +175,26 @@ def occlusion(
     total = torch.zeros(b, 1, *size, dtype=torch.float32, device=x.device)
     count = torch.zeros(1, 1, *size, dtype=torch.float32, device=x.device)
     for corner in corners:
-        count[(..., *_box(corner, patch))] += 1
+        count[_box((...,), corner, patch)] += 1
     with runner.progress(b * len(corners), "occlusion forwards") as bar:
         for i in range(b):
             for chunk in corners.split(runner.batch_size):
                 batch = x[i : i + 1].repeat(len(chunk), *[1] * (x.ndim - 1))
                 for j, corner in enumerate(chunk):
-                    batch[(j, slice(None), *_box(corner, patch))] = fill[i]
+                    batch[_box((j, slice(None)), corner, patch)] = fill[i]
                 sample = torch.full((len(chunk),), i, dtype=torch.long, device=x.device)
                 drops = runner.base_scores[i] - runner.input_scores(batch, sample)
                 for j, corner in enumerate(chunk):
-                    total[(i, 0, *_box(corner, patch))] += drops[j].float()
+                    total[_box((i, 0), corner, patch)] += drops[j].float()
                 bar.update(len(chunk))
     return total / count.clamp_min(1)
 
 
-def _box(corner: torch.Tensor, patch: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(int(c), int(c) + p) for c, p in zip(corner, patch, strict=True))
+def _box(
+    head: tuple[int | slice | EllipsisType, ...], corner: torch.Tensor, patch: Sequence[int]
+) -> tuple[int | slice | EllipsisType, ...]:
+    """The index ``head`` followed by the patch at ``corner`` on the spatial axes."""
+    return (*head, *(slice(int(c), int(c) + p) for c, p in zip(corner, patch, strict=True)))
 
 
 def _baseline(x: torch.Tensor, baseline: str | float) -> torch.Tensor:

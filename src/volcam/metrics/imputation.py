@@ -77,7 +77,8 @@ def imputation_system(values: np.ndarray, removed: np.ndarray, neighbours: int =
     position = np.full(status.size, -1, dtype=np.int64)
     position[unknown] = np.arange(n)
     padded_values = np.zeros((values.shape[0], *padded_shape))
-    padded_values[(slice(None), *(slice(1, -1) for _ in shape))] = values
+    inner = (slice(None), *(slice(1, -1) for _ in shape))
+    padded_values[inner] = values
     padded_values = padded_values.reshape(values.shape[0], -1)
     # CSR with a fixed slot per neighbour (0 where the neighbour is kept or outside) and the
     # diagonal last: built in place, no sort of tens of millions of triplets

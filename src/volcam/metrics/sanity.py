@@ -164,8 +164,9 @@ def _reinitialise(module: nn.Module) -> None:
     (convolutions, linear, batch norm, which also resets its running statistics), else a normal
     draw with the parameter's own spread."""
     for sub in module.modules():
-        if hasattr(sub, "reset_parameters"):
-            sub.reset_parameters()
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
         elif any(True for _ in sub.parameters(recurse=False)):
             for p in sub.parameters(recurse=False):
                 p.normal_(0.0, float(p.std()) if p.numel() > 1 else 0.02)

@@ -19,11 +19,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
 
 __all__ = [
     "CT_LABELS",
@@ -65,9 +68,10 @@ class CtPhantom:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """mm per voxel along each array axis."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+        sx, sy, sz = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return float(sx), float(sy), float(sz)
 
-    def metatensor(self) -> Any:
+    def metatensor(self) -> MetaTensor:
         """The image as :func:`volcam.load` would return it: ``(1, X, Y, Z)`` float32 HU MetaTensor."""
         from volcam.io.image import make_volume
 
@@ -94,7 +98,7 @@ class UltrasoundClip:
     label: int
     pleura_row: int
 
-    def metatensor(self) -> Any:
+    def metatensor(self) -> MetaTensor:
         """The clip as :func:`volcam.load` returns one: ``(1, T, H, W)`` float32 MetaTensor."""
         from volcam.io.image import make_clip
 

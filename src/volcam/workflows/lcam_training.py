@@ -27,13 +27,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from volcam.errors import CardError, InputError, MethodError
 from volcam.methods.learned import VARIANTS, LCamAttention, lcam_loss, select_class
 from volcam.model.weights import default_path, load_lcam, record_in_card, save_lcam
+
+if TYPE_CHECKING:
+    from volcam.model.model import Model
 
 __all__ = ["LCamTraining", "load_lcam", "save_lcam", "train_lcam"]  # the file functions live in model.weights
 
@@ -68,7 +71,9 @@ class LCamTraining:
 # -- the training data ------------------------------------------------------------------------------
 
 
-def _gather(model: Any, images: Any, labels: Sequence[int | str] | None) -> tuple[torch.Tensor, list | None]:
+def _gather(
+    model: Model, images: Any, labels: Sequence[int | str | None] | None
+) -> tuple[torch.Tensor, list[int | str | None] | None]:
     """Network inputs ``(N, C, *S)`` and labels from a folder, a manifest, scans or a ready tensor."""
     from volcam.io import load
     from volcam.io.formats import is_image_name
@@ -110,9 +115,11 @@ def _gather(model: Any, images: Any, labels: Sequence[int | str] | None) -> tupl
     return x, list(labels) if labels is not None else None
 
 
-def _label_indices(labels: Sequence[int | str], names: Sequence[str]) -> torch.Tensor:
+def _label_indices(labels: Sequence[int | str | None], names: Sequence[str]) -> torch.Tensor:
     out = []
     for lab in labels:
+        if lab is None:  # a manifest row with an empty label cell
+            raise InputError("target='label' needs a label for every image; one has none")
         if isinstance(lab, str) and not lab.lstrip("-").isdigit():
             if lab not in names:
                 raise InputError(f"unknown label {lab!r}; the model's labels are {', '.join(names)}")
@@ -126,7 +133,7 @@ def _label_indices(labels: Sequence[int | str], names: Sequence[str]) -> torch.T
 
 
 def train_lcam(
-    model_card: Any,
+    model_card: str | os.PathLike | Model,
     images: Any,
     variant: str = "fm",
     *,
@@ -197,10 +204,10 @@ def train_lcam(
     if save:  # where the module goes is checked before the slow part: never over an input
         from volcam.io.atomic import check_not_input
 
-        given = [images] if isinstance(images, str | os.PathLike) else []
+        sources = [images] if isinstance(images, str | os.PathLike) else []
         check_not_input(
             Path(out) if out is not None else default_path(model.card.path, variant),
-            [model.card.path, model.card.weights, *given],
+            [model.card.path, model.card.weights, *sources],
             what="L-CAM weights file",
         )
     network = model.network
@@ -226,7 +233,10 @@ def train_lcam(
     n_classes = num_classes(output)
     if model.labels and len(model.labels) != n_classes:
         raise CardError(f"{model.card.path}: the card has {len(model.labels)} labels, the network {n_classes} classes")
-    classes = predicted_classes(output) if target == "prediction" else _label_indices(given, model.labels)
+    # given is None only for target="prediction" (checked above)
+    classes = (
+        _label_indices(given, model.labels) if given is not None and target == "label" else predicted_classes(output)
+    )
     classes = classes.to(dev)
     x = x.to(dev, dtype=activations.dtype)
 

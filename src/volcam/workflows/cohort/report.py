@@ -151,8 +151,10 @@ def _summary(table: Any, settings: Any, model: Any, manifest: Any, computed: Seq
             cells = []
             for metric in metric_columns:
                 values = ok.get(f"{method}.{metric}")
-                values = values.dropna() if values is not None else []
-                cells.append(f"{values.mean():.3f} ± {values.std(ddof=0):.3f} ({len(values)})" if len(values) else "")
+                if values is not None and len(values := values.dropna()):
+                    cells.append(f"{values.mean():.3f} ± {values.std(ddof=0):.3f} ({len(values)})")
+                else:
+                    cells.append("")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += ["", *[f"- `{m}`: {COLUMNS[m]}" for m in metric_columns]]
     if len(errors):

@@ -35,10 +35,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volcam.errors import DependencyError, InputError, OutputError, VolcamError
 from volcam.io.tables import Case, input_signature, read_cases
+
+if TYPE_CHECKING:
+    from volcam.model.explanation import ScanExplanation
+    from volcam.model.model import Model
 
 __all__ = ["CASE_FILE", "Settings", "run_cohort"]
 
@@ -90,7 +94,7 @@ class Loaded:
 # -- fingerprint ------------------------------------------------------------------------------------
 
 
-def model_fingerprint(model: Any) -> str:
+def model_fingerprint(model: Model) -> str:
     """A hash of what the model computes: its card's fields (not its path) and every weight tensor."""
     import torch
 
@@ -106,7 +110,7 @@ def model_fingerprint(model: Any) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(model: Any, **choices: Any) -> str:
+def fingerprint(model: Model, **choices: Any) -> str:
     """The run's fingerprint: the model's and every output-changing choice (JSON-able values)."""
     text = json.dumps({"format": _FORMAT, "model": model_fingerprint(model), **choices}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -118,7 +122,7 @@ _models: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
 
 
-def cached_model(path: Path, trust: bool, device: str | None) -> Any:
+def cached_model(path: Path, trust: bool, device: str | None) -> Model:
     """The model of ``path``, loaded once per process and thread (a Dask worker loads it once).
 
     Per thread because explaining registers hooks on the network: two threads must not share one.
@@ -188,20 +192,25 @@ def _lesions(scan: Any, mask: Any) -> Any:
     return plain.reshape(scan.shape[-3:]) != 0
 
 
-def _scores(model: Any, explained: Any, lesions: Any, x: Any, spacing: tuple[float, ...], settings: Settings) -> dict:
+def _scores(
+    model: Model, explained: ScanExplanation, lesions: Any, x: Any, spacing: tuple[float, ...], settings: Settings
+) -> dict:
     """Localization against ``lesions`` (when there are any) and faithfulness, for one method's map."""
     from volcam.metrics import faithfulness, localization
 
     scores: dict[str, float] = {}
     if lesions is not None and bool(lesions.any()):
         cam = (explained.map.as_tensor() if hasattr(explained.map, "as_tensor") else explained.map)[0]
-        tolerance = {"tolerance_mm": settings.tolerance_mm, "spacing": spacing}
         matched = localization.overlap(cam, lesions, thresholds=(0.5,))
-        scores["pointing_hit"] = float(localization.pointing_game(cam, lesions, **tolerance).hits[0])
+        scores["pointing_hit"] = float(
+            localization.pointing_game(cam, lesions, tolerance_mm=settings.tolerance_mm, spacing=spacing).hits[0]
+        )
         scores["energy_in_mask"] = float(localization.energy_pointing_game(cam, lesions).energy[0])
         scores["dice_matched"] = float(matched.matched_dice[0])
         scores["iou_at_0.5"] = float(matched.iou[0, 0])
-        scores["lesion_hit_rate"] = float(localization.lesion_hits(cam, lesions, **tolerance).hit_rate)
+        scores["lesion_hit_rate"] = float(
+            localization.lesion_hits(cam, lesions, tolerance_mm=settings.tolerance_mm, spacing=spacing).hit_rate
+        )
     if settings.faithfulness_steps > 0:
         on_net = explained.result.map
         target = int(explained.result.classes[0])
@@ -217,7 +226,7 @@ def _scores(model: Any, explained: Any, lesions: Any, x: Any, spacing: tuple[flo
 
 
 def _write_case(
-    folder: Path, record: dict[str, Any], scan: Any = None, explained: Sequence[Any] = (), png: bool = False
+    folder: Path, record: dict[str, Any], scan: Any = None, explained: Sequence[ScanExplanation] = (), png: bool = False
 ) -> None:
     """The case's folder, whole or not at all: maps (+ montages), then ``case.json`` listing them."""
     from volcam.io.atomic import atomic_folder
@@ -249,7 +258,7 @@ def _write_case(
         (temporary / CASE_FILE).write_text(json.dumps(record, indent=1) + "\n")
 
 
-def process_case(task: Task, settings: Settings, model: Any, loaded: Loaded) -> dict[str, Any]:
+def process_case(task: Task, settings: Settings, model: Model, loaded: Loaded) -> dict[str, Any]:
     """Explain, score and write one loaded case; returns its record (an error record if a step failed).
 
     Never raises for a problem of the case (only for Ctrl-C): the cohort goes on.
@@ -263,7 +272,8 @@ def process_case(task: Task, settings: Settings, model: Any, loaded: Loaded) -> 
     try:
         start = time.perf_counter()
         scan = loaded.scan
-        explained = model.explain(scan, list(settings.methods), settings.target, settings.layer, **settings.options)
+        found = model.explain(scan, list(settings.methods), settings.target, settings.layer, **settings.options)
+        explained = found if isinstance(found, list) else [found]  # a list of methods gives a list
         timings["explain_s"] = time.perf_counter() - start
         stage, start = "metrics", time.perf_counter()
         scores = {}
@@ -355,7 +365,7 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 
 def _run_here(
-    tasks: Sequence[Task], settings: Settings, model: Any, prefetch: bool, done: Callable[[dict], None]
+    tasks: Sequence[Task], settings: Settings, model: Model, prefetch: bool, done: Callable[[dict], None]
 ) -> None:
     """Cases one after the other in this process; with ``prefetch`` the next one loads meanwhile."""
     if not prefetch:
@@ -366,6 +376,7 @@ def _run_here(
     try:
         upcoming = loader.submit(load_case, tasks[0].case) if tasks else None
         for i, task in enumerate(tasks):
+            assert upcoming is not None  # submitted for task i, which exists
             loaded = upcoming.result()
             upcoming = loader.submit(load_case, tasks[i + 1].case) if i + 1 < len(tasks) else None
             done(process_case(task, settings, model, loaded))
@@ -559,7 +570,9 @@ def _is_case_folder(folder: Path, case_id: str) -> bool:
     return isinstance(record, dict) and record.get("case") == case_id and "fingerprint" in record
 
 
-def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.PathLike, model: Any) -> None:
+def check_cohort_folder(
+    out: Path, cases: Sequence[Case], manifest: str | os.PathLike, model: str | os.PathLike
+) -> None:
     """Refuse, with one line and before anything runs, an output folder a cohort run must not write into.
 
     ``out`` may not be, hold or lie inside the manifest, a scan, a mask or the model; it is new, empty
@@ -593,7 +606,7 @@ def check_cohort_folder(out: Path, cases: Sequence[Case], manifest: str | os.Pat
             )
 
 
-def _write_settings(out: Path, settings: Settings, model: Any, manifest: str | os.PathLike) -> None:
+def _write_settings(out: Path, settings: Settings, model: Model, manifest: str | os.PathLike) -> None:
     """``cohort.json``: what this folder holds (model, methods, options, fingerprint), for people and reruns."""
     from volcam._version import __version__
     from volcam.io.atomic import atomic_file
