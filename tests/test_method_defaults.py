@@ -1,14 +1,15 @@
 """A method option's default lives in one place: the signature of the method's pure function.
 
 The registry names the options and reads their defaults from that signature; these tests hold it to
-that, for every registered method, and check that what the engine consumes itself agrees with the
-engine's own signatures.
+that, for every registered method, and check that what the engine consumes itself comes from the
+registry (Smooth Grad-CAM++'s noisy copies) or agrees with the engine's own signatures.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from volcam.methods.registry import MethodInfo, get_method, register, signature_
 
 ALL = [m.name for m in volcam.methods()]
 cfcam_module = importlib.import_module("volcam.methods.cfcam")  # the module; volcam.methods.cfcam is the function
+registry_module = importlib.import_module("volcam.methods.registry")
 
 
 def _signature_default(fn, name):
@@ -54,15 +56,37 @@ def test_the_known_defaults():
 
 
 def test_engine_options_agree_with_the_engines_signatures():
-    """Smooth Grad-CAM++'s noisy copies and the perturbation batch size are the engine's options; until
-    the engine reads them from the registry its signatures repeat them, so they must agree."""
+    """Smooth Grad-CAM++'s noisy copies are the engine's options with their defaults in the registry
+    only: gradient_moments' signature leaves them None. The perturbation batch size, until the runner
+    reads it from the registry, is repeated in its signature, so the two must agree."""
     moments = get_method("smoothgradcam++").engine_options
-    for option, default in moments.items():
-        assert _signature_default(volcam.CamEngine.gradient_moments, option) == default, option
+    assert set(moments) == {"n_samples", "noise", "batch_size", "seed"}
+    for option in moments:
+        assert _signature_default(volcam.CamEngine.gradient_moments, option) is None, option
     for name in ("scorecam", "ablationcam", "occlusion"):
         assert get_method(name).engine_options["batch_size"] == _signature_default(
             volcam.CamEngine.runner, "batch_size"
         )
+
+
+def test_gradient_moments_take_their_defaults_from_the_registry(monkeypatch, gapnet3d):
+    x = torch.rand(1, 1, 8, 8, 8)
+    info = get_method("smoothgradcam++")
+    with volcam.CamEngine(gapnet3d, progress=False) as engine:
+        plain = engine.gradient_moments(x)
+        explicit = engine.gradient_moments(x, **info.engine_options)
+        for name, moments in plain.items():
+            for a, b in zip(moments, explicit[name], strict=True):
+                torch.testing.assert_close(a, b)
+        # a changed registry default is what the engine then draws with
+        changed = {**info.engine_options, "noise": 0.5, "n_samples": 3}
+        monkeypatch.setitem(registry_module._REGISTRY, "smoothgradcam++", replace(info, engine_options=changed))
+        before, plain = plain, engine.gradient_moments(x)
+        assert not all(torch.equal(before[n][0], plain[n][0]) for n in plain)
+        explicit = engine.gradient_moments(x, **changed)
+        for name, moments in plain.items():
+            for a, b in zip(moments, explicit[name], strict=True):
+                torch.testing.assert_close(a, b)
 
 
 def test_changing_a_signature_default_is_what_the_registry_reports(monkeypatch):

@@ -364,10 +364,10 @@ class CamEngine:
         x: torch.Tensor,
         target: TargetSpec | Target = None,
         *,
-        n_samples: int = 8,
-        noise: float = 0.15,
-        batch_size: int = 4,
-        seed: int = 0,
+        n_samples: int | None = None,
+        noise: float | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
         smooth: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Means of ``g``, ``g**2``, ``g**3`` over ``n_samples`` noisy copies of ``x``.
@@ -376,7 +376,14 @@ class CamEngine:
         ``batch_size`` at a time (each a cheap forward as in :meth:`forward`), and the target is
         the one resolved on the clean input, so every copy explains the same class. ``smooth``
         filters each copy's gradients (``gradient_sigma_mm``) before the moments are taken.
+        An option left ``None`` takes Smooth Grad-CAM++'s default from the method registry.
         """
+        # the registry is these defaults' one home (engine_options of "smoothgradcam++")
+        info = get_method("smoothgradcam++")
+        n_samples = int(_number_option(info, "n_samples")) if n_samples is None else n_samples
+        noise = _number_option(info, "noise") if noise is None else noise
+        batch_size = int(_number_option(info, "batch_size")) if batch_size is None else batch_size
+        seed = int(_number_option(info, "seed")) if seed is None else seed
         if n_samples < 1 or batch_size < 1:
             raise MethodError("n_samples and batch_size must be at least 1")
         clean = self.forward(x, graph=False)
@@ -711,6 +718,14 @@ def _request(
 
 def _engine_options(opts: Mapping[str, Any], *names: str) -> dict[str, Any]:
     return {n: opts[n] for n in names if n in opts and opts[n] is not None}
+
+
+def _number_option(info: MethodInfo, option: str) -> float:
+    """``info``'s default for a numeric option, as the registry holds it."""
+    value = info.options[option]
+    if not isinstance(value, (int, float)):
+        raise MethodError(f"{info.name}: the registered default {option}={value!r} is not a number")
+    return value
 
 
 def _feature_spacing(spacing: Sequence[float], size: Sequence[int], feature_size: Sequence[int]) -> tuple[float, ...]:

@@ -160,7 +160,7 @@ register(
         "n(1F+1B)",
         "Grad-CAM++ with gradient moments averaged over noisy copies of the input",
         function=_grad.gradcampp_from_moments,
-        # the engine draws the noisy copies (CamEngine.gradient_moments); its signature repeats these
+        # the engine draws the noisy copies (CamEngine.gradient_moments), with these defaults: their one home
         engine_options=MappingProxyType({"n_samples": 8, "noise": 0.15, "batch_size": 4, "seed": 0}),
     )
 )
