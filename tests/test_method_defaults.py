@@ -150,7 +150,7 @@ def test_registering_an_option_without_a_default_or_twice_fails():
 
 
 def test_docs_methods_page_covers_every_method_and_the_docstrings_anchors():
-    """docs/methods.md is the home of the formulas; the methods' docstrings point into it."""
+    """docs/methods.md is the home of the formulas; the methods', metrics' and targets' docstrings point into it."""
     import re
     from pathlib import Path
 
@@ -159,10 +159,14 @@ def test_docs_methods_page_covers_every_method_and_the_docstrings_anchors():
     anchors = set(re.findall(r'<a id="([^"]+)"></a>', page))
     for name in ALL:
         assert f"`{name}`" in page, name
-    cited = set()
-    for source in (root / "src" / "volcam" / "methods").glob("*.py"):
+    package = root / "src" / "volcam"
+    cited: dict[str, set[str]] = {}
+    for source in [*(package / "methods").glob("*.py"), *(package / "metrics").glob("*.py"), package / "targets.py"]:
         text = source.read_text()
-        assert "METHODS.md" not in text, source.name
-        cited |= set(re.findall(r"docs/methods\.md#([\w-]+)", text))
-    assert cited and cited <= anchors, cited - anchors
+        assert "METHODS.md" not in text, source.name  # a design file outside the repository
+        for anchor in re.findall(r"docs/methods\.md#([\w-]+)", text):
+            cited.setdefault(anchor, set()).add(source.name)
+    assert cited and set(cited) <= anchors, {a: cited[a] for a in set(cited) - anchors}
+    # the metrics and the targets point into the page too, not only the methods
+    assert {"metrics", "faithfulness", "localization", "sanity", "robustness", "notation"} <= set(cited)
     assert set(re.findall(r"\]\(#([\w-]+)\)", page)) <= anchors  # the page's own links

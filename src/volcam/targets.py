@@ -5,7 +5,7 @@ logits ``(B, C)`` for a classifier, ``(B, C, *S)`` for a segmentation network. T
 differentiates that score with respect to the target layer's activations, so a target must be a
 differentiable function of the output.
 
-Conventions, as in METHODS.md:
+Conventions, as in docs/methods.md#notation:
 
 * scores are **pre-softmax** logits unless :class:`ClassProbability` is asked for;
 * a single-logit (sigmoid) model has two classes: 1 is the logit, 0 (the negative class) is

@@ -1,4 +1,4 @@
-"""Numbers for a map: faithfulness, localization, sanity and robustness (METHODS.md, "Metrics").
+"""Numbers for a map: faithfulness, localization, sanity and robustness (docs/methods.md#metrics).
 
 * :mod:`~volcam.metrics.faithfulness`: deletion/insertion curves, Average Drop / Increase in
   Confidence, ROAD (needs the model: batched ``no_grad`` forwards);

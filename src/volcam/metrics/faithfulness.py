@@ -4,7 +4,7 @@ Each function takes the model, its input ``x`` ``(B, C, *S)`` (as the model take
 ``(B, 1, *S)`` on the input grid (e.g. ``CamResult.map``), and scores perturbed copies of ``x`` in
 batches under ``torch.no_grad()`` with the model in eval mode (its modes are restored). Scores are
 the probability of the explained class (the predicted class unless ``target`` says otherwise).
-The definitions are those of METHODS.md ("Metrics").
+The definitions are those of docs/methods.md#faithfulness.
 
 Example::
 

@@ -3,7 +3,8 @@
 Pure functions of a map ``(B, 1, *S)`` (or ``(*S)``), a lesion mask on the same grid and the voxel
 spacing in mm (from a ``MetaTensor``'s affine, ``spacing=``, or 1 per voxel). No model is needed.
 Distances use SciPy's exact Euclidean distance transform with the spacing, so a tolerance in mm
-means the same on an anisotropic CT (0.7 × 0.7 × 2.5 mm) as on an isotropic one.
+means the same on an anisotropic CT (0.7 × 0.7 × 2.5 mm) as on an isotropic one. Definitions:
+docs/methods.md#localization.
 """
 
 from __future__ import annotations

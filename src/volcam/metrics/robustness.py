@@ -1,4 +1,4 @@
-"""How stable is a map? Max-sensitivity under input noise, SSIM under gradient noise.
+"""How stable is a map? Max-sensitivity under input noise, SSIM under gradient noise (docs/methods.md#robustness).
 
 * Max-sensitivity (Yeh et al., NeurIPS 2019): ``max_j ‖Φ(x + δ_j) − Φ(x)‖ / ‖Φ(x)‖`` over
   ``n_samples`` draws of ``δ`` uniform in ``[−r, r]`` per voxel, the class held at the clean

@@ -4,7 +4,8 @@ A map that explains the model must change when the model's weights do. The layer
 of the model are re-initialised from the head down, one block more per step; after each step the
 map is computed again for the same class and compared with the original by Spearman rank
 correlation and SSIM (3D on volumes). A method whose map stays the same when every block is
-random fails: it shows the input, not the model. The user's model is never touched.
+random fails: it shows the input, not the model. The user's model is never touched. The threshold
+and the choices: docs/methods.md#sanity.
 """
 
 from __future__ import annotations
