@@ -166,7 +166,7 @@ def test_malformed_card_fields_are_one_line(tmp_path, change, expected) -> None:
 
 def test_metrics_file_that_is_not_json(tmp_path) -> None:
     (tmp_path / "m.json").write_text("{not json")
-    with pytest.raises(CardError, match=r"m\.json: the card's metrics file is not JSON"):
+    with pytest.raises(CardError, match=r"m\.json: not a JSON metrics file"):
         load_model(_card(tmp_path, metrics="m.json"))
 
 

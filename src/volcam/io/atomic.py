@@ -135,6 +135,17 @@ def _prepare(path: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
+def _as_output_error(target: Path) -> Iterator[None]:
+    """An ``OSError`` while writing ``target`` as one :class:`OutputError` line (ours pass through)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(f"{target}: cannot write ({error.strerror or error})") from None
+
+
+@contextlib.contextmanager
 def atomic_file(
     path: str | os.PathLike, *, overwrite: bool = True, inputs: Iterable[str | os.PathLike | None] = ()
 ) -> Iterator[Path]:
@@ -152,12 +163,9 @@ def atomic_file(
     remove_stale(path.parent, path.name)
     temporary = _temporary(path, "tmp", full_suffix(path))
     try:
-        yield temporary
-        os.replace(temporary, path)
-    except OutputError:
-        raise
-    except OSError as error:
-        raise OutputError(f"{given}: cannot write ({error.strerror or error})") from None
+        with _as_output_error(given):
+            yield temporary
+            os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
@@ -183,15 +191,12 @@ def atomic_folder(
     temporary = _temporary(path, "tmp")
     old = _temporary(path, "old")
     try:
-        temporary.mkdir()
-        yield temporary
-        if path.exists():
-            os.replace(path, old)
-        os.replace(temporary, path)
-    except OutputError:
-        raise
-    except OSError as error:
-        raise OutputError(f"{given}: cannot write ({error.strerror or error})") from None
+        with _as_output_error(given):
+            temporary.mkdir()
+            yield temporary
+            if path.exists():
+                os.replace(path, old)
+            os.replace(temporary, path)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

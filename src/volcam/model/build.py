@@ -7,7 +7,6 @@ weights load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from torch import nn
 
 from volcam.errors import CardError, first_line
 from volcam.model.allowlist import build_network, resolve_references
-from volcam.model.card import ModelCard, bundle_card, read_card
+from volcam.model.card import ModelCard, bundle_card, read_card, read_json
 from volcam.model.weights import fit_state, load_weights
 
 __all__ = ["network_of"]
@@ -88,12 +87,9 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
     """A MONAI bundle's network (``network_def`` of ``configs/inference.json``) with ``models/model.pt``."""
     config_path = folder / "configs" / "inference.json"
     weights = folder / "models" / "model.pt"
-    if not config_path.is_file():
+    if not config_path.exists():
         raise CardError(f"{folder}: not a MONAI bundle (no configs/inference.json)")
-    try:
-        config = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CardError(f"{config_path}: not JSON ({error})") from None
+    config = read_json(config_path, "bundle config")
     definition = config.get("network_def") if isinstance(config, dict) else None
     if not isinstance(definition, dict):
         raise CardError(f"{config_path}: no 'network_def' to build the network from")
@@ -116,10 +112,10 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
     labels: tuple[str, ...] = ()
     metadata = folder / "configs" / "metadata.json"
     if metadata.is_file():
-        try:
-            outputs = json.loads(metadata.read_text()).get("network_data_format", {}).get("outputs", {})
+        try:  # optional and informational: a metadata file that says nothing usable gives no labels
+            outputs = read_json(metadata, "bundle metadata").get("network_data_format", {}).get("outputs", {})
             channels = next(iter(outputs.values())).get("channel_def", {})
             labels = tuple(str(channels[k]) for k in sorted(channels, key=int))
-        except (ValueError, StopIteration, AttributeError, KeyError):
+        except (CardError, ValueError, StopIteration, AttributeError, KeyError):
             labels = ()
     return network, labels

@@ -40,7 +40,7 @@ from typing import Any
 from volcam.errors import CardError, first_line, one_line
 from volcam.model.allowlist import check_plain
 
-__all__ = ["KINDS", "ModelCard", "bundle_card", "read_card"]
+__all__ = ["KINDS", "ModelCard", "bundle_card", "read_card", "read_json"]
 
 
 KINDS = {"volume": "volumes (C, X, Y, Z)", "frames": "clips (C, T, H, W) frame by frame", "clip": "clips (C, T, H, W)"}
@@ -87,20 +87,26 @@ def _strings(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def read_json(path: Path, what: str) -> Any:
+    """The JSON value in ``path`` (a card, a bundle config, a metrics file); one :class:`CardError`
+    naming the file when it is missing, not a regular file or not JSON."""
+    if not path.exists():
+        raise CardError(f"{path}: no such {what}")
+    if not path.is_file():  # a FIFO or a device would block the read
+        raise CardError(f"{path}: not a regular file")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CardError(f"{path}: not a JSON {what} ({first_line(error)})") from None
+
+
 def read_card(path: str | os.PathLike) -> ModelCard:
     """Read and check a card file (JSON); a :class:`CardError` naming the file and the field if it is not one.
 
     Every field is checked for its type here, so a malformed card is one line before anything loads.
     """
     path = Path(path)
-    if not path.exists():
-        raise CardError(f"{path}: no such model card")
-    if not path.is_file():
-        raise CardError(f"{path}: not a regular file")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CardError(f"{path}: not a JSON model card ({error})") from None
+    data = read_json(path, "model card")
     if not isinstance(data, dict) or "network" not in data:
         raise CardError(f"{path}: a model card is a JSON object with at least 'network' and 'labels'")
     kind = _field(data, "kind", str, "volume", path)
@@ -148,10 +154,7 @@ def _metrics(value: Any, folder: Path, path: Path) -> dict[str, Any]:
     file = folder / value
     if not file.is_file():  # informational only: a card copied without it still works
         return {}
-    try:
-        metrics = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CardError(f"{file}: the card's metrics file is not JSON ({first_line(error)})") from None
+    metrics = read_json(file, "metrics file")
     if not isinstance(metrics, dict):
         raise CardError(f"{file}: the card's metrics file should hold a JSON object")
     return metrics
