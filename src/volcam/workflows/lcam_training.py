@@ -1,4 +1,4 @@
-"""Training L-CAM attention modules on a frozen classifier, and their weights file.
+"""Training L-CAM attention modules on a frozen classifier (their weights files: :mod:`volcam.model.weights`).
 
 :func:`train_lcam` fits a :class:`~volcam.methods.learned.LCamAttention` at a target layer of a model
 card's network: the network runs in eval mode with every parameter's ``requires_grad`` off (restored
