@@ -1,30 +1,37 @@
-"""ScanExplanation: one map on the scan's own grid and what it explains (an ``Explanation``)."""
+"""ScanExplanation: a map of a scan, on its grid or on the network's, and what it explains (an ``Explanation``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from volcam.maps.result import MapInfo
 
-__all__ = ["ScanExplanation"]
+__all__ = ["GRIDS", "ScanExplanation"]
+
+GRIDS = ("scan", "network")  # where a ScanExplanation's map lies
 
 
 @dataclass(frozen=True)
 class ScanExplanation:
-    """A map in the scan's own geometry, and what it explains.
+    """A map of a scan, and what it explains.
 
     Attributes:
-        map: ``(1, *S)`` in [0, 1] on the scan's grid, a ``MetaTensor`` with the scan's affine.
+        map: ``(1, *S)`` in [0, 1] on the scan's grid, a ``MetaTensor`` with the scan's affine; or,
+            when ``grid`` is ``"network"``, ``(1, *S')`` on the network input's grid, a ``MetaTensor``
+            whose affine places its voxels in the scan's world (the same RAS millimetres as the
+            scan's affine): shown through that affine, it overlays the scan without resampling.
         result: the engine's :class:`~volcam.CamResult` (volumes) or :class:`~volcam.ClipResult`
             (clips), on the network's grid.
         prediction: the predicted label.
         target: the label explained.
         probabilities: label → probability (a clip's: mean over frames).
         layers: the target layer(s).
-        timings: wall seconds of ``preprocess``, ``explain`` and ``invert``.
+        timings: wall seconds of ``preprocess``, ``explain`` and (on the scan's grid) ``invert``.
+        grid: ``"scan"`` or ``"network"``: where ``map`` lies.
     """
 
     map: Any
@@ -35,6 +42,15 @@ class ScanExplanation:
     probabilities: dict[str, float]
     layers: tuple[str, ...]
     timings: dict[str, float]
+    grid: str = "scan"
+    _on_scan: Callable[[], ScanExplanation] | None = field(default=None, repr=False, compare=False)
+
+    def to_scan(self) -> ScanExplanation:
+        """This explanation on the scan's grid: itself when it lies there, else its map carried back
+        through the card's inverse transforms (the first call pays that; later calls get the same)."""
+        if self.grid == "scan" or self._on_scan is None:
+            return self
+        return self._on_scan()
 
     @property
     def samples(self) -> int:

@@ -3,9 +3,15 @@
 A viewer explains the same scan again and again (another class, another gradient method, another
 σ). :class:`ScanSession` keeps the scan's preprocessed input and one :class:`~volcam.engine.CamEngine`
 per target layer, whose cached forward serves every later request, so a change of class or method
-costs a backward through the head and the map's way back to the scan's grid. It is the one per-scan
-pipeline: :meth:`volcam.Model.explain` runs through it too. Frame models on clips have no single
-forward to keep; their frames run through :func:`volcam.explain_clip` each time.
+costs a backward through the head. It is the one per-scan pipeline: :meth:`volcam.Model.explain`
+runs through it too. Frame models on clips have no single forward to keep; their frames run through
+:func:`volcam.explain_clip` each time.
+
+By default a map is carried back to the scan's grid (the card's inverse transforms, full-resolution
+work). A viewer asks for ``on="network"`` instead: the map stays on the network input's grid with the
+affine that places it on the scan (the prepared input's, which MONAI's spatial transforms keep as the
+voxel → world mapping of that grid), and is resampled to the scan's grid only when something asks
+(:meth:`volcam.ScanExplanation.to_scan`, e.g. a writer).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from volcam.errors import InputError, MethodError, first_line
-from volcam.model.explanation import ScanExplanation
+from volcam.model.explanation import GRIDS, ScanExplanation
 
 if TYPE_CHECKING:  # the model module builds its explain on this one: no import back at run time
     from volcam.model.model import Model
@@ -66,12 +72,23 @@ class ScanSession:
         method: str = "gradcam",
         target: int | str | None = None,
         layer: str | Sequence[str] | None = None,
+        *,
+        on: str = "scan",
         **options: Any,
     ) -> ScanExplanation:
         """Like :meth:`volcam.Model.explain` for one method, reusing this scan's forward.
 
-        ``timings`` holds ``preprocess`` (0 after the first call), ``explain`` and ``invert`` seconds.
+        Args:
+            on: ``"scan"``: the map on the scan's grid, as :meth:`volcam.Model.explain` gives it;
+                ``"network"``: the map on the network input's grid, a ``MetaTensor`` whose affine
+                places it on the scan (``grid == "network"``; :meth:`~volcam.ScanExplanation.to_scan`
+                resamples it when needed). Frame models on clips always give the scan's grid.
+
+        ``timings`` holds ``preprocess`` (0 after the first call), ``explain`` and, on the scan's
+        grid, ``invert`` seconds.
         """
+        if on not in GRIDS:
+            raise InputError(f"on={on!r}: a map lies on the 'scan' grid or on the 'network' grid")
         model = self.model
         if isinstance(model.network, torch.jit.ScriptModule):
             raise MethodError(
@@ -103,7 +120,50 @@ class ScanSession:
             self.forwards += 1
         result = model.explain_input(engine, self._input, method, target, **options)
         timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
+        if on == "network":
+            return self._on_network(result, timings)
         return model.on_scan(result, self._prepared, self.scan, timings)
+
+    def _on_network(self, result: Any, timings: dict[str, float]) -> ScanExplanation:
+        """The engine's map on the network's grid, with the prepared input's affine (no resampling);
+        its scan-grid twin is made once, when :meth:`ScanExplanation.to_scan` first asks."""
+        from monai.data import MetaTensor
+
+        model, prepared, scan = self.model, self._prepared, self.scan
+        plain = result.map.as_tensor() if isinstance(result.map, MetaTensor) else result.map
+        plain = plain[0] if plain.ndim == prepared.ndim + 1 else plain
+        meta = {k: v for k, v in prepared.meta.items() if k != "applied_operations"}
+        meta["affine"] = prepared.affine.detach().clone().cpu()
+        cam = MetaTensor(plain.detach().float().cpu().clamp(0.0, 1.0).contiguous(), meta=meta)
+        klass, prediction, given = result.decision(0)
+        probs = given if given is not None else torch.zeros(0)
+        if probs.numel():
+            model.check_outputs(int(probs.numel()))
+        label = model._label
+        kept: list[ScanExplanation] = []
+
+        def on_scan() -> ScanExplanation:
+            if not kept:
+                kept.append(model.on_scan(result, prepared, scan, dict(timings)))
+            return kept[0]
+
+        return ScanExplanation(
+            map=cam,
+            result=result,
+            method=result.method,
+            prediction=label(prediction),
+            target=label(klass) if klass >= 0 else "custom",
+            probabilities={label(i): round(float(p), 6) for i, p in enumerate(probs)},
+            layers=tuple(result.layers),
+            timings=timings,
+            grid="network",
+            _on_scan=on_scan,
+        )
+
+    def mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A mask on the scan's grid ``(*S)`` or ``(1, *S)`` → on the network's grid ``(*S')``, boolean,
+        where this session's ``on="network"`` maps lie (the card's geometric steps only)."""
+        return self.model.preprocessing.mask(mask, like=self.scan)
 
     def _frames(self, method: str, target: int | str | None, layer: str | Sequence[str], options: dict) -> Any:
         """A clip through a 2D frame model: frames as a batch, maps stacked back along time."""

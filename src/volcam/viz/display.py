@@ -10,6 +10,9 @@ Clips ``(C, T, H, W)`` are shown as they are: time (s), rows (mm), columns (mm).
 
 An oblique volume is shown on its nearest axes (the small rotation is dropped from the display,
 ``oblique`` says so); maps computed on the scan go through the same reordering, so they line up.
+A map on another grid of the same world (the network's input grid) is shown in its own display
+order and placed over the scan by :meth:`DisplayGeometry.placing`: an affine from its displayed
+array to the scan's display coordinates, so a viewer draws it without resampling.
 """
 
 from __future__ import annotations
@@ -79,6 +82,35 @@ class DisplayGeometry:
             "affine": [list(row) for row in self.affine],
             "oblique": self.oblique,
         }
+
+    def source_of_display(self) -> np.ndarray:
+        """The homogeneous matrix taking a displayed index to the source voxel it shows."""
+        n = len(self.order)
+        matrix = np.zeros((n + 1, n + 1))
+        for d, (axis, flip) in enumerate(zip(self.order, self.flip, strict=True)):
+            matrix[axis, d] = -1.0 if flip else 1.0
+            matrix[axis, n] = self.shape[axis] - 1.0 if flip else 0.0
+        matrix[n, n] = 1.0
+        return matrix
+
+    def display_world(self) -> np.ndarray:
+        """The homogeneous matrix taking a displayed index to the viewer's world (``scale``, ``translate``)."""
+        n = len(self.order)
+        matrix = np.diag([*self.scale, 1.0])
+        matrix[:n, n] = self.translate
+        return matrix
+
+    def placing(self, other: DisplayGeometry) -> np.ndarray:
+        """The affine taking ``other``'s displayed index to this scan's display world.
+
+        ``other`` is a grid in the same RAS world (its ``affine`` from its voxels to that world), e.g.
+        the network input's; a viewer given this affine draws ``other.to_display(map)`` where it lies
+        over this scan's layer (``scale``/``translate`` of this geometry). For an oblique scan the
+        scan's display drops its rotation; the affine drops the same rotation, so the two line up.
+        """
+        mine, theirs = np.asarray(self.affine, dtype=np.float64), np.asarray(other.affine, dtype=np.float64)
+        scan_voxel = np.linalg.solve(mine, theirs @ other.source_of_display())
+        return self.display_world() @ np.linalg.inv(self.source_of_display()) @ scan_voxel
 
     @classmethod
     def from_metadata(cls, data: dict[str, Any]) -> DisplayGeometry:
