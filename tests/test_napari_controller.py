@@ -73,13 +73,22 @@ def test_explain_gives_the_api_map_as_a_layer_with_status_and_review(controller,
     layer = shown.layer
     assert layer.name == "gradcam · covid" and layer.source == "demo chest CT" and layer.colorbar
     scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
-    expected = volcam.load_model(sample_data.file(sample_data.CT_CARD)).explain(scan, "gradcam")
-    np.testing.assert_allclose(layer.data, display_geometry(scan).to_display(expected.map[0].numpy()), atol=1e-5)
+    model = volcam.load_model(sample_data.file(sample_data.CT_CARD))
+    expected = volcam.ScanSession(model, scan).explain("gradcam", on="network")  # the map on the network's grid
+    np.testing.assert_allclose(
+        layer.data, display_geometry(expected.map).to_display(expected.map[0].numpy()), atol=1e-5
+    )
+    assert layer.data.shape == (24, 32, 32) and layer.affine is not None
     info = layer.metadata["volcam"]
     assert info["kind"] == "cam" and info["source_layer"] == "demo chest CT" and info["geometry"]["axes"] == "zyx"
+    assert info["grid"] == "network" and c.last_explanation.grid == "network"
     assert layer.metadata["volcam_scan"] is image.metadata["volcam_scan"]
+    # the full-resolution map is made only when asked, and it is Model.explain's
+    np.testing.assert_allclose(
+        c.last_explanation.to_scan().map.numpy(), model.explain(scan, "gradcam").map.numpy(), atol=1e-5
+    )
     assert "prediction: covid" in shown.status and "normal 0.000" in shown.status
-    assert (layer.display.colormap, layer.display.threshold, layer.display.opacity) == ("turbo", 0.2, 0.6)
+    assert (layer.display.colormap, layer.display.threshold, layer.display.opacity) == ("turbo", 0.2, 0.7)
 
     # review: the map opens on its peak slice; profile, top slices and localization
     assert shown.go_to == peak(layer.data)[0] == c.peak()
@@ -92,7 +101,9 @@ def test_explain_gives_the_api_map_as_a_layer_with_status_and_review(controller,
     view = c.profile_view(7)
     assert view.label == "axial slice" and view.current == 7
     assert c.pick(7.2) == 7 and c.pick(-3) == 0 and c.pick(1e3) == len(review.profile) - 1 and c.pick(None) is None
-    assert c.world_of(10) == pytest.approx(image.translate[0] + 10 * image.scale[0])
+    # slices of the map's grid, in the scan layer's world: 5 mm network slices from the scan's first one
+    assert c.map_scale == pytest.approx((5.0, 2.8, 2.8)) and c.map_translate[0] == pytest.approx(image.translate[0])
+    assert c.world_of(10) == pytest.approx(image.translate[0] + 10 * 5.0)
     assert c.index_of(c.world_of(10)) == 10
 
     # another mask: no numbers; the mask again: recomputed (the dock does this in a worker)

@@ -84,29 +84,33 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     # the GUI thread kept processing events while the worker computed
     assert len(ticks) >= 5, f"only {len(ticks)} timer ticks: the event loop was blocked"
 
-    np.testing.assert_allclose(cam.scale, ct.scale)
-    np.testing.assert_allclose(cam.translate, ct.translate)
+    # the map on the network's grid (32 × 32 × 24 voxels), placed on the scan by the layer's affine
     scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
     model = volcam.load_model(sample_data.file(sample_data.CT_CARD))
-    expected = model.explain(scan, "gradcam")
-    np.testing.assert_allclose(cam.data, display_geometry(scan).to_display(expected.map[0].numpy()), atol=1e-5)
+    expected = volcam.ScanSession(model, scan).explain("gradcam", on="network")
+    np.testing.assert_allclose(cam.data, display_geometry(expected.map).to_display(expected.map[0].numpy()), atol=1e-5)
+    np.testing.assert_allclose(cam.scale, 1.0) and np.testing.assert_allclose(cam.translate, 0.0)
     assert (
         "prediction: covid" in widget.explain_panel.status.text()
         and "normal 0.000" in widget.explain_panel.status.text()
     )
-    assert cam.blending == "additive" and tuple(cam.contrast_limits) == (0.0, 1.0) and cam.colorbar.visible
+    assert cam.blending == "translucent" and tuple(cam.contrast_limits) == (0.0, 1.0) and cam.colorbar.visible
+    alpha = cam.colormap.colors[:, 3]
+    assert alpha[0] == 0.0 and alpha[-1] == 1.0 and np.all(np.diff(alpha) >= 0) and cam.opacity == 0.7
 
     # on screen: the overlay colours the lesion and leaves the air outside the body grey
     mask.visible = False
-    k = widget.current_slice()
-    lesion = np.argwhere(mask.data[k] > 0)
+    k = widget.current_slice()  # the map's (network) slice under the slider
+    scan_slice = int(np.rint((viewer.dims.point[0] - ct.translate[0]) / ct.scale[0]))
+    lesion = np.argwhere(mask.data[scan_slice] > 0)
     assert len(lesion), "the peak slice shows no lesion"
     viewer.reset_view()
     qtbot.wait(100)
     shot = viewer.screenshot(canvas_only=True, flash=False)
     scale, translate = np.asarray(ct.scale[1:]), np.asarray(ct.translate[1:])
     hot = np.argwhere(cam.data[k] > 0.6)
-    rows, cols = zip(*(world_to_screen(viewer, shot, *(translate + scale * p)) for p in hot), strict=True)
+    hot_world = [cam.data_to_world([k, *p])[1:] for p in hot]
+    rows, cols = zip(*(world_to_screen(viewer, shot, *w) for w in hot_world), strict=True)
     lesion_colour = np.median(colourfulness(shot[list(rows), list(cols)]))
     corner = world_to_screen(viewer, shot, *(translate + scale * np.array([3, 3])))
     background = colourfulness(shot[corner[0] - 2 : corner[0] + 3, corner[1] - 2 : corner[1] + 3]).max()
@@ -121,6 +125,30 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     assert widget.review_panel.localization.text() == ""
     widget.review_panel.lesion_mask.setCurrentText("demo chest CT lesions")
     qtbot.waitUntil(lambda: "hit" in widget.review_panel.localization.text(), timeout=TIMEOUT_MS)
+
+
+def test_the_map_layers_data_to_world_puts_a_voxel_where_it_lies_on_the_scan(ct_viewer, qtbot):
+    """A network voxel's world point (LPS mm in (S, P, L) order, as the scan layer shows it) from its affine."""
+    ct = ct_viewer.layers["demo chest CT"]
+    widget = _widget(ct_viewer, qtbot)
+    _run(widget, qtbot)
+    cam, explanation = widget.cam_layer, widget.controller.last_explanation
+    assert explanation.grid == "network"
+    geometry = display_geometry(explanation.map)  # how the layer orders the network's voxels
+    net_affine = explanation.map.affine.numpy()
+    scan_affine = ct.metadata["volcam_scan"].affine.numpy()
+    scan_geometry = display_geometry(ct.metadata["volcam_scan"])
+    for voxel in ([0, 0, 0], [5, 17, 9], [23, 31, 31], [11.5, 3.25, 20.0]):
+        source = (geometry.source_of_display() @ [*voxel, 1.0])[:3]  # the network voxel (x, y, z in RAS order)
+        ras = net_affine[:3, :3] @ source + net_affine[:3, 3]
+        expected = np.array([ras[2], -ras[1], -ras[0]])  # RAS → LPS, shown as (S, P, L)
+        np.testing.assert_allclose(cam.data_to_world(voxel), expected, atol=1e-6)
+        # and the scan layer shows the scan's voxel at that world point there
+        in_scan = np.linalg.solve(scan_affine, [*ras, 1.0])
+        shown = np.linalg.solve(scan_geometry.source_of_display(), in_scan)[:3]
+        np.testing.assert_allclose(ct.data_to_world(shown), expected, atol=1e-6)
+    # the network grid's first voxel sits on the scan's first voxel's slice; its voxels are 5 × 2.8 × 2.8 mm
+    np.testing.assert_allclose(np.asarray(cam.data_to_world([1, 1, 1])) - cam.data_to_world([0, 0, 0]), (5, 2.8, 2.8))
 
 
 def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
@@ -140,8 +168,11 @@ def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
         assert widget.controller.last_error == ""
         compute.append(sum(widget.controller.last_explanation.timings.values()))
     assert session.forwards == 1  # one forward served every class and method
-    assert max(compute) < 1.0, compute  # explain + map back to the scan's grid
+    assert all("invert" not in widget.controller.last_explanation.timings for _ in compute)  # no resampling
+    assert max(compute) < 1.0, compute  # a backward through the head; the map stays on the network's grid
     assert max(round_trip) < 5.0, round_trip  # with the worker, review numbers and drawing, on a shared CI core
+    shown = [round(v, 3) for v in round_trip]
+    print(f"\ndock switch: compute {[round(v, 3) for v in compute]} s, request → layer {shown} s")
     assert {"gradcam · normal", "gradcam++ · covid", "layercam · covid"} <= {layer.name for layer in ct_viewer.layers}
 
 
@@ -178,7 +209,7 @@ def test_review_steps_profile_and_compare(ct_viewer, qtbot):
         "hirescam · covid (compare)",
     ]
     assert viewer.grid.stride == 2
-    viewer.dims.set_point(0, viewer.layers[1].translate[0] + 10 * viewer.layers[1].scale[0])
+    viewer.dims.set_point(0, widget.controller.world_of(10))
     assert widget.current_slice() == 10  # one dims for every cell: the slices are linked
 
 
@@ -215,7 +246,10 @@ def test_writer_puts_the_map_back_in_the_source_geometry(ct_viewer, qtbot, tmp_p
     back = volcam.load(tmp_path / "cam.nii.gz")
     scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
     np.testing.assert_allclose(back.affine.numpy(), scan.affine.numpy(), atol=1e-4)
-    np.testing.assert_allclose(display_geometry(scan).to_display(back[0].numpy()), cam.data, atol=1e-5)
+    # the layer shows the network's grid; the file holds the full-resolution map, made for it
+    assert cam.metadata["volcam"]["grid"] == "network" and tuple(back.shape) == tuple(scan.shape)
+    full = volcam.load_model(sample_data.file(sample_data.CT_CARD)).explain(scan, "gradcam")
+    np.testing.assert_allclose(back[0].numpy(), full.map[0].numpy(), atol=1e-5)
 
     series = cam.save(str(tmp_path / "cam_series.dcm"), plugin="volcam")
     assert series

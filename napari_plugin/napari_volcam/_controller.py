@@ -12,6 +12,11 @@ explains, :meth:`DockController.localize` recomputes the numbers) is meant for a
 everything else is quick and runs on the GUI thread. The controller imports no Qt and no napari:
 an image is anything with a layer's ``name``, ``data``, ``scale``, ``translate``, ``metadata`` and
 ``rgb`` (a napari ``Image`` layer, or :class:`ScanImage`).
+
+Maps of volumes stay on the network's grid (``ScanSession.explain(..., on="network")``) and are
+shown through an affine that places them on the scan (:func:`napari_volcam._layers.map_view`): a
+change of class or method costs a backward through the head and nothing at the scan's resolution.
+The review numbers are computed on that grid too; a lesion mask is carried onto it once per mask.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from napari_volcam._layers import INFO_KEY, RESULT_KEY, SCAN_KEY, scan_of
+from napari_volcam._layers import EXPLANATION_KEY, INFO_KEY, RESULT_KEY, SCAN_KEY, map_view, scan_of
 
 PREDICTED = "predicted"  # the class entry meaning "the model's prediction"
 AUTO = "auto"  # the target-layer entry meaning "the card's layer"
@@ -92,6 +97,11 @@ def map_spacing(scale: Sequence[float], clip: bool) -> tuple[float, ...]:
     return within_frames(spacing) if clip else spacing
 
 
+def _same_grid(mask: np.ndarray | None) -> np.ndarray | None:
+    """A mask for a map on the scan's own grid: as it is."""
+    return mask
+
+
 @dataclass
 class Review:
     """What the review panel shows for one map, computed off the GUI thread."""
@@ -133,11 +143,12 @@ class LayerLists:
 
 @dataclass
 class Display:
-    """How maps are drawn: colormap above a threshold, over the scan at an opacity."""
+    """How maps are drawn: colormap above a threshold, over the scan; ``opacity`` is the map's at 1
+    (it fades with the value, so the scan shows through)."""
 
     colormap: str = "turbo"
     threshold: float = 0.2
-    opacity: float = 0.6
+    opacity: float = 0.7
 
 
 @dataclass
@@ -168,7 +179,10 @@ class MapResult:
     method: str
     explanation: Any  # volcam.ScanExplanation
     review: Review
-    geometry: dict[str, Any]  # the display geometry, as layer metadata holds it
+    geometry: dict[str, Any]  # the map's display geometry, as layer metadata holds it
+    affine: np.ndarray | None = None  # displayed index → the scan layer's world; None: the scan layer's scale/translate
+    spacing: tuple[float, ...] = ()  # of the displayed map, for the review numbers
+    onto: Callable[[np.ndarray | None], np.ndarray | None] | None = None  # a scan-grid mask onto the map's grid
 
 
 @dataclass
@@ -181,6 +195,7 @@ class MapLayer:
     source: str  # the image layer the map is of
     display: Display
     colorbar: bool
+    affine: np.ndarray | None = None  # placing ``data`` over the source layer; None: the source's scale/translate
 
 
 @dataclass
@@ -232,9 +247,11 @@ class DockController:
     map_scale: tuple[float, ...] = ()
     map_translate: tuple[float, ...] = ()
     map_axes: str = "zyx"
+    _onto: Callable[[np.ndarray | None], np.ndarray | None] | None = None  # the mask onto the reviewed map's grid
     _top_at: int = -1
     _models: dict[str, Any] = field(default_factory=dict)  # card path → Model
     _sessions: dict[tuple[str, int], Any] = field(default_factory=dict)  # (card, id(scan)) → ScanSession
+    _carried: dict[int, dict] = field(default_factory=dict)  # id(session) → masks carried onto its grid
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     @staticmethod
@@ -296,7 +313,9 @@ class DockController:
         with self._lock:
             if key not in self._sessions:
                 for old in [k for k in self._sessions if k[0] == key[0]]:
-                    self._sessions.pop(old).close()
+                    closed = self._sessions.pop(old)
+                    self._carried.pop(id(closed), None)
+                    closed.close()
                 self._sessions[key] = volcam.ScanSession(model, scan)
             return self._sessions[key]
 
@@ -354,12 +373,38 @@ class DockController:
         geometry = DisplayGeometry.from_metadata(info["geometry"]) if "geometry" in info else display_geometry(scan)
         session = self.session(job.card, scan)
         yield None
+        volume = geometry.axes == "zyx"
         for method in job.methods:
             if self.cancelled:
                 return
-            explanation = session.explain(method, **job.settings)
-            data = np.ascontiguousarray(geometry.to_display(explanation.map[0].detach().cpu().numpy()))
-            yield MapResult(method, explanation, review_of(data, job.mask, job.spacing), geometry.as_metadata())
+            explanation = session.explain(method, on="network" if volume else "scan", **job.settings)
+            data, shown, affine = map_view(explanation, geometry)
+            onto: Callable[[np.ndarray | None], np.ndarray | None]
+            if affine is None:
+                spacing, onto = job.spacing, _same_grid
+            else:
+                spacing, onto = tuple(float(v) for v in shown.scale), self._mask_onto(session, geometry, shown)
+            review = review_of(data, onto(job.mask), spacing)
+            yield MapResult(method, explanation, review, shown.as_metadata(), affine, spacing, onto)
+
+    def _mask_onto(self, session: Any, scan: Any, shown: Any) -> Callable[[np.ndarray | None], np.ndarray | None]:
+        """A displayed scan-grid mask → the displayed network grid of ``session``'s maps (``None`` when it
+        is not on the scan's grid); each mask is carried once (the card's geometric steps, full resolution)."""
+        import torch
+
+        display_shape = tuple(scan.shape[a] for a in scan.order)
+        kept: dict[int, tuple[np.ndarray, np.ndarray]] = self._carried.setdefault(id(session), {})
+
+        def onto(mask: np.ndarray | None) -> np.ndarray | None:
+            if mask is None or tuple(mask.shape) != display_shape:
+                return None
+            if id(mask) not in kept or kept[id(mask)][0] is not mask:
+                source = np.ascontiguousarray(scan.to_source(mask))
+                carried = session.mask(torch.from_numpy(source)).cpu().numpy()
+                kept[id(mask)] = (mask, np.ascontiguousarray(shown.to_display(carried)))
+            return kept[id(mask)][1]
+
+        return onto
 
     def accept(self, job: Job, result: MapResult | None) -> Shown | None:
         """What to show for one result of :meth:`run` (``None``: nothing, e.g. after a cancel)."""
@@ -374,13 +419,17 @@ class DockController:
                 "geometry": result.geometry,
                 "modality": info.get("modality"),
                 "source_layer": image.name,
+                "grid": getattr(explanation, "grid", "scan"),
                 **explanation.summary(),
             },
             SCAN_KEY: image.metadata.get(SCAN_KEY),
             RESULT_KEY: explanation.result,
+            EXPLANATION_KEY: explanation,
         }
         display = replace(self.display)
-        layer = MapLayer(name, result.review.data, metadata, image.name, display, colorbar=not job.compare)
+        layer = MapLayer(
+            name, result.review.data, metadata, image.name, display, colorbar=not job.compare, affine=result.affine
+        )
         probabilities = ", ".join(f"{k} {v:.3f}" for k, v in explanation.probabilities.items())
         seconds = sum(explanation.timings.values())
         self.status = (
@@ -388,8 +437,14 @@ class DockController:
             f"{result.method} for class '{explanation.target}' at {', '.join(explanation.layers)} in {seconds:.2f} s"
         )
         self.review, self.last_explanation, self._top_at = result.review, explanation, -1
-        self.map_scale = tuple(float(v) for v in image.scale)
-        self.map_translate = tuple(float(v) for v in image.translate)
+        if result.affine is None:
+            self.map_scale = tuple(float(v) for v in image.scale)
+            self.map_translate = tuple(float(v) for v in image.translate)
+        else:  # the network grid in the scan layer's world: its voxel size and first voxel along each axis
+            n = result.affine.shape[0] - 1
+            self.map_scale = tuple(float(v) for v in np.diag(result.affine)[:n])
+            self.map_translate = tuple(float(v) for v in result.affine[:n, n])
+        self._onto = result.onto
         self.map_axes = result.geometry.get("axes", "zyx")
         go_to = None if job.compare else self.peak()
         return Shown(layer, self.status, self.localization_text(), go_to)
@@ -464,9 +519,9 @@ class DockController:
         """The recomputation of the review numbers for the chosen mask (for a worker), or ``None`` if none is due."""
         if self.review is None or self.mask is None:
             return None
-        data, mask = self.review.data, self.mask
+        data, mask, onto = self.review.data, self.mask, self._onto or _same_grid
         spacing = map_spacing(self.map_scale, self.map_axes == "tyx")
-        return lambda: review_of(data, mask, spacing)
+        return lambda: review_of(data, onto(mask), spacing)
 
     def accept_review(self, new: Review) -> str | None:
         """Take recomputed numbers if they are still of the map under review; the localization line, else ``None``."""

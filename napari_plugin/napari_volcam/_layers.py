@@ -3,6 +3,11 @@
 A layer made here keeps what the widget and the writer need in its ``metadata``: ``volcam`` (plain
 values: geometry, modality, series description, spacing; no patient identifier) and ``volcam_scan``
 (the loaded scan itself, whose array the layer's data is a view of, so nothing is copied).
+
+A map on the network's grid (:meth:`volcam.ScanSession.explain` with ``on="network"``) is shown in
+its own display order through an ``affine`` that places it over the scan's layer
+(:meth:`volcam.viz.display.DisplayGeometry.placing`): a change of class or method resamples nothing.
+Its layer keeps the explanation (``volcam_explanation``), whose scan-grid map a writer asks for.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ if TYPE_CHECKING:
 SCAN_KEY = "volcam_scan"
 INFO_KEY = "volcam"
 RESULT_KEY = "volcam_result"
+EXPLANATION_KEY = "volcam_explanation"
 COLORMAPS = ("turbo", "jet", "inferno")
 
 
@@ -106,27 +112,62 @@ def scan_of(layer: Any) -> Any:
     return make_volume(volume, LPS_TO_RAS @ lps, path=layer.name, modality=None)
 
 
-def threshold_colormap(name: str, threshold: float) -> Any:
-    """A napari colormap: ``name`` (turbo/jet/inferno) above ``threshold``, black (adds nothing) below."""
+def map_colours(name: str, threshold: float, values: np.ndarray) -> np.ndarray:
+    """RGBA of ``values`` in [0, 1]: the colormap ``name``, its alpha rising with the value (0 at 0,
+    1 at 1) and 0 below ``threshold``, so the scan shows through where the map is low."""
     from matplotlib import colormaps
+
+    colours = colormaps[name](values)
+    colours[:, 3] = np.clip(values, 0.0, 1.0)
+    colours[values < threshold, 3] = 0.0
+    return colours
+
+
+def threshold_colormap(name: str, threshold: float) -> Any:
+    """A napari colormap for translucent blending: ``name`` (turbo/jet/inferno) with an alpha ramp
+    (:func:`map_colours`), transparent below ``threshold``; the layer's opacity is the alpha at 1."""
     from napari.utils.colormaps import Colormap
 
-    values = np.linspace(0.0, 1.0, 256)
-    colours = colormaps[name](values)
-    colours[values < threshold] = (0.0, 0.0, 0.0, 1.0)
-    return Colormap(colours, name=f"volcam {name} > {threshold:.2f}", interpolation="zero")
+    return Colormap(
+        map_colours(name, threshold, np.linspace(0.0, 1.0, 256)),
+        name=f"volcam {name} > {threshold:.2f}",
+        interpolation="zero",
+    )
 
 
-def cam_layer_kwargs(like: Any, name: str, colormap: str, threshold: float, opacity: float) -> dict[str, Any]:
-    """Display settings of a map over the image layer ``like``: same scale/translate, additive, fixed 0..1."""
+def map_view(explanation: Any, scan_geometry: Any) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """A scan explanation's map as a layer shows it: ``(data, geometry, affine)``.
+
+    On the scan's grid: the scan's display order, and ``affine`` ``None`` (the scan layer's
+    scale/translate place it). On the network's grid: the network grid's own display order, and the
+    affine from that array's index to the scan layer's world (no resampling).
+    """
+    from volcam.viz.display import display_geometry
+
+    values = explanation.map[0].detach().cpu().numpy()
+    if getattr(explanation, "grid", "scan") != "network":
+        return np.ascontiguousarray(scan_geometry.to_display(values)), scan_geometry, None
+    geometry = display_geometry(explanation.map)
+    return np.ascontiguousarray(geometry.to_display(values)), geometry, scan_geometry.placing(geometry)
+
+
+def cam_layer_kwargs(
+    like: Any, name: str, colormap: str, threshold: float, opacity: float, affine: Any = None
+) -> dict[str, Any]:
+    """Display settings of a map over the image layer ``like``: placed by ``like``'s scale/translate
+    (a map on the scan's grid) or by ``affine`` (one on the network's grid), translucent, fixed 0..1."""
+    place: dict[str, Any] = (
+        {"scale": tuple(like.scale), "translate": tuple(like.translate)}
+        if affine is None
+        else {"affine": np.asarray(affine, dtype=np.float64)}
+    )
     return {
         "name": name,
-        "scale": tuple(like.scale),
-        "translate": tuple(like.translate),
+        **place,
         "units": tuple(like.units),
         "axis_labels": tuple(like.axis_labels),
         "colormap": threshold_colormap(colormap, threshold),
-        "blending": "additive",
+        "blending": "translucent",
         "contrast_limits": (0.0, 1.0),
         "opacity": opacity,
         "interpolation2d": "linear",

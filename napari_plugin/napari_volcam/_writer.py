@@ -1,4 +1,8 @@
-"""Writers: a map layer back into its source's geometry, as NIfTI or as a derived DICOM series."""
+"""Writers: a map layer back into its source's geometry, as NIfTI or as a derived DICOM series.
+
+A map shown on the network's grid is written at the scan's full resolution: its explanation carries
+it back to the scan's grid here, when a file asks for it (:meth:`volcam.ScanExplanation.to_scan`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_volcam._layers import INFO_KEY, RESULT_KEY, SCAN_KEY
+from napari_volcam._layers import EXPLANATION_KEY, INFO_KEY, RESULT_KEY, SCAN_KEY
 
 
 def _source_map(data: Any, attributes: dict) -> tuple[Any, dict]:
@@ -22,6 +26,11 @@ def _source_map(data: Any, attributes: dict) -> tuple[Any, dict]:
     info = metadata.get(INFO_KEY)
     if not info or "geometry" not in info:
         raise InputError("this layer was not read or made by volcam, so its source geometry is unknown")
+    if info.get("grid") == "network":  # shown on the network's grid: the scan-grid map, made now
+        explanation = metadata.get(EXPLANATION_KEY)
+        if explanation is None:
+            raise InputError("this map layer lost the explanation it was made from; explain the scan again")
+        return explanation.to_scan().map, metadata
     geometry = DisplayGeometry.from_metadata(info["geometry"])
     values = np.ascontiguousarray(geometry.to_source(np.asarray(data, dtype=np.float32)))
     return MetaTensor(torch.from_numpy(values), affine=torch.tensor(geometry.affine, dtype=torch.float64)), metadata

@@ -28,6 +28,19 @@ def _kind(layer: Any) -> str:
     return "image" if isinstance(layer, Image) else "labels" if isinstance(layer, Labels) else "other"
 
 
+def _place(layer: Any, affine: Any, image: Any) -> None:
+    """Put a map layer where its new data lies: through ``affine``, or on ``image``'s grid when ``None``."""
+    import numpy as np
+
+    n = len(image.scale)
+    if affine is None:
+        layer.affine = np.eye(n + 1)
+        layer.scale, layer.translate = image.scale, image.translate
+    else:
+        layer.scale, layer.translate = np.ones(n), np.zeros(n)
+        layer.affine = affine
+
+
 class ExplainWidget(QWidget):
     """Dock widget: explain an image layer with a model card and review the map."""
 
@@ -158,11 +171,12 @@ class ExplainWidget(QWidget):
         spec, image = shown.layer, job.image
         layer = _named(self.viewer.layers, spec.name)
         if layer is not None and layer.metadata.get(INFO_KEY, {}).get("source_layer") == spec.source:
-            layer.data = spec.data  # the same method and class on the same scan again: update in place
+            _place(layer, spec.affine, image)  # the same method and class on the same scan again: update in place
+            layer.data = spec.data
             layer.metadata = spec.metadata
         else:  # napari suffixes the name when another scan's map already has it
             d = spec.display
-            kwargs = cam_layer_kwargs(image, spec.name, d.colormap, d.threshold, d.opacity)
+            kwargs = cam_layer_kwargs(image, spec.name, d.colormap, d.threshold, d.opacity, spec.affine)
             layer = self.viewer.add_image(spec.data, metadata=spec.metadata, **kwargs)
             layer.colorbar.visible = spec.colorbar
         self.cam_layer = layer
