@@ -5,13 +5,15 @@ All functions are dimension-agnostic over ``(B, 1, *s)`` maps with 1, 2 or 3 spa
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["like_input", "normalize", "upsample"]
+__all__ = ["axis_aligned", "like_input", "normalize", "resample_axis_aligned", "upsample"]
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -54,3 +56,73 @@ def like_input(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if monai_data is None or not isinstance(x, monai_data.MetaTensor):
         return cam
     return monai_data.MetaTensor(cam, meta=dict(x.meta), applied_operations=list(x.applied_operations))
+
+
+def axis_aligned(src_affine: torch.Tensor, dst_affine: torch.Tensor, tol: float = 1e-6) -> Any:
+    """``(axes, scale, offset)`` when every destination voxel axis runs along one source axis, else ``None``.
+
+    A destination voxel index ``k`` along axis ``i`` lies at source voxel coordinate
+    ``scale[i] * k + offset[i]`` along source axis ``axes[i]`` (``inv(src_affine) @ dst_affine``
+    is a scaled, signed permutation plus a translation): orientation flips and permutations,
+    spacing changes and crops compose to this; a rotation or shear does not.
+    """
+    m = torch.linalg.inv(src_affine.double()) @ dst_affine.double()
+    n = m.shape[0] - 1
+    linear = m[:n, :n]
+    axes, scale, offset = [], [], []
+    for i in range(n):
+        column = linear[:, i].abs()
+        p = int(column.argmax())
+        if column[p] <= 0 or (column.sum() - column[p]) > tol * float(column[p]) or p in axes:
+            return None
+        axes.append(p)
+        scale.append(float(linear[p, i]))
+        offset.append(float(m[p, n]))
+    return axes, scale, offset
+
+
+def _take(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(axis, index)`` through a 3D view (before, axis, after): PyTorch's CPU gather
+    is an order of magnitude faster on that shape than on a 3D tensor's first axis."""
+    before = math.prod(x.shape[:axis])
+    flat = x.reshape(before, x.shape[axis], -1)[:, index, :]
+    return flat.reshape(*x.shape[:axis], index.numel(), *x.shape[axis + 1 :])
+
+
+def resample_axis_aligned(
+    cam: torch.Tensor,
+    src_affine: torch.Tensor,
+    dst_affine: torch.Tensor,
+    dst_shape: Sequence[int],
+) -> torch.Tensor | None:
+    """A map ``(C, *s)`` on a grid with ``src_affine`` → ``(C, *dst_shape)`` on the grid of ``dst_affine``,
+    by separable linear interpolation (voxel centres matched through the affines; outside the source
+    grid the border value, as ``grid_sample``'s ``padding_mode="border"``). ``None`` when the grids
+    are not axis-aligned to each other (then a full affine resampling is needed).
+
+    Cost: one gather and one multiply-add per axis; no full-volume sampling grid is built, so a map
+    goes back to a 512 × 512 × 300 CT in a fraction of a second and a little over one output's memory.
+    """
+    aligned = axis_aligned(src_affine, dst_affine)
+    if aligned is None:
+        return None
+    axes, scale, offset = aligned
+    n = len(dst_shape)
+    channels = []
+    for channel in cam:  # (*s) each: PyTorch gathers fastest on a contiguous tensor without a batch axis
+        out = channel.permute(*axes).contiguous()  # source axes in destination order (a small copy)
+        for i in reversed(range(n)):  # the last axis first, while the array is still small
+            size = out.shape[i]
+            k = torch.arange(int(dst_shape[i]), device=cam.device, dtype=torch.float64)
+            coordinate = (k * scale[i] + offset[i]).clamp(0, size - 1)
+            low = coordinate.floor().long()
+            high = (low + 1).clamp(max=size - 1)
+            shape = [1] * n
+            shape[i] = -1
+            weight = (coordinate - low).to(out.dtype).reshape(shape)
+            below = _take(out, i, low)
+            below.lerp_(_take(out, i, high), weight)  # in place: two arrays of this size at most
+            out = below
+        channels.append(out)
+    out = torch.stack(channels) if len(channels) > 1 else channels[0][None]
+    return out

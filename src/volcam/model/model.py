@@ -204,7 +204,9 @@ class Model:
         """A :class:`CamResult` (or a clip's :class:`ClipResult`) on the network's grid → the
         :class:`ScanExplanation` on the scan's grid, labels named; ``timings`` gains ``invert``."""
         start = time.perf_counter()
-        cam = self.preprocessing.invert(result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared)
+        cam = self.preprocessing.invert(
+            result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared, like=scan
+        )
         cam = _on_scan(cam, scan)
         klass, prediction, given = result.decision(0)  # a batch's first sample, or the clip's one class
         probs = given if given is not None else torch.zeros(0)

@@ -36,6 +36,24 @@ ALLOWED = frozenset({
 MAX_VOXELS = 1 << 28
 
 
+# Steps whose inverse is index arithmetic (crop or pad), and resampling steps the separable route
+# reproduces (linear interpolation, border values outside the grid, as MONAI's inverse does).
+_INDEX_STEPS = frozenset({
+    "ResizeWithPadOrCrop", "SpatialPad", "BorderPad", "DivisiblePad", "CenterSpatialCrop", "SpatialCrop",
+    "CenterScaleCrop",
+})  # fmt: skip
+_LINEAR_STEPS = frozenset({"Spacing", "Resize", "Zoom"})
+
+
+def _mode(transform: Any) -> str:
+    """A resampling step's interpolation mode, lower case ('' when it has none)."""
+    for holder in (transform, getattr(transform, "sp_resample", None), getattr(transform, "resizer", None)):
+        mode = getattr(holder, "mode", None)
+        if mode is not None:
+            return str(getattr(mode, "value", mode)).lower()
+    return ""
+
+
 def _root_cause(error: BaseException) -> BaseException:
     """The innermost exception: MONAI wraps the real reason in 'applying transform <object at 0x...>'."""
     seen = {id(error)}
@@ -151,15 +169,21 @@ class Preprocessing:
                 raise InputError(f"preprocessing step {index} ({name}) made {image.numel():.3g} voxels; too many")
         return image
 
-    def invert(self, cam: torch.Tensor, prepared: Any) -> Any:
+    def invert(self, cam: torch.Tensor, prepared: Any, like: Any = None) -> Any:
         """A map on the network's grid ``(1, *S')`` → the scan's grid ``(1, *S)`` with the scan's affine.
 
-        ``prepared`` is what :meth:`__call__` returned for the scan (it holds the steps to undo).
+        ``prepared`` is what :meth:`__call__` returned for the scan (it holds the steps to undo);
+        ``like`` is the scan itself. The cheapest exact route is taken: the crops and pads after the
+        last resampling step are undone by index arithmetic (MONAI's own inverses, on the small
+        grid), and when what is left is axis-aligned (orientation, one linear Spacing or Resize) the
+        map goes to the scan's grid by one separable linear resampling (:func:`resample_axis_aligned`),
+        equal to MONAI's inverse to float precision. Other chains (oblique scans, several resampling
+        steps, nearest or area modes) take MONAI's full inverse.
         """
         from monai.data import MetaTensor
 
         plain = cam.as_tensor() if isinstance(cam, MetaTensor) else cam
-        plain = plain.detach().float().cpu()
+        plain = plain.detach().float()
         if plain.ndim == prepared.ndim + 1 and plain.shape[0] == 1:
             plain = plain[0]
         # The inverse consumes the records it reads, so it gets its own copy: a scan explained by several
@@ -167,8 +191,34 @@ class Preprocessing:
         carried = MetaTensor(
             plain, meta=dict(prepared.meta), applied_operations=copy.deepcopy(list(prepared.applied_operations))
         )
-        back = self.compose.inverse(carried)
-        return back.clamp_(0.0, 1.0)  # interpolation may overshoot [0, 1] a hair
+        carried.affine = prepared.affine
+        back = self._separable(carried, like) if like is not None else None
+        if back is None:
+            back = self.compose.inverse(carried.cpu())
+        return back.cpu().clamp_(0.0, 1.0)  # interpolation may overshoot [0, 1] a hair
+
+    def _separable(self, carried: Any, like: Any) -> torch.Tensor | None:
+        """The map on ``like``'s grid by index arithmetic and one separable resampling, or ``None``
+        when the chain is not one this route reproduces exactly."""
+        from monai.transforms import InvertibleTransform
+
+        from volcam.maps.geometry import resample_axis_aligned
+
+        scan_affine = getattr(like, "affine", None)
+        if scan_affine is None or (tuple(like.shape[1:]) != tuple(carried.shape[1:]) and carried.ndim != like.ndim):
+            return None
+        steps = [t for t in self.compose.transforms if isinstance(t, InvertibleTransform)]
+        while steps and type(steps[-1]).__name__ in _INDEX_STEPS:  # crops and pads: cheap on the small grid
+            carried = steps.pop().inverse(carried)
+        resampling = [t for t in steps if type(t).__name__ not in ("Orientation", "Flip", "Rotate90")]
+        if len(resampling) > 1 or any(
+            type(t).__name__ not in _LINEAR_STEPS or _mode(t) not in ("bilinear", "trilinear", "linear")
+            for t in resampling
+        ):
+            return None
+        source = torch.as_tensor(carried.affine, dtype=torch.float64)
+        target = torch.as_tensor(scan_affine, dtype=torch.float64)
+        return resample_axis_aligned(carried.as_tensor(), source, target, tuple(like.shape[1:]))
 
     def mask(self, mask: torch.Tensor, like: Any | None = None) -> torch.Tensor:
         """A mask on the scan's grid ``(*S)`` or ``(1, *S)`` → the network's grid ``(*S')``, boolean.

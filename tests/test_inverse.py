@@ -1,0 +1,92 @@
+"""The way back to the scan's grid: separable where the chain is axis-aligned, equal to MONAI's inverse."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+import volcam
+from volcam import sample_data as sd
+from volcam.io.image import make_volume
+from volcam.maps.geometry import axis_aligned, resample_axis_aligned
+from volcam.model.preprocess import Preprocessing
+
+CARD_STEPS = [
+    {"name": "Orientation", "args": {"axcodes": "RAS"}},
+    {"name": "Spacing", "args": {"pixdim": [2.8, 2.8, 5.0], "mode": "bilinear"}},
+    {"name": "ScaleIntensityRange", "args": {"a_min": -1000, "a_max": 200, "b_min": 0.0, "b_max": 1.0, "clip": True}},
+    {"name": "ResizeWithPadOrCrop", "args": {"spatial_size": [32, 32, 24]}},
+]
+
+
+def odd_scan() -> MetaTensor:
+    """An anisotropic scan whose voxel axes are permuted and flipped against RAS (a sagittal stack)."""
+    data = np.random.default_rng(0).normal(size=(1, 60, 40, 30)).astype(np.float32)
+    affine = np.array([[0, 0, -2.5, 10], [0.8, 0, 0, -20], [0, -1.3, 0, 5], [0, 0, 0, 1]], dtype=float)
+    return make_volume(data, affine, path="odd.nii.gz", modality="CT")
+
+
+def route_is_separable(pre: Preprocessing, prepared, scan) -> bool:
+    carried = MetaTensor(
+        torch.rand(1, *prepared.shape[1:]),
+        meta=dict(prepared.meta),
+        applied_operations=copy.deepcopy(list(prepared.applied_operations)),
+    )
+    carried.affine = prepared.affine
+    return pre._separable(carried, scan) is not None
+
+
+@pytest.mark.parametrize(
+    ("scan_name", "steps", "separable"),
+    [
+        ("ct", CARD_STEPS, True),  # the shipped CT card: LPS 0.7 × 0.7 × 2.5 mm
+        ("ct", CARD_STEPS[:2], True),
+        ("ct", [CARD_STEPS[1], {"name": "ResizeWithPadOrCrop", "args": {"spatial_size": [40, 20, 30]}}], True),
+        ("ct", [CARD_STEPS[0], {"name": "Resize", "args": {"spatial_size": [50, 40, 30], "mode": "trilinear"}}], True),
+        ("odd", [CARD_STEPS[0], {"name": "Spacing", "args": {"pixdim": [2.0, 1.7, 3.1]}}], True),
+        ("odd", [{"name": "Orientation", "args": {"axcodes": "LPI"}},
+                 {"name": "Spacing", "args": {"pixdim": [0.5, 0.9, 1.1]}},
+                 {"name": "ResizeWithPadOrCrop", "args": {"spatial_size": [40, 60, 50]}}], True),
+        ("ct", [{"name": "Resize", "args": {"spatial_size": [50, 40, 30]}}], False),  # area: MONAI's own inverse
+        ("ct", [CARD_STEPS[1], {"name": "Resize", "args": {"spatial_size": [20, 20, 20], "mode": "trilinear"}}], False),
+    ],
+)  # fmt: skip
+def test_the_fast_route_equals_monais_inverse(scan_name, steps, separable) -> None:
+    scan = volcam.load(sd.file(sd.CT_NIFTI)) if scan_name == "ct" else odd_scan()
+    pre = Preprocessing(steps)
+    prepared = pre(scan)
+    cam = torch.rand(1, *prepared.shape[1:], generator=torch.Generator().manual_seed(0))
+    assert route_is_separable(pre, prepared, scan) is separable
+    fast = pre.invert(cam, prepared, like=scan)
+    reference = pre.invert(cam, prepared)  # without the scan: MONAI's inverse, step by step
+    assert tuple(fast.shape) == tuple(scan.shape)
+    assert float((fast - reference).abs().max()) <= 1e-3
+
+
+def test_oblique_grids_are_not_axis_aligned() -> None:
+    eye = torch.eye(4, dtype=torch.float64)
+    rotated = eye.clone()
+    angle = torch.tensor(0.3, dtype=torch.float64)
+    rotated[:2, :2] = torch.tensor([[angle.cos(), -angle.sin()], [angle.sin(), angle.cos()]])
+    assert axis_aligned(eye, rotated) is None
+    flipped = torch.diag(torch.tensor([-2.0, 1.0, 0.5, 1.0], dtype=torch.float64))
+    axes, scale, offset = axis_aligned(eye, flipped)
+    assert axes == [0, 1, 2] and scale == [-2.0, 1.0, 0.5] and offset == [0.0, 0.0, 0.0]
+    assert resample_axis_aligned(torch.rand(1, 4, 4, 4), eye, rotated, (4, 4, 4)) is None
+
+
+def test_the_model_takes_the_fast_route(monkeypatch) -> None:
+    """Model.explain maps back without MONAI's full inverse on the demo card (axis-aligned)."""
+    model = volcam.load_model(sd.file(sd.CT_CARD))
+    scan = volcam.load(sd.file(sd.CT_DICOM))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("MONAI's full inverse ran")
+
+    monkeypatch.setattr(type(model.preprocessing.compose), "inverse", refuse)
+    explained = model.explain(scan, "gradcam")
+    assert explained.map.shape == scan.shape and torch.equal(explained.map.affine, scan.affine)
