@@ -18,6 +18,7 @@ from volcam.errors import InputError
 from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
 from volcam.io.dicom_series import save_instance, slice_geometry
 from volcam.maps.arrays import image_array, map_array
+from volcam.maps.colour import fuse
 from volcam.maps.result import MapInfo
 from volcam.maps.windowing import Window
 
@@ -26,6 +27,7 @@ __all__ = ["write_dicom", "write_nifti"]
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 # The raw map is stored as integers 0..1000 with RescaleSlope 0.001, so a viewer reads 0..1.
 _MAP_SCALE = 1000
+_BLOCK = 32  # slices turned into pixels at once: vectorised, while memory stays at a block's size
 # Patient, study and frame-of-reference attributes a derived series shares with its source, so a
 # PACS files it under the same study; they go into the DICOM files only, never into names or logs.
 _SHARED = (
@@ -124,6 +126,27 @@ def _source_headers(meta: dict, depth: int, affine: np.ndarray) -> tuple[Any, li
     return first, [read_header(f) for f in files]
 
 
+def _slice_pixels(
+    values: np.ndarray,
+    grey: np.ndarray | None,
+    start: int,
+    stop: int,
+    colormap: str,
+    alpha: float,
+    threshold: float,
+) -> np.ndarray:
+    """Slices ``start:stop`` of an ``(x, y, z)`` map as stored pixels ``(n, rows, columns[, 3])``: the
+    colour overlay on ``grey`` (uint8 RGB), or the map as uint16 0..1000. One strided copy per block
+    makes each slice contiguous, so every later step runs at memory speed."""
+    heat = np.ascontiguousarray(values[:, :, start:stop].transpose(2, 1, 0))  # (n, rows, columns)
+    if grey is not None:
+        under = np.ascontiguousarray(grey[:, :, start:stop].transpose(2, 1, 0))
+        return fuse(under, heat, colormap=colormap, alpha=alpha, threshold=threshold)
+    np.clip(heat, 0.0, 1.0, out=heat)
+    heat *= _MAP_SCALE
+    return np.rint(heat, out=heat).astype(np.uint16)
+
+
 def _description(info: MapInfo, kind: str) -> str:
     what = "overlay" if kind == "overlay" else "map 0-1"
     label = f" {info.label}" if info.label is not None else ""
@@ -171,7 +194,7 @@ def write_dicom(
     from pydicom.uid import generate_uid
 
     from volcam._version import __version__
-    from volcam.maps.colour import display_range, fuse
+    from volcam.maps.colour import display_range
 
     if kind not in ("overlay", "map"):
         raise InputError(f"kind={kind!r}; use 'overlay' (RGB over the image) or 'map' (grey 0..1)")
@@ -207,7 +230,11 @@ def write_dicom(
         else atomic_folder(folder, overwrite=False, inputs=protected)
     )
     with writing as temporary:
+        pixels: np.ndarray | None = None
         for k in range(depth):
+            if k % _BLOCK == 0:  # the pixels of the next block of slices, contiguous, in one vectorised pass
+                pixels = _slice_pixels(values, grey, k, min(k + _BLOCK, depth), colormap, alpha, threshold)
+            assert pixels is not None
             source = per_slice[k] if per_slice else None
             if source is not None and "ImagePositionPatient" in source and "ImageOrientationPatient" in source:
                 position = [float(v) for v in source.ImagePositionPatient]
@@ -250,19 +277,16 @@ def write_dicom(
                 reference.ReferencedSOPClassUID = source.SOPClassUID
                 reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
                 ds.SourceImageSequence = [reference]
-            heat = values[:, :, k].T  # (rows, columns): array axis 0 runs along a row
-            ds.Rows, ds.Columns = heat.shape
+            ds.Rows, ds.Columns = values.shape[1], values.shape[0]
             ds.PixelRepresentation = 0
+            ds.PixelData = pixels[k % _BLOCK].tobytes()
             if grey is not None:  # kind == "overlay"
-                rgb = fuse(grey[:, :, k].T, heat, colormap=colormap, alpha=alpha, threshold=threshold)
                 ds.SamplesPerPixel = 3
                 ds.PhotometricInterpretation = "RGB"
                 ds.PlanarConfiguration = 0
                 ds.BitsAllocated = ds.BitsStored = 8
                 ds.HighBit = 7
-                ds.PixelData = np.ascontiguousarray(rgb).tobytes()
             else:
-                stored = np.round(np.clip(heat, 0.0, 1.0) * _MAP_SCALE).astype(np.uint16)
                 ds.SamplesPerPixel = 1
                 ds.PhotometricInterpretation = "MONOCHROME2"
                 ds.BitsAllocated = ds.BitsStored = 16
@@ -272,7 +296,6 @@ def write_dicom(
                 ds.RescaleType = "US"
                 ds.WindowCenter = 0.5
                 ds.WindowWidth = 1.0
-                ds.PixelData = np.ascontiguousarray(stored).tobytes()
             save_instance(ds, temporary / f"{k + 1:04d}.dcm")
     return Path(folder)
 
