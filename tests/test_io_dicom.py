@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
+import torch
 
 import volcam
 from io_fixtures import CT_SMALL_IDENTIFIERS, dicomdir_tests, make_series, nibabel_data, pydicom_file
@@ -62,7 +63,8 @@ def test_ct_slice_in_hounsfield_units_on_the_simpleitk_grid() -> None:
     assert ct.meta["modality"] == "CT"
     assert ct.meta["spacing"] == pytest.approx((0.661468, 0.661468, 5.0))
     # HU: stored value · slope + intercept (-1024), and (x, y) = (column, row).
-    np.testing.assert_array_equal(ct[0, :, :, 0].numpy(), ds.pixel_array.T.astype(np.float32) - 1024)
+    assert ct.dtype == torch.int16
+    np.testing.assert_array_equal(ct[0, :, :, 0].numpy(), ds.pixel_array.T.astype(np.int32) - 1024)
     assert_same_geometry(ct, sitk.ReadImage(str(path)))
 
 
@@ -179,8 +181,9 @@ def test_shuffled_series_mixed_with_another_is_listed_then_picked_and_ordered_by
         ct = volcam.load(tmp_path, series=pick)
         assert ct.shape == (1, 128, 128, 8)
         # Slice k holds CT_small + 10 k HU: the order follows ImagePositionPatient, not names or numbers.
-        base = ct[0, :, :, 0].mean()
-        steps = [float(ct[0, :, :, k].mean() - base) for k in range(8)]
+        assert ct.dtype == torch.int16  # HU are whole numbers: the native type, no float copy
+        base = ct[0, :, :, 0].float().mean()
+        steps = [float(ct[0, :, :, k].float().mean() - base) for k in range(8)]
         assert steps == pytest.approx([10.0 * k for k in range(8)], abs=1e-3)
         assert ct.meta["source_files"] == [str(f) for f in files]
         assert ct.meta["series_uid"] == uid

@@ -6,6 +6,11 @@ and ``affine`` maps those indices to patient coordinates in millimetres, RAS+ (M
 Clips (ultrasound cine, video) are ``(C, T, H, W)`` with a diagonal affine of (frame interval in
 seconds, row spacing in mm, column spacing in mm), so ``pixdim`` is the spacing there too.
 
+Values keep the scan's own type where that is exact: a CT stored as integers with RescaleSlope 1
+and an integer RescaleIntercept is int16 HU when it fits, a NIfTI without scaling keeps its dtype;
+a scan that needs scaling is float32 (see :func:`volcam.load`). Consumers convert with ``.float()``
+where they compute.
+
 The metadata keys volcam adds (besides MONAI's ``affine``, ``original_affine``, ``spatial_shape``,
 ``space``, ``filename_or_obj``):
 
@@ -94,7 +99,10 @@ def _metatensor(data: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> M
     meta["affine"] = torch.as_tensor(affine, dtype=torch.float64)
     meta["original_affine"] = np.array(affine, dtype=np.float64)
     meta["spatial_shape"] = np.array(data.shape[1:], dtype=np.int64)
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), meta=meta)
+    # The reader's dtype is kept (int16 HU, float32 maps): a float copy here would double the memory.
+    # torch holds native byte order only (a big-endian NIfTI's array is not).
+    dtype = data.dtype if data.dtype.isnative else data.dtype.newbyteorder("=")
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data, dtype=dtype)), meta=meta)
 
 
 def make_volume(

@@ -36,7 +36,11 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
     Returns:
         A volume ``(C, X, Y, Z)`` in the file's voxel order with ``affine`` (RAS+, mm) as MONAI's
         ``LoadImage`` gives it, or a clip ``(C, T, H, W)`` (ultrasound cine, video) whose spacing
-        is (frame interval in s, mm, mm). Values are float32 in the modality's units (HU for CT).
+        is (frame interval in s, mm, mm). Values are in the modality's units (HU for CT) and in
+        the scan's native dtype where that is exact: int16 for a CT stored as integers with
+        RescaleSlope 1 and an integer RescaleIntercept (most CT), a NIfTI's own dtype when it is
+        not scaled (uint16 and uint32 become int32 and int64, float64 float32); float32 when a
+        rescale or scaling needs it, and for clips. Convert with ``.float()`` to compute.
         ``meta`` holds ``modality``, ``spacing``, ``frame_interval``, ``problems`` and, for DICOM,
         the series and study UIDs; see :mod:`volcam.io.image`.
 
