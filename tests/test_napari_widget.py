@@ -311,3 +311,16 @@ def test_a_real_colour_ultrasound_cine_is_explained_frame_by_frame(make_napari_v
     assert clip.rgb and cam.data.shape == clip.data.shape[:3] == (30, 240, 320)
     np.testing.assert_allclose(cam.scale, clip.scale)
     assert len(widget.review_panel.plot.profile) == 30  # one value per frame
+
+
+def test_the_dock_leaves_qt_threads_of_its_own(make_napari_viewer, qtbot):
+    """Qt converts images for painting in the global thread pool while the GUI thread holds the GIL;
+    if the dock's workers filled the pool (its size is the core count: 2 in CI) the viewer froze."""
+    from qtpy.QtCore import QThreadPool
+
+    from napari_volcam._qt._dock import _QT_THREADS, _WORKERS
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("volcam", "demo_ct")
+    _widget(viewer, qtbot)
+    assert QThreadPool.globalInstance().maxThreadCount() >= _WORKERS + _QT_THREADS

@@ -41,11 +41,33 @@ def _place(layer: Any, affine: Any, image: Any) -> None:
         layer.affine = affine
 
 
+# The dock's own workers at once at most (loading a card, explaining, the review numbers), and the
+# threads Qt itself needs from the same pool.
+_WORKERS = 3
+_QT_THREADS = 2
+
+
+def _room_for_qt_in_the_thread_pool() -> None:
+    """Keep threads free in Qt's global pool for Qt's own work.
+
+    napari's workers run in ``QThreadPool.globalInstance()``, whose size is the number of cores. Qt
+    paints by converting images in that same pool while the GUI thread waits on a semaphore, holding
+    Python's GIL; with every pool thread busy in a worker that waits for the GIL, neither side can go
+    on and the viewer freezes (seen on a 2-core machine: a card loading while a map is explained).
+    """
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    if pool is not None and pool.maxThreadCount() < _WORKERS + _QT_THREADS:
+        pool.setMaxThreadCount(_WORKERS + _QT_THREADS)
+
+
 class ExplainWidget(QWidget):
     """Dock widget: explain an image layer with a model card and review the map."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        _room_for_qt_in_the_thread_pool()
         self.viewer = napari_viewer
         self.controller = c = DockController()
         self.worker: Any = None
