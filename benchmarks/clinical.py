@@ -49,6 +49,8 @@ import time
 import traceback
 from pathlib import Path
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "clinical.md"
 DEFAULT_CACHE = Path("~/.cache/volcam-bench/clinical")
@@ -617,17 +619,6 @@ def notes(results: dict[str, dict]) -> list[str]:
         if "error" not in r and r.get("repeats", 1) > 1:
             lines.append(f"- {variant}: seconds of each repeat: {r['all_seconds']}")
     return lines
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def source_state() -> str:

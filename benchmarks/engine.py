@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "engine.md"
 GRADCAM_PYTHON = HERE / ".venv-gradcam" / "bin" / "python"
@@ -414,17 +416,6 @@ def compare_libraries(case: str, rows: list[Measurement]) -> list[str]:
         f"{verdict(vc.median_s <= fastest.median_s)} {case}: volcam {vc.median_s:.3f} s is no slower than the "
         f"fastest library, {fastest.variant.label} {fastest.median_s:.3f} s{tail}",
     ]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def header(results: dict[str, list[Measurement]], args: argparse.Namespace, load: tuple[str, str]) -> list[str]:
