@@ -102,6 +102,9 @@ def main() -> None:
     print(f"{'method':<16}{'seconds':>9}{'energy in lesion':>18}{'pointing':>10}")
     with volcam.CamEngine(model, device=device, labels=["normal", "lesion"], progress=False) as engine:
         for info in volcam.methods():
+            if "module" in info.takes:  # L-CAM: a trained attention module first (volcam.train_lcam)
+                print(f"{info.name:<16}{'needs a trained module: volcam.train_lcam':>37}")
+                continue
             start = time.perf_counter()
             result = engine.explain(x, info.name, target="lesion")
             seconds = time.perf_counter() - start
