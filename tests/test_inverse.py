@@ -53,6 +53,8 @@ def route_is_separable(pre: Preprocessing, prepared, scan) -> bool:
                  {"name": "ResizeWithPadOrCrop", "args": {"spatial_size": [40, 60, 50]}}], True),
         ("ct", [{"name": "Resize", "args": {"spatial_size": [50, 40, 30]}}], False),  # area: MONAI's own inverse
         ("ct", [CARD_STEPS[1], {"name": "Resize", "args": {"spatial_size": [20, 20, 20], "mode": "trilinear"}}], False),
+        ("ct", [CARD_STEPS[1], {"name": "Resize", "args": {"spatial_size": [20, 20, 20], "mode": "trilinear"}},
+                {"name": "ResizeWithPadOrCrop", "args": {"spatial_size": [24, 16, 20]}}], False),  # 2 resamplings
     ],
 )  # fmt: skip
 def test_the_fast_route_equals_monais_inverse(scan_name, steps, separable) -> None:

@@ -208,14 +208,17 @@ class Preprocessing:
         if scan_affine is None or (tuple(like.shape[1:]) != tuple(carried.shape[1:]) and carried.ndim != like.ndim):
             return None
         steps = [t for t in self.compose.transforms if isinstance(t, InvertibleTransform)]
-        while steps and type(steps[-1]).__name__ in _INDEX_STEPS:  # crops and pads: cheap on the small grid
-            carried = steps.pop().inverse(carried)
-        resampling = [t for t in steps if type(t).__name__ not in ("Orientation", "Flip", "Rotate90")]
+        cut = len(steps)
+        while cut and type(steps[cut - 1]).__name__ in _INDEX_STEPS:  # crops and pads: cheap on the small grid
+            cut -= 1
+        resampling = [t for t in steps[:cut] if type(t).__name__ not in ("Orientation", "Flip", "Rotate90")]
         if len(resampling) > 1 or any(
             type(t).__name__ not in _LINEAR_STEPS or _mode(t) not in ("bilinear", "trilinear", "linear")
             for t in resampling
         ):
-            return None
+            return None  # decided before any inverse runs: MONAI's full inverse gets the records untouched
+        for step in reversed(steps[cut:]):
+            carried = step.inverse(carried)
         source = torch.as_tensor(carried.affine, dtype=torch.float64)
         target = torch.as_tensor(scan_affine, dtype=torch.float64)
         return resample_axis_aligned(carried.as_tensor(), source, target, tuple(like.shape[1:]))
