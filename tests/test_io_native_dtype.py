@@ -42,7 +42,8 @@ def test_ct_series_loads_as_int16_with_the_float_paths_values(tmp_path) -> None:
     _, files = make_series(tmp_path, 5, seed=1)
     ct = volcam.load(tmp_path)
     assert ct.dtype == torch.int16
-    assert ct.is_contiguous()  # written slice by slice into the final layout: no transposed view
+    # one slice-contiguous array (as the files store it), seen as (C, X, Y, Z) without a copy
+    assert ct.stride() == (1, 1, ct.shape[2], ct.shape[1] * ct.shape[2])
     np.testing.assert_array_equal(ct[0].numpy().astype(np.float64), _hu_of(files))
 
 

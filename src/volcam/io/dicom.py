@@ -647,54 +647,40 @@ def _exact_int16(pixels: np.ndarray, slope: float, intercept: float) -> bool:
 
 
 class _Stack:
-    """Slices, given in order, written into the final ``(C, X, Y, Z)`` array in modality units.
+    """Slices, given in order, in one array of modality units, exposed as ``(C, X, Y, Z)``.
 
-    A slice ``(rows, columns[, samples])`` lands at ``[:, :, :, k]`` as its transpose. Slices are
-    gathered 32 at a time in a small buffer and copied over in 32×32 tiles, so each cache line of
-    the volume is written once rather than once per slice (twice as fast as slice by slice), and
-    there is no list of slices and no transposed copy of the whole volume. The array is int16
-    while every slice is exact in it (RescaleSlope 1, an integer RescaleIntercept, values that
-    fit: CT in HU) and becomes float32, once, at the first slice that is not.
+    The memory holds slice after slice (``(Z, rows, columns, C)``, as the files store them), so each
+    slice is one contiguous copy; :attr:`data` is the ``(C, X, Y, Z)`` view of it (MONAI's layout,
+    a transpose without a copy, as MONAI's own ITK reader gives). The array is int16 while every
+    slice is exact in it (RescaleSlope 1, an integer RescaleIntercept, values that fit: CT in HU)
+    and becomes float32, once, at the first slice that is not.
     """
-
-    _BATCH = 32
-    _TILE = 32
 
     def __init__(self, count: int, first: np.ndarray, slope: float, intercept: float) -> None:
         rows, columns = first.shape[:2]
         samples = first.shape[2] if first.ndim == 3 else 1
         dtype = np.int16 if _exact_int16(first, slope, intercept) else np.float32
         self.slice_shape = first.shape
-        self.data = np.empty((samples, columns, rows, count), dtype)
-        self._batch = np.empty((min(self._BATCH, count), rows, columns, samples), dtype)
-        self._start = 0  # the slice index of _batch[0]
-        self._filled = 0
+        self._slices = np.empty((count, rows, columns, samples), dtype)
+        self._next = 0
+
+    @property
+    def data(self) -> np.ndarray:
+        """``(C, X, Y, Z)``: columns along x, rows along y, slices along z (a view)."""
+        return self._slices.transpose(3, 2, 1, 0)
 
     def put(self, k: int, pixels: np.ndarray, slope: float, intercept: float) -> None:
         """Write slice ``k`` (the next one); the caller has checked that its shape is the first slice's."""
-        assert k == self._start + self._filled, "slices are put in order"
-        if self.data.dtype == np.int16 and not _exact_int16(pixels, slope, intercept):
-            self.data = self.data.astype(np.float32)  # the slices so far are exact in float32 too
-            self._batch = self._batch.astype(np.float32)
+        assert k == self._next, "slices are put in order"
+        if self._slices.dtype == np.int16 and not _exact_int16(pixels, slope, intercept):
+            self._slices = self._slices.astype(np.float32)  # the slices so far are exact in float32 too
         source = pixels if pixels.ndim == 3 else pixels[..., None]
-        target = self._batch[self._filled]
-        if self.data.dtype == np.int16:  # the sum is formed in int32 and stored as int16: it fits
+        target = self._slices[k]
+        if self._slices.dtype == np.int16:  # the sum is formed in int32 and stored as int16: it fits
             np.add(source, np.int32(intercept), out=target, casting="unsafe")
         else:
             target[...] = _rescale(source, slope, intercept)
-        self._filled += 1
-        if self._filled == len(self._batch) or self._start + self._filled == self.data.shape[3]:
-            self._flush()
-
-    def _flush(self) -> None:
-        count, tile = self._filled, self._TILE
-        block = self._batch[:count].transpose(3, 2, 1, 0)  # (samples, columns, rows, count)
-        out = self.data[..., self._start : self._start + count]
-        for c in range(0, out.shape[1], tile):
-            for r in range(0, out.shape[2], tile):
-                out[:, c : c + tile, r : r + tile] = block[:, c : c + tile, r : r + tile]
-        self._start += count
-        self._filled = 0
+        self._next += 1
 
 
 def _dicom_meta(ds: Dataset, files: list[Path]) -> dict[str, Any]:

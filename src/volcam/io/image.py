@@ -100,9 +100,12 @@ def _metatensor(data: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> M
     meta["original_affine"] = np.array(affine, dtype=np.float64)
     meta["spatial_shape"] = np.array(data.shape[1:], dtype=np.int64)
     # The reader's dtype is kept (int16 HU, float32 maps): a float copy here would double the memory.
-    # torch holds native byte order only (a big-endian NIfTI's array is not).
-    dtype = data.dtype if data.dtype.isnative else data.dtype.newbyteorder("=")
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(data, dtype=dtype)), meta=meta)
+    # So is its layout: a DICOM series is a (C, X, Y, Z) view of slice-contiguous memory, and copying
+    # it into x-fastest order would cost more than reading it. torch holds native byte order only (a
+    # big-endian NIfTI's array is not) and no negative strides.
+    if not data.dtype.isnative or any(stride < 0 for stride in data.strides):
+        data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+    return MetaTensor(torch.from_numpy(data), meta=meta)
 
 
 def make_volume(

@@ -137,7 +137,9 @@ class Preprocessing:
 
         if not isinstance(image, MetaTensor):
             image = MetaTensor(torch.as_tensor(image))
-        image = image.float()
+        # one pass makes floats and the x-fastest layout the resampling reads fastest (a DICOM series
+        # loads as a view of slice-contiguous memory)
+        image = image.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         if image.shape[0] != self.channels:
             if self.channels == 1 and image.shape[0] == 3:
                 image = image.mean(0, keepdim=True)  # colour ultrasound → grey, as the network was trained
