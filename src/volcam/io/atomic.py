@@ -214,12 +214,13 @@ def check_output_folder(
     out: str | os.PathLike,
     inputs: Iterable[str | os.PathLike | None] = (),
     ours: Callable[[Path], bool] = made_by_volcam,
+    maker: str = "volcam",
 ) -> Path:
     """Check, before anything heavy runs, that ``out`` can become a command's output folder.
 
-    It may be new, an empty folder, or a folder volcam made (``ours``: it holds :data:`MARKER`); it
-    may not be a file, a folder of the user's, nor overlap an input. Returns where the folder really
-    is (a symlink to a folder is written through).
+    It may be new, an empty folder, or a folder volcam made (``ours``: it holds :data:`MARKER`;
+    ``maker`` names who, in the message); it may not be a file, a folder of the user's, nor overlap
+    an input. Returns where the folder really is (a symlink to a folder is written through).
     """
     given = Path(out)
     check_not_input(given, inputs)
@@ -228,7 +229,7 @@ def check_output_folder(
         raise OutputError(f"{given}: exists and is not a folder; give a folder for the outputs")
     if path.is_dir() and any(e for e in path.iterdir() if not is_temporary(e.name)) and not ours(path):
         raise OutputError(
-            f"{given}: the folder holds files volcam did not write; give a new or empty folder "
+            f"{given}: the folder holds files {maker} did not write; give a new or empty folder "
             "(volcam replaces only folders it made)"
         )
     parent = path.parent

@@ -580,23 +580,17 @@ def check_cohort_folder(
     (``case.json`` naming that case), so a folder of the user's that happens to bear a case's name is
     never replaced. (Case ids are plain folder names: :func:`volcam.io.tables.read_cases` checks.)
     """
-    from volcam.io.atomic import check_not_input, is_temporary, writable_target
+    from volcam.io.atomic import check_output_folder
 
     inputs: list[Any] = [manifest, model]
     for case in cases:
         inputs += [case.image, case.mask]
-    check_not_input(out, inputs)
-    out = writable_target(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder; give a folder for the cohort's outputs")
+    out = check_output_folder(
+        out, inputs, ours=lambda folder: any((folder / name).is_file() for name in ("cohort.json", _LOCK)),
+        maker="a cohort run",
+    )  # fmt: skip
     if not out.is_dir():
         return
-    entries = [e for e in out.iterdir() if not is_temporary(e.name)]
-    if entries and not any((out / name).is_file() for name in ("cohort.json", _LOCK)):
-        raise OutputError(
-            f"{out}: the folder holds files a cohort run did not write; give a new or empty folder "
-            "(volcam replaces only folders it made)"
-        )
     for case in cases:
         folder = out / case.case_id
         if folder.is_symlink() or (folder.exists() and not (folder.is_dir() and _is_case_folder(folder, case.case_id))):
