@@ -53,11 +53,25 @@ def map_array(cam: Any, result: Any = None) -> tuple[np.ndarray, MapInfo, Any]:
     )
 
 
+def _native(x: Any) -> np.ndarray:
+    """A tensor or array as a numpy array in its own dtype: a view of a CPU tensor, no copy."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if hasattr(x, "as_tensor"):
+            x = x.as_tensor()
+        return x.numpy()
+    return np.asarray(x)
+
+
 def image_array(image: Any) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """A source image ``(C, *S)`` (MetaTensor from :func:`volcam.load`, tensor or array) → array, affine, meta."""
+    """A source image ``(C, *S)`` (MetaTensor from :func:`volcam.load`, tensor or array) → array, affine, meta.
+
+    The array is the image in its own dtype (an int16 CT stays int16) and, for a CPU tensor, a view:
+    a writer that needs only the geometry copies nothing, one that shows the image converts it.
+    """
     affine = getattr(image, "affine", None)
     meta = dict(getattr(image, "meta", {}) or {})
-    data = _numpy(image)
+    data = _native(image)
     if data.ndim == 5 and data.shape[0] == 1:
         data = data[0]
     if data.ndim not in (3, 4):

@@ -83,7 +83,8 @@ def axis_aligned(src_affine: torch.Tensor, dst_affine: torch.Tensor, tol: float 
 
 def _take(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
     """``x.index_select(axis, index)`` through a 3D view (before, axis, after): PyTorch's CPU gather
-    is an order of magnitude faster on that shape than on a 3D tensor's first axis."""
+    is an order of magnitude faster on that shape than on a 3D tensor's first axis. ``x`` may be a
+    permuted view of contiguous memory whose axes are in memory order; the view then costs nothing."""
     before = math.prod(x.shape[:axis])
     flat = x.reshape(before, x.shape[axis], -1)[:, index, :]
     return flat.reshape(*x.shape[:axis], index.numel(), *x.shape[axis + 1 :])
@@ -94,35 +95,53 @@ def resample_axis_aligned(
     src_affine: torch.Tensor,
     dst_affine: torch.Tensor,
     dst_shape: Sequence[int],
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor | None:
-    """A map ``(C, *s)`` on a grid with ``src_affine`` → ``(C, *dst_shape)`` on the grid of ``dst_affine``,
-    by separable linear interpolation (voxel centres matched through the affines; outside the source
-    grid the border value, as ``grid_sample``'s ``padding_mode="border"``). ``None`` when the grids
-    are not axis-aligned to each other (then a full affine resampling is needed).
+    """An image or map ``(C, *s)`` on a grid with ``src_affine`` → ``(C, *dst_shape)`` in ``dtype`` on the
+    grid of ``dst_affine``, by separable linear interpolation (voxel centres matched through the
+    affines; outside the source grid the border value, as ``grid_sample``'s ``padding_mode="border"``).
+    ``None`` when the grids are not axis-aligned to each other (then a full affine resampling is needed).
 
-    Cost: one gather and one multiply-add per axis; no full-volume sampling grid is built, so a map
-    goes back to a 512 × 512 × 300 CT in a fraction of a second and a little over one output's memory.
+    Cost: one gather and one multiply-add per axis; no full-volume sampling grid is built. The source
+    may be in any dtype and memory layout (a DICOM series' slice-contiguous int16 view): the passes
+    run in its own memory order, the axis that shrinks most first, and the one reordering copy is
+    made on whichever side is smaller. So a 512 × 512 × 300 CT goes to a network's grid, and a map
+    back to the CT, in a fraction of a second and a little over one output's memory. A smaller
+    result is contiguous; a larger one has its first axis fastest in memory (NIfTI's and DICOM's
+    order), so writing it copies nothing.
     """
     aligned = axis_aligned(src_affine, dst_affine)
     if aligned is None:
         return None
     axes, scale, offset = aligned
     n = len(dst_shape)
+    # passes[i]: (source axis, destination size, scale, offset) of destination axis i
+    passes = {axes[i]: (int(dst_shape[i]), scale[i], offset[i]) for i in range(n)}
+    # The source's axes in memory order (outermost first): a view, never a copy.
+    order = sorted(range(n), key=lambda a: (-cam.stride(a + 1), a))
+    shrinking = math.prod(dst_shape) < math.prod(cam.shape[1:])
     channels = []
     for channel in cam:  # (*s) each: PyTorch gathers fastest on a contiguous tensor without a batch axis
-        out = channel.permute(*axes).contiguous()  # source axes in destination order (a small copy)
-        for i in reversed(range(n)):  # the last axis first, while the array is still small
-            size = out.shape[i]
-            k = torch.arange(int(dst_shape[i]), device=cam.device, dtype=torch.float64)
-            coordinate = (k * scale[i] + offset[i]).clamp(0, size - 1)
+        if shrinking:  # work in the source's memory order; reorder the small result at the end
+            out, held = channel.permute(*order), list(order)
+        else:  # reorder the small source now (one copy): the large result comes out with its first axis
+            # fastest in memory, as NIfTI stores voxels and DICOM stores slices (a writer copies nothing)
+            held = list(reversed(axes))
+            out = channel.permute(*held).contiguous()
+        ratios = {a: passes[a][0] / max(channel.shape[a], 1) for a in held}
+        for a in sorted(held, key=lambda a: (ratios[a], -held.index(a))):  # what shrinks most first
+            i = held.index(a)
+            size, step, start = passes[a]
+            k = torch.arange(size, device=cam.device, dtype=torch.float64)
+            coordinate = (k * step + start).clamp(0, out.shape[i] - 1)
             low = coordinate.floor().long()
-            high = (low + 1).clamp(max=size - 1)
+            high = (low + 1).clamp(max=out.shape[i] - 1)
             shape = [1] * n
             shape[i] = -1
-            weight = (coordinate - low).to(out.dtype).reshape(shape)
-            below = _take(out, i, low)
-            below.lerp_(_take(out, i, high), weight)  # in place: two arrays of this size at most
+            weight = (coordinate - low).to(dtype).reshape(shape)
+            below = _take(out, i, low).to(dtype)  # the first pass makes floats, at the first pass's size
+            below.lerp_(_take(out, i, high).to(dtype), weight)  # in place: two arrays of this size at most
             out = below
-        channels.append(out)
-    out = torch.stack(channels) if len(channels) > 1 else channels[0][None]
-    return out
+        out = out.to(dtype).permute(*[held.index(a) for a in axes])  # destination order, a view
+        channels.append(out.contiguous() if shrinking else out)
+    return torch.stack(channels) if len(channels) > 1 else channels[0][None]

@@ -129,13 +129,42 @@ def _fetching_arguments(constructor: Callable[..., Any], args: Mapping[str, Any]
     return found
 
 
+class _InitSkipped:
+    """Skip in-place tensor ops (the weight initialisers) while a network is built on ``meta``.
+
+    They compute nothing there, but on ``meta`` PyTorch routes them through its Python references,
+    whose first use imports ``torch._dynamo`` (over a second). In-place ops keep shapes, so the
+    parameter count is exact. A torch function mode is thread-local: other threads are unaffected.
+    """
+
+    def __init__(self) -> None:
+        from torch.overrides import TorchFunctionMode
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(
+                self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+            ) -> Any:
+                name = getattr(func, "__name__", "")
+                if name.endswith("_") and not name.startswith("_") and args and getattr(args[0], "is_meta", False):
+                    return args[0]
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Mode()
+
+    def __enter__(self) -> None:
+        self._mode.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)
+
+
 def _parameter_bytes(constructor: Callable[..., Any], args: Mapping[str, Any]) -> int | None:
     """Bytes of the network's parameters and buffers, counted on the ``meta`` device (nothing allocated);
     ``None`` when the network cannot be built there."""
     import torch
 
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _InitSkipped():
             network = constructor(**dict(args))
         tensors = [*network.parameters(), *network.buffers()]
         return sum(t.numel() * t.element_size() for t in tensors)

