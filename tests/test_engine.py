@@ -63,7 +63,7 @@ def test_model_comes_back_unchanged():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     modes = [m.training for m in net.modules()]
     flags = [p.requires_grad for p in net.parameters()]
-    with CamEngine(net, "features.2") as engine:
+    with CamEngine(net, "features.3") as engine:  # the layer feeding the pooling, where CAM holds
         for method in ("gradcam", "cam", "smoothgradcam++"):
             opts = {"n_samples": 2} if method.startswith("smooth") else {}
             engine.explain(torch.rand(2, 1, 8, 8, 8), method, **opts)

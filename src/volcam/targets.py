@@ -13,6 +13,11 @@ Conventions, as in docs/methods.md#notation:
 * a batch may ask for a different class per sample, and gives exactly what running each sample
   alone gives.
 
+A model may return several tensors (a dict, a tuple of an auxiliary head and the classifier). The
+tensor explained is picked with ``output=`` (:func:`select_output`: a key, an index or a callable);
+volcam's own targets score that tensor, while any other callable target receives the model's raw
+output and picks what it needs itself (:func:`target_score`).
+
 Example::
 
     >>> logits = torch.tensor([[0.2, 1.5], [2.0, -1.0]])
@@ -22,24 +27,28 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from volcam.errors import TargetError
+from volcam.errors import InputError, TargetError
 
 __all__ = [
     "ClassProbability",
     "ClassTarget",
+    "OutputSpec",
     "RegionTarget",
     "Target",
     "TargetSpec",
+    "describe_output",
     "predicted_classes",
     "probabilities",
     "resolve_target",
+    "select_output",
     "target_rows",
+    "target_score",
 ]
 
 
@@ -238,3 +247,109 @@ def target_rows(target: Target, sample: torch.Tensor) -> Target:
     if isinstance(target, RegionTarget):
         return RegionTarget(target.class_index, target.mask, rows=sample)
     return target  # a custom target sees the copies as its batch
+
+
+# -- which output is explained --------------------------------------------------------------------
+
+OutputSpec = str | int | Callable[[Any], torch.Tensor] | None
+"""What ``output=`` accepts: a key of a dict output (or a field of a named tuple), an index of a
+tuple or list output, a callable ``raw output -> tensor``, or ``None`` (the model's only tensor)."""
+
+_HINT = 'choose the tensor to explain with output= (a key, an index or a callable; a card\'s "output")'
+
+
+def select_output(output: Any, spec: OutputSpec = None) -> torch.Tensor:
+    """The tensor of a model's ``output`` that is explained, as ``spec`` picks it.
+
+    With ``spec=None`` a tensor is itself, and a dict, tuple or list whose top level holds exactly
+    one tensor gives that one (MONAI's ``ViT`` returns ``(logits, hidden_states)``); with more than
+    one there is no safe guess (an auxiliary head may come first), so that is one
+    :class:`InputError` listing what the model returned, keys or indices with shapes.
+
+    Example::
+
+        >>> out = {"aux": torch.zeros(1, 3), "logits": torch.zeros(1, 2)}
+        >>> select_output(out, "logits").shape
+        torch.Size([1, 2])
+    """
+    if callable(spec):
+        picked = spec(output)
+        if not torch.is_tensor(picked):
+            raise InputError(
+                f"output= returned a {type(picked).__name__}, not a tensor, from {describe_output(output)}"
+            )
+        return picked
+    if spec is None:
+        if torch.is_tensor(output):
+            return output
+        items = _top_level(output)
+        tensors = [v for _, v in items if torch.is_tensor(v)]
+        if len(tensors) == 1:
+            return tensors[0]
+        if items:
+            raise InputError(f"the model returned {describe_output(output)}; {_HINT}")
+        raise InputError(f"the model returned {describe_output(output)}, not a tensor")
+    if isinstance(spec, bool) or not isinstance(spec, (str, int)):
+        raise InputError(f"output={spec!r}: give a key, an index or a callable")
+    if torch.is_tensor(output):
+        raise InputError(f"output={spec!r}: the model returned one tensor {tuple(output.shape)}; leave output= out")
+    if isinstance(spec, int) and isinstance(output, (tuple, list)) and -len(output) <= spec < 0:
+        spec += len(output)  # the last head as -1
+    picked = dict(_top_level(output)).get(spec, _MISSING)
+    if picked is _MISSING:
+        raise InputError(f"output={spec!r}: the model returned {describe_output(output)}")
+    if not torch.is_tensor(picked):
+        raise InputError(f"output={spec!r} is a {type(picked).__name__}, not a tensor, in {describe_output(output)}")
+    return picked
+
+
+_MISSING = object()
+
+
+def _top_level(output: Any) -> list[tuple[Any, Any]]:
+    """``(key or index, value)`` of a dict, a named tuple (by field and by index), a tuple or a list."""
+    if isinstance(output, Mapping):
+        return list(output.items())
+    if isinstance(output, (tuple, list)):
+        items: list[tuple[Any, Any]] = list(enumerate(output))
+        fields = getattr(output, "_fields", None)  # a named tuple answers by name too
+        if fields:
+            items += list(zip(fields, output, strict=False))
+        return items
+    return []
+
+
+def describe_output(output: Any, limit: int = 8) -> str:
+    """What a model returned, for one line: ``"a dict of 'aux' (1, 3), 'logits' (1, 2)"``."""
+    if torch.is_tensor(output):
+        return f"a tensor {tuple(output.shape)}"
+    if isinstance(output, Mapping):
+        items = [(repr(k), v) for k, v in output.items()]
+    elif isinstance(output, (tuple, list)):
+        fields = getattr(output, "_fields", None)
+        items = [(f"[{i}]" + (f" {fields[i]!r}" if fields else ""), v) for i, v in enumerate(output)]
+    else:
+        return f"a {type(output).__name__}"
+
+    def what(value: Any) -> str:
+        if torch.is_tensor(value):
+            return str(tuple(value.shape))
+        if isinstance(value, (tuple, list)):
+            return f"a {type(value).__name__} of {len(value)}"
+        return f"a {type(value).__name__}"
+
+    shown = ", ".join(f"{k} {what(v)}" for k, v in items[:limit])
+    more = f", … ({len(items)} in all)" if len(items) > limit else ""
+    return f"a {type(output).__name__} of {shown}{more}" if items else f"an empty {type(output).__name__}"
+
+
+_OWN_TARGETS = (ClassTarget, ClassProbability, RegionTarget)
+
+
+def target_score(target: Target, output: Any, select: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """``(B,)`` the score of ``target`` on a model's raw ``output``: volcam's own targets score the
+    explained tensor ``select(output)``; any other callable receives ``output`` as the model
+    returned it (a dict, a tuple), so it can read any head."""
+    if isinstance(target, _OWN_TARGETS):
+        return target(select(output))
+    return target(output)

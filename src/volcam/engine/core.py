@@ -52,11 +52,14 @@ from volcam.methods.registry import MethodInfo, get_method
 from volcam.methods.runner import ModelRunner
 from volcam.targets import (
     ClassTarget,
+    OutputSpec,
     Target,
     TargetSpec,
     num_classes,
     probabilities,
     resolve_target,
+    select_output,
+    target_score,
 )
 
 __all__ = ["CamEngine", "ForwardPass"]
@@ -88,8 +91,8 @@ class ForwardPass:
     """One forward through the model with the target layers captured.
 
     Attributes:
-        output: the model's output; with ``graph``, its graph starts at the target layers
-            (``requires_grad``).
+        output: the tensor explained (the model's output, or the one ``output=`` picks from it);
+            with ``graph``, its graph starts at the target layers (``requires_grad``).
         activations: layer name -> ``A`` ``(B, K, *s)``, the tensors gradients are taken against.
         seconds: wall time of the forward.
         graph: whether autograd recorded the head (from ``A`` to the output); methods that use no
@@ -100,6 +103,8 @@ class ForwardPass:
     activations: Mapping[str, torch.Tensor]
     seconds: float
     graph: bool = True
+    raw: Any = None
+    """The model's output as it returned it (a dict, a tuple): what callable targets receive."""
 
 
 class CamEngine:
@@ -121,6 +126,11 @@ class CamEngine:
         progress: show progress bars on methods that run many passes.
         eval_mode: run the model in eval mode (frozen batch-norm statistics, no dropout), as an
             explanation of its predictions should; its modes are restored afterwards.
+        output: which of the model's outputs is explained, for models returning a dict, tuple or
+            list: a key, an index, or a callable ``output -> tensor``
+            (:func:`volcam.targets.select_output`); ``None`` takes the only tensor there is and
+            refuses, listing keys and shapes, when there are several. Callable targets still
+            receive the whole output.
 
     The last forward is cached per input tensor (by identity and version), so several methods
     or classes on one input cost one forward in all and a backward through the head each.
@@ -138,6 +148,7 @@ class CamEngine:
         spacing: Sequence[float] | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        output: OutputSpec = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
@@ -145,6 +156,7 @@ class CamEngine:
         self.labels = tuple(labels) if labels is not None else None
         self.fc_layer = fc_layer
         self.eval_mode = eval_mode
+        self.output = output
         # listed once: walking a model's modules and parameters on every forward costs as much as a
         # small network's last layers
         self._parts = (list(model.modules()), list(model.parameters()))
@@ -218,7 +230,7 @@ class CamEngine:
                 except Exception as err:
                     logger.debug("meta-device probe failed (%s); probing with a real forward", err)
                     seen.clear()
-                    final = first_tensor(self.model(x))
+                    final = self._select(self.model(x))
         finally:
             for h in handles:
                 h.remove()
@@ -232,7 +244,11 @@ class CamEngine:
 
         state = {k: torch.empty_like(v, device="meta") for k, v in self.model.named_parameters()}
         state.update({k: torch.empty_like(v, device="meta") for k, v in self.model.named_buffers()})
-        return first_tensor(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
+        return self._select(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
+
+    def _select(self, output: Any) -> torch.Tensor:
+        """The tensor explained out of the model's raw ``output`` (``output=``)."""
+        return select_output(output, self.output)
 
     def _freeze(self) -> contextlib.AbstractContextManager[None]:
         """The model in eval mode with no trainable parameter for one pass, restored after it."""
@@ -285,7 +301,8 @@ class CamEngine:
             with self._freeze(), torch.no_grad():
                 for name in layers:
                     handles.append(get_layer(self.model, name).register_forward_hook(capture(name)))
-                output = first_tensor(self.model(x))
+                raw = self.model(x)
+                output = self._select(raw)
         finally:
             for h in handles:
                 h.remove()
@@ -299,7 +316,7 @@ class CamEngine:
                     f"layer {name!r} gives {tuple(a.shape)}, which has no spatial extent like the input's "
                     f"{tuple(x.shape)} (B, C, *S); choose a convolutional layer before the pooling (or 'auto')"
                 )
-        return ForwardPass(output, {n: activations[n] for n in layers}, time.perf_counter() - start, graph)
+        return ForwardPass(output, {n: activations[n] for n in layers}, time.perf_counter() - start, graph, raw)
 
     def gradients(self, x: torch.Tensor, target: TargetSpec | Target = None) -> dict[str, torch.Tensor]:
         """``d score / d A`` per target layer, ``(B, K, *s)`` each, for ``target`` (default: the
@@ -307,7 +324,7 @@ class CamEngine:
         fwd = self.forward(x)
         tgt, _ = resolve_target(target, fwd.output.detach(), self.labels)
         with torch.enable_grad():
-            score = tgt(fwd.output)
+            score = target_score(tgt, fwd.raw, self._select)
         return self._backward(fwd, score.sum())
 
     def class_gradients(self, x: torch.Tensor, classes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
@@ -409,7 +426,7 @@ class CamEngine:
             fwd = self._capture(noisy, layers)
             copy_target = ClassTarget(per_copy.repeat(m)) if per_copy is not None else tgt
             with torch.enable_grad():
-                score = copy_target(fwd.output).sum()
+                score = target_score(copy_target, fwd.raw, self._select).sum()
             grads = self._backward(fwd, score, retain_graph=False)
             for name, g in grads.items():
                 if smooth is not None:
@@ -423,18 +440,45 @@ class CamEngine:
         return {n: (s[0] / n_samples, s[1] / n_samples, s[2] / n_samples) for n, s in sums.items()}
 
     def class_weights(self, x: torch.Tensor, classes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """CAM's ``(B, K)`` weights per layer: the linear layer's row of each sample's class."""
+        """CAM's ``(B, K)`` weights per layer: the linear layer's row of each sample's class.
+
+        CAM stands on the identity ``logits = W · GAP(A) + b``; it is checked on the cached forward
+        (a ``(B, K)`` product, nothing run again) and a :class:`MethodError` names the layer and what
+        breaks it when it does not hold.
+        """
         fwd = self.forward(x, graph=False)
         n_out = fwd.output.shape[1]
         result = {}
         for name, a in fwd.activations.items():
             fc = find_linear_head(self.model, a.shape[1], n_out, self.fc_layer)
+            self._check_cam_identity(name, a, fc, fwd.output)
             w = fc.weight.detach().to(a.dtype)
             if n_out == 1:  # class 0 of a single-logit model is -logit
                 result[name] = w[0][None, :] * (classes.to(a.dtype) * 2 - 1)[:, None]
             else:
                 result[name] = w[classes]
         return result
+
+    def _check_cam_identity(self, layer: str, a: torch.Tensor, fc: nn.Linear, output: torch.Tensor) -> None:
+        """One :class:`MethodError` line when ``output`` is not ``fc(GAP(a))`` (what lies between, if traceable)."""
+        from volcam.engine.head import ops_between
+        from volcam.methods.activation import gap_linear_mismatch, gap_linear_tolerance
+
+        mismatch = gap_linear_mismatch(a, fc.weight, fc.bias, output)
+        if mismatch <= gap_linear_tolerance(a.dtype):
+            return
+        fc_name = next(n for n, m in self.model.named_modules() if m is fc)
+        between = ops_between(self.model, layer, fc_name)
+        what = (
+            f"{', '.join(between)} between layer {layer!r} and the pooling"
+            if between
+            else f"something other than global average pooling between layer {layer!r} and {fc_name!r}"
+        )
+        off = f"off by {mismatch:.2g} of their size" if math.isfinite(mismatch) else "of another shape"
+        raise MethodError(
+            f"cam: the logits are not {fc_name}(mean of {layer}) ({off}): {what}; CAM's identity does not hold "
+            "there, so use a gradient method such as 'gradcam', or the layer that feeds the pooling"
+        )
 
     # -- explanations ----------------------------------------------------------------------------
     def explain(
@@ -561,19 +605,19 @@ class CamEngine:
         xp = self._prepare(x)
         layer = next(iter(fwd.activations))
         with torch.no_grad():
-            base = tgt(fwd.output.detach())
+            base = target_score(tgt, fwd.raw, self._select).detach()
 
-        def run_inputs(batch: torch.Tensor) -> torch.Tensor:
+        def run_inputs(batch: torch.Tensor) -> Any:
             with self._freeze(), torch.no_grad():
-                return first_tensor(self.model(batch))
+                return self.model(batch)
 
-        def run_activations(acts: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        def run_activations(acts: torch.Tensor, sample: torch.Tensor) -> Any:
             head = self._head(layer, fwd)  # traced on first use only: Score-CAM never needs it
             runner.head_only = head is not None
             acts = acts.clone()  # in-place ops after the layer (ReLU) must not write into the caller's rows
             with self._freeze(), torch.no_grad():
                 if head is not None:
-                    return first_tensor(head(acts))
+                    return head(acts)
                 return self._forward_replacing(xp[sample], layer, acts)
 
         runner = ModelRunner(
@@ -583,6 +627,7 @@ class CamEngine:
             batch_size=batch_size or self.batch_size or self._auto_batch_size(xp),
             run_inputs=run_inputs,
             run_activations=run_activations,
+            select=self._select,
             show_progress=self.progress,
         )
         return runner
@@ -591,17 +636,19 @@ class CamEngine:
         """The layers after ``layer`` as a module (checked on the cached forward), or ``None``."""
         if layer not in self._heads:
             with self._freeze():
-                head = checked_head(self.model, layer, fwd.activations[layer].detach(), fwd.output.detach())
+                head = checked_head(
+                    self.model, layer, fwd.activations[layer].detach(), fwd.output.detach(), self._select
+                )
             if head is None:
                 logger.info("layer %r: no head-only pass possible; perturbations run the whole model", layer)
             self._heads[layer] = head
         return self._heads[layer]
 
-    def _forward_replacing(self, x: torch.Tensor, layer: str, activations: torch.Tensor) -> torch.Tensor:
-        """The model's output when ``layer`` outputs ``activations`` instead (a full forward)."""
+    def _forward_replacing(self, x: torch.Tensor, layer: str, activations: torch.Tensor) -> Any:
+        """The model's raw output when ``layer`` outputs ``activations`` instead (a full forward)."""
         handle = get_layer(self.model, layer).register_forward_hook(lambda _m, _i, _o: activations)
         try:
-            return first_tensor(self.model(x))
+            return self.model(x)
         finally:
             handle.remove()
 
@@ -672,7 +719,7 @@ class CamEngine:
                 cam = normalize(cam)
             timings["upsample"] = time.perf_counter() - start
             output = fwd.output.detach()
-            scores = tgt(output).detach()
+            scores = target_score(tgt, fwd.raw, self._select).detach()
         probs = probabilities(output) if output.ndim == 2 else None
         return CamResult(
             map=like_input(cam, x),

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import fx, nn
 
-__all__ = ["attributes_kept", "check_head", "checked_head", "extract_head"]
+from volcam.targets import select_output
+
+__all__ = ["attributes_kept", "check_head", "checked_head", "extract_head", "ops_between"]
 
 logger = logging.getLogger("volcam")
 
@@ -76,12 +79,21 @@ def extract_head(model: nn.Module, layer: str) -> fx.GraphModule | None:
     return None
 
 
-def check_head(head: nn.Module, activations: torch.Tensor, output: torch.Tensor) -> bool:
-    """Whether ``head`` reproduces ``output`` from ``activations`` (a guard against bad cuts)."""
+def check_head(
+    head: nn.Module,
+    activations: torch.Tensor,
+    output: torch.Tensor,
+    select: Callable[[Any], torch.Tensor] = select_output,
+) -> bool:
+    """Whether ``head`` reproduces ``output`` (the tensor explained, ``select`` of the model's raw
+    output) from ``activations`` (a guard against bad cuts)."""
     with torch.no_grad():
-        out = head(activations.clone())  # an in-place first op (ReLU) must not touch the caller's tensor
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    return torch.is_tensor(out) and out.shape == output.shape and torch.allclose(out, output, rtol=1e-4, atol=1e-5)
+        raw = head(activations.clone())  # an in-place first op (ReLU) must not touch the caller's tensor
+    try:
+        out = select(raw)
+    except Exception:  # the cut returns something the model's output= cannot read: not this model's head
+        return False
+    return out.shape == output.shape and torch.allclose(out, output, rtol=1e-4, atol=1e-5)
 
 
 @contextlib.contextmanager
@@ -101,14 +113,82 @@ def attributes_kept(model: nn.Module) -> Iterator[None]:
             m.__dict__.update(attributes)
 
 
-def checked_head(model: nn.Module, layer: str, activations: torch.Tensor, output: torch.Tensor) -> nn.Module | None:
+def checked_head(
+    model: nn.Module,
+    layer: str,
+    activations: torch.Tensor,
+    output: torch.Tensor,
+    select: Callable[[Any], torch.Tensor] = select_output,
+) -> nn.Module | None:
     """The layers after ``layer`` as a module, when the model can be cut there and the cut reproduces
-    ``output`` from ``activations`` (one forward's, ``(B, K, *s)`` and ``(B, ...)``); else ``None``.
+    ``output`` (``select`` of its raw output) from ``activations`` (one forward's, ``(B, K, *s)`` and
+    ``(B, ...)``); else ``None``.
 
     Tracing runs ``forward`` with stand-ins, so the model's attributes are restored afterwards.
     """
     with attributes_kept(model):
         head = extract_head(model, layer)
-    if head is not None and check_head(head, activations, output):
+    if head is not None and check_head(head, activations, output, select):
         return head
     return None
+
+
+# what may stand between a layer and a linear head without breaking CAM's identity: pooling, layout
+_PLAIN_MODULES: tuple[type[nn.Module], ...] = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Flatten,
+    nn.Identity,
+    nn.modules.dropout._DropoutNd,
+)
+_PLAIN_CALLS = {
+    "mean", "flatten", "view", "reshape", "squeeze", "unsqueeze", "permute", "movedim", "moveaxis", "transpose",
+    "contiguous", "size", "getitem", "getattr", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "dropout", "to", "float", "clone",
+}  # fmt: skip
+
+
+def ops_between(model: nn.Module, layer: str, linear: str, limit: int = 3) -> list[str]:
+    """What lies on the path from ``layer``'s output to the linear layer ``linear`` other than pooling
+    and reshaping, as people read it (``"LayerNorm 'norm'"``, ``"relu"``); at most ``limit``.
+
+    Traced with ``torch.fx`` (the model's attributes restored afterwards); an empty list when the
+    model cannot be traced or nothing of the kind is there.
+    """
+    with attributes_kept(model):
+        try:
+            graph = _KeepLayer(layer).trace(model)
+        except Exception as err:  # data-dependent control flow, untraceable ops, ...
+            logger.debug("cannot trace %s to name what follows %r: %s", type(model).__name__, layer, err)
+            return []
+    nodes = list(graph.nodes)
+    starts = [n for n in nodes if n.op == "call_module" and n.target == layer]
+    ends = [n for n in nodes if n.op == "call_module" and n.target == linear]
+    if len(starts) != 1 or not ends:
+        return []
+    after: set[fx.Node] = {starts[0]}  # everything computed from the layer's output
+    for node in nodes[nodes.index(starts[0]) + 1 :]:
+        if any(d in after for d in node.all_input_nodes):
+            after.add(node)
+    before: set[fx.Node] = set()  # everything the linear layer's input is computed from
+    stack = list(ends[0].all_input_nodes)
+    while stack:
+        node = stack.pop()
+        if node not in before:
+            before.add(node)
+            stack.extend(node.all_input_nodes)
+    modules = dict(model.named_modules())
+    found = []
+    for node in nodes:
+        if node not in after or node not in before or node is starts[0]:
+            continue
+        if node.op == "call_module":
+            module = modules.get(str(node.target))
+            if module is not None and not isinstance(module, _PLAIN_MODULES):
+                found.append(f"{type(module).__name__} {node.target!r}")
+        elif node.op in ("call_function", "call_method"):
+            name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+            if name.strip("_") not in _PLAIN_CALLS:
+                found.append(name)
+    return found[:limit]
