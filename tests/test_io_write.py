@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 
 import nibabel as nib
@@ -159,6 +160,17 @@ def test_failed_writes_leave_nothing_half_written(tmp_path, series, monkeypatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(nib, "save", half_save)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_nifti(blob(image), tmp_path / "map.nii", like=image)
+
+    real_compress = gzip.compress
+
+    def fail_after_the_header(data, *args, **kwargs):  # .nii.gz: the header written, then the disk fills
+        if len(data) > 1024:
+            raise OSError(28, "No space left on device")
+        return real_compress(data, *args, **kwargs)
+
+    monkeypatch.setattr(gzip, "compress", fail_after_the_header)
     with pytest.raises(OutputError, match="No space left on device"):
         write_nifti(blob(image), tmp_path / "map.nii.gz", like=image)
     assert sorted(os.listdir(tmp_path)) == ["ct"]
