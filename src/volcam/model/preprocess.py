@@ -193,14 +193,17 @@ class Preprocessing:
         affine, shape = lazy.peek_pending_affine(), tuple(int(n) for n in lazy.peek_pending_shape())
         if math.prod(shape) * image.shape[0] > MAX_VOXELS:
             return None  # _run names the step that would make too many voxels
-        values = resample_axis_aligned(
-            image.as_tensor(), torch.as_tensor(image.affine, dtype=torch.float64), torch.as_tensor(affine), shape
+        values = resample_axis_aligned(  # affines on the CPU in float64 whatever the scan's device
+            image.as_tensor(),
+            torch.as_tensor(image.affine, dtype=torch.float64).cpu(),
+            torch.as_tensor(affine, dtype=torch.float64).cpu(),
+            shape,
         )
         if values is None:
             return None
         records = [*lazy.applied_operations, *lazy.pending_operations]  # what MONAI's apply_pending records
         out = MetaTensor(values, meta=dict(lazy.meta), applied_operations=records)
-        out.affine = torch.as_tensor(affine, dtype=torch.float64)
+        out.affine = torch.as_tensor(affine, dtype=torch.float64).cpu()
         return out, steps[k + 1 :]
 
     def _run(self, image: Any, transforms: Sequence[Any], what: str) -> Any:
