@@ -158,18 +158,18 @@ class _InitSkipped:
         self._mode.__exit__(*exc)
 
 
-def _parameter_bytes(constructor: Callable[..., Any], args: Mapping[str, Any]) -> int | None:
-    """Bytes of the network's parameters and buffers, counted on the ``meta`` device (nothing allocated);
-    ``None`` when the network cannot be built there."""
+def _on_meta(constructor: Callable[..., Any], args: Mapping[str, Any]) -> tuple[Any, int] | tuple[None, None]:
+    """The network built on the ``meta`` device (nothing allocated, no initialisation run) and the bytes
+    of its parameters and buffers; ``(None, None)`` when it cannot be built there."""
     import torch
 
     try:
         with torch.device("meta"), _InitSkipped():
             network = constructor(**dict(args))
         tensors = [*network.parameters(), *network.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return network, sum(t.numel() * t.element_size() for t in tensors)
     except Exception:  # some networks compute at construction; then the real build is the check
-        return None
+        return None, None
 
 
 def build_network(
@@ -179,6 +179,7 @@ def build_network(
     keys: tuple[str | int, ...] = (),
     weights: Path | None = None,
     args_at: tuple[str | int, ...] | None = None,
+    empty: bool = False,
 ) -> Any:
     """Build an allow-listed MONAI network from plain arguments.
 
@@ -189,6 +190,9 @@ def build_network(
             args_at: that of its arguments (``keys`` + ``args`` by default).
         weights: the state_dict file, when known: a network with more parameter bytes than the
             file holds cannot fit it and is refused before it is allocated.
+        empty: return the network with its tensors on the ``meta`` device (shapes only, no random
+            initialisation) when it builds there, for weights to be assigned to
+            (:func:`volcam.model.weights.fit_state`); a real network otherwise.
 
     Raises:
         CardError: a name, an argument or a size the allow-list refuses, or a network that does
@@ -208,7 +212,7 @@ def build_network(
             f"{where}: {_path(args_at)}: {', '.join(fetching)}: would download or read files; "
             "volcam loads the card's own weights file instead"
         )
-    needed = _parameter_bytes(constructor, args)
+    network, needed = _on_meta(constructor, args)
     if needed is not None:
         available = available_bytes()
         if weights is not None and weights.is_file() and needed > 2 * weights.stat().st_size + (1 << 20):
@@ -221,6 +225,8 @@ def build_network(
                 f"{where}: {name} with these arguments needs {needed / 2**30:.1f} GiB of parameters, "
                 f"more than the {available / 2**30:.1f} GiB of memory available"
             )
+    if empty and network is not None:
+        return network
     try:
         return constructor(**dict(args))
     except Exception as error:  # a MONAI constructor rejects arguments in many ways

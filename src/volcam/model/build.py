@@ -36,15 +36,20 @@ def network_of(path: Path, trust: bool = False) -> tuple[nn.Module, ModelCard]:
     if "monai" in spec:
         if card.weights is None:
             raise CardError(f"{card.path}: a MONAI network needs 'weights' (a state_dict file)")
-        network = build_network(
-            spec["monai"],
-            spec.get("args", {}),
-            card.path,
-            ("network", "monai"),
-            weights=card.weights,
-            args_at=("network", "args"),
-        )
-        fit_state(network, load_weights(card.weights, trust), card.path, card.weights)
+        state = None
+        for empty in (True, False):  # shapes only, then the file's tensors; a real build if that leaves a gap
+            network = build_network(
+                spec["monai"],
+                spec.get("args", {}),
+                card.path,
+                ("network", "monai"),
+                weights=card.weights,
+                args_at=("network", "args"),
+                empty=empty,
+            )
+            state = load_weights(card.weights, trust) if state is None else state
+            if fit_state(network, state, card.path, card.weights):
+                break
     elif "torchscript" in spec:
         if not trust:  # a TorchScript file is a program: it runs its own code on every call
             raise CardError(
@@ -95,6 +100,7 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
         raise CardError(f"{config_path}: no 'network_def' to build the network from")
     if trust:
         network = _parsed_network(config_path)
+        fit_state(network, load_weights(weights, trust), config_path, weights)
     else:
         # Data only: references to plain values are followed, then the allow-list decides; MONAI's
         # ConfigParser (which imports and calls what the config names) is never reached.
@@ -105,10 +111,14 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
         if not isinstance(target, str):
             raise CardError(f"{config_path}: network_def._target_ should name a MONAI network")
         args = {k: v for k, v in definition.items() if k != "_target_"}
-        network = build_network(
-            target, args, config_path, ("network_def", "_target_"), weights=weights, args_at=("network_def",)
-        )
-    fit_state(network, load_weights(weights, trust), config_path, weights)
+        state = None
+        for empty in (True, False):  # as for a card
+            network = build_network(
+                target, args, config_path, ("network_def", "_target_"), weights, ("network_def",), empty=empty
+            )
+            state = load_weights(weights, trust) if state is None else state
+            if fit_state(network, state, config_path, weights):
+                break
     labels: tuple[str, ...] = ()
     metadata = folder / "configs" / "metadata.json"
     if metadata.is_file():
