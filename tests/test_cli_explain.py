@@ -6,6 +6,7 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -44,7 +45,12 @@ def test_explain_writes_map_montage_dicom_and_summary(tmp_path) -> None:
     cam = nib.load(out / "gradcam.nii.gz")
     assert cam.shape == scan.shape and np.allclose(cam.affine, scan.affine, atol=1e-5)
     assert (out / "gradcampp.png").stat().st_size > 10_000
-    assert len(list((out / "gradcam_dicom").glob("*.dcm"))) == scan.shape[2]
+    # --dicom: the parametric map, one multi-frame instance with a frame per slice
+    written = sorted((out / "gradcam_parametric-map").iterdir())
+    assert [p.name for p in written] == ["0001.dcm"] and first["files"]["dicom"] == {
+        "parametric-map": str(out / "gradcam_parametric-map")
+    }
+    assert int(pydicom.dcmread(written[0], stop_before_pixels=True).NumberOfFrames) == scan.shape[2]
 
 
 def test_explain_a_clip_and_a_dicom_series(tmp_path) -> None:

@@ -1,4 +1,7 @@
-"""Writers: derived DICOM series read back by pydicom, atomic writes, unwritable paths, windowing."""
+"""Writers: DICOM objects read back by pydicom, atomic writes, unwritable paths, windowing.
+
+The DICOM objects' validity (dciodvfy), highdicom read-back and provenance: ``test_dicom_objects.py``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import volcam
 from io_fixtures import CT_SMALL_IDENTIFIERS, make_series, nibabel_data
 from volcam.errors import InputError, OutputError, VolcamWarning
 from volcam.io import WINDOWS, apply_window, window_transform, write_dicom, write_nifti
+from volcam.io.write import dicom_instances
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -37,13 +41,12 @@ def blob(image) -> torch.Tensor:
     return torch.exp(-(((grid - centre) / scale) ** 2).sum(0))
 
 
-@pytest.mark.parametrize("kind", ["overlay", "map"])
-def test_derived_series_keeps_study_frame_of_reference_and_each_slice_geometry(tmp_path, series, kind) -> None:
+def test_overlay_keeps_study_frame_of_reference_and_each_slice_geometry(tmp_path, series) -> None:
     image, uid, files = series
     cam = blob(image)
-    out = write_dicom(cam, tmp_path / "derived", like=image, kind=kind)
+    out = write_dicom(cam, tmp_path / "derived", like=image, kind="overlay")
     written = sorted(out.iterdir())
-    assert [p.name for p in written] == [f"{k:04d}.dcm" for k in range(1, 7)]
+    assert [p.name for p in written] == [f"{k:04d}.dcm" for k in range(1, 7)] == [p.name for p in dicom_instances(out)]
     derived = [pydicom.dcmread(p) for p in written]
     sources = [pydicom.dcmread(f) for f in files]
 
@@ -66,19 +69,37 @@ def test_derived_series_keeps_study_frame_of_reference_and_each_slice_geometry(t
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
         assert ds.SeriesDescription.startswith("volcam")
     assert [ds.InstanceNumber for ds in derived] == list(range(1, 7))
-    if kind == "overlay":
-        rgb = derived[3].pixel_array  # (rows, columns, 3)
-        assert rgb.shape == (128, 128, 3) and derived[3].PhotometricInterpretation == "RGB"
-        hot = cam[:, :, 3].T.numpy() > 0.8
-        red, blue = rgb[..., 0].astype(int), rgb[..., 2].astype(int)
-        assert (red - blue)[hot].mean() > 60  # jet's red where the map is high
-        cold = cam[:, :, 3].T.numpy() < 0.01
-        assert np.abs(red - blue)[cold].max() == 0  # the untouched grey image elsewhere
-    else:
-        with pytest.warns(VolcamWarning, match="missing slices"):  # the source's gap is kept
-            back = volcam.load(out)  # the grey map reads back as 0..1 through RescaleSlope
-        np.testing.assert_allclose(back[0].numpy(), cam.numpy(), atol=6e-4)
-        assert back.meta["study_uid"] == image.meta["study_uid"]
+    rgb = derived[3].pixel_array  # (rows, columns, 3)
+    assert rgb.shape == (128, 128, 3) and derived[3].PhotometricInterpretation == "RGB"
+    hot = cam[:, :, 3].T.numpy() > 0.8
+    red, blue = rgb[..., 0].astype(int), rgb[..., 2].astype(int)
+    assert (red - blue)[hot].mean() > 60  # jet's red where the map is high
+    cold = cam[:, :, 3].T.numpy() < 0.01
+    assert np.abs(red - blue)[cold].max() == 0  # the untouched grey image elsewhere
+
+
+def test_parametric_map_frames_sit_on_the_source_slices_across_a_gap(tmp_path, series) -> None:
+    image, uid, files = series
+    cam = blob(image)
+    out = write_dicom(cam, tmp_path / "derived", like=image)  # the parametric map is the default
+    (written,) = dicom_instances(out)
+    ds = pydicom.dcmread(written)
+    sources = {source.SOPInstanceUID: source for source in (pydicom.dcmread(f) for f in files)}
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30" and int(ds.NumberOfFrames) == 6
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
+    referenced = []
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        source = sources[frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+        referenced.append(source.SOPInstanceUID)
+        # each frame at its source slice's own position, also past the gap
+        assert [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient] == pytest.approx(
+            [float(v) for v in source.ImagePositionPatient], abs=1e-3
+        )
+    assert sorted(referenced) == sorted(sources)
+    with pytest.warns(VolcamWarning, match="missing slices"):  # the source's gap is kept
+        back = volcam.load(out)  # float32 values, read as they were computed
+    np.testing.assert_array_equal(back[0].numpy(), cam.numpy())
+    assert back.meta["study_uid"] == image.meta["study_uid"]
 
 
 def assert_same_voxels(a, a_values: np.ndarray, b, b_values: np.ndarray) -> None:
@@ -100,7 +121,7 @@ def assert_same_voxels(a, a_values: np.ndarray, b, b_values: np.ndarray) -> None
 def test_derived_series_from_an_oblique_nifti_reloads_at_the_same_patient_points(tmp_path) -> None:
     image = volcam.load(nibabel_data("example4d.nii.gz"), volume=0)
     cam = blob(image)
-    out = write_dicom(cam, tmp_path / "derived", like=image, kind="map", description="test map")
+    out = write_dicom(cam, tmp_path / "derived", like=image, description="test map")
     back = volcam.load(out)
     assert back.meta["series_description"] == "test map"
     # This NIfTI's slices run against the DICOM normal, so the reader numbers them the other way.
@@ -152,7 +173,7 @@ def test_failed_writes_leave_nothing_half_written(tmp_path, series, monkeypatch)
 
     monkeypatch.setattr(pydicom, "dcmwrite", fail_on_third)
     with pytest.raises(RuntimeError, match="disk full"):
-        write_dicom(blob(image), tmp_path / "derived", like=image)
+        write_dicom(blob(image), tmp_path / "derived", like=image, kind="overlay")
 
     def half_save(img, filename):
         with open(filename, "wb") as handle:
@@ -181,9 +202,9 @@ def test_existing_series_folder_is_kept_unless_overwrite(tmp_path, series) -> No
     out = write_dicom(blob(image), tmp_path / "derived", like=image)
     with pytest.raises(OutputError, match="already exists"):
         write_dicom(blob(image), out, like=image)
-    write_dicom(blob(image), out, like=image, kind="map", overwrite=True)
+    write_dicom(blob(image), out, like=image, kind="overlay", overwrite=True)
     assert len(list(out.iterdir())) == 6
-    assert pydicom.dcmread(next(out.iterdir())).PhotometricInterpretation == "MONOCHROME2"
+    assert pydicom.dcmread(next(out.iterdir())).PhotometricInterpretation == "RGB"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 

@@ -1,4 +1,4 @@
-"""Writers: a map layer back into its source's geometry, as NIfTI or as a derived DICOM series.
+"""Writers: a map layer back into its source's geometry, as NIfTI or as DICOM (parametric map, segmentation, overlay).
 
 A map shown on the network's grid is written at the scan's full resolution: its explanation carries
 it back to the scan's grid here, when a file asks for it (:meth:`volcam.ScanExplanation.to_scan`).
@@ -59,11 +59,13 @@ def write_nifti(path: str, data: Any, attributes: dict) -> list[str]:
     return [str(written)]
 
 
-def write_dicom(path: str, data: Any, attributes: dict) -> list[str]:
-    """Save a map layer as a derived DICOM series (colour overlay on the scan) in the folder ``path`` minus ``.dcm``."""
+def _write_dicom(path: str, data: Any, attributes: dict, kind: str) -> list[str]:
+    """Save a map layer as a DICOM object of ``kind`` on its scan's study and frame of reference, into
+    the folder ``path`` minus ``.dcm``; napari is told the instance files written."""
     from napari.utils.notifications import show_error
 
     from volcam.errors import VolcamError, one_line
+    from volcam.io.write import dicom_instances
     from volcam.io.write import write_dicom as write
 
     folder = Path(path)
@@ -72,11 +74,26 @@ def write_dicom(path: str, data: Any, attributes: dict) -> list[str]:
         cam, metadata = _source_map(data, attributes)
         scan = metadata.get(SCAN_KEY)
         if scan is None:
-            raise VolcamError(
-                "a derived DICOM series needs the scan the map was computed on; explain it in napari first"
-            )
-        written = write(cam, folder, scan, result=metadata.get(RESULT_KEY), overwrite=True, inputs=_sources(metadata))
+            raise VolcamError("a DICOM object needs the scan the map was computed on; explain it in napari first")
+        explanation = metadata.get(EXPLANATION_KEY)
+        result = explanation.to_scan() if explanation is not None else metadata.get(RESULT_KEY)
+        written = write(cam, folder, scan, result=result, kind=kind, overwrite=True, inputs=_sources(metadata))
     except VolcamError as error:
         show_error(f"volcam cannot save {folder.name}: {one_line(str(error))}")
         return []
-    return [str(written)]
+    return [str(p) for p in dicom_instances(written)]
+
+
+def write_parametric_map(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save a map layer as a DICOM Parametric Map (the map 0-1; OHIF and 3D Slicer overlay it on the scan)."""
+    return _write_dicom(path, data, attributes, "parametric-map")
+
+
+def write_segmentation(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save a map layer as a DICOM Segmentation (where the map exceeds 0.5)."""
+    return _write_dicom(path, data, attributes, "segmentation")
+
+
+def write_overlay(path: str, data: Any, attributes: dict) -> list[str]:
+    """Save a map layer as RGB secondary captures (the map coloured over the scan, one image per slice)."""
+    return _write_dicom(path, data, attributes, "overlay")

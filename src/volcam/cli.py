@@ -281,7 +281,22 @@ def explain(
     gradient_sigma_mm: Annotated[
         float | None, typer.Option(help="Smooth gradients with a Gaussian of this σ in mm first.")
     ] = None,
-    dicom: Annotated[bool, typer.Option("--dicom", help="Also write each map as a derived DICOM series.")] = False,
+    dicom: Annotated[
+        bool,
+        typer.Option(
+            "--dicom",
+            help="Also write each map as a DICOM Parametric Map on the scan's study and frame of reference "
+            "(OHIF, 3D Slicer overlay it); see --dicom-kind.",
+        ),
+    ] = False,
+    dicom_kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dicom-kind",
+            help="DICOM objects to write (implies --dicom), comma-separated or repeated: parametric-map "
+            "(the map 0-1), segmentation (the map above 0.5), overlay (RGB pictures, one per slice).",
+        ),
+    ] = None,
     series: Series = None,
     volume: Volume = None,
     trust_weights: TrustWeights = False,
@@ -290,9 +305,11 @@ def explain(
     """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
     from volcam.devices import parse_device
     from volcam.errors import TargetError
+    from volcam.io.write import dicom_kinds
     from volcam.workflows.explain_folder import explain_to_folder
 
     methods = _names(method or ["gradcam"], "--method")
+    kinds = dicom_kinds(dicom_kind) if dicom_kind else ("parametric-map",) if dicom else ()
     if gradient_sigma_mm is not None and not gradient_sigma_mm >= 0:
         raise InputError(f"--gradient-sigma-mm: {gradient_sigma_mm} is not a width in mm (0 or more)")
     parse_device(device)
@@ -305,7 +322,7 @@ def explain(
         loaded.check_scan(scan)
         loaded.check_target(target_spec)
         summary = explain_to_folder(
-            scan, loaded, out, methods, target=target_spec, layer=chosen, dicom=dicom, progress=typer.echo, **options
+            scan, loaded, out, methods, target=target_spec, layer=chosen, dicom=kinds, progress=typer.echo, **options
         )
     except (InputError, TargetError) as error:  # about this scan: say which file
         raise type(error)(f"{input}: {error}") from None

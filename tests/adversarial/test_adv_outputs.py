@@ -180,7 +180,8 @@ def test_write_dicom_replaces_only_a_series_it_wrote(tmp_path, unchanged) -> Non
     with pytest.raises(OutputError, match="holds files volcam did not write"):
         volcam.io.write_dicom(series[:1] * 0, mine, series, overwrite=True)
     derived = volcam.io.write_dicom(series[:1] * 0, tmp_path / "derived", series)
-    volcam.io.write_dicom(series[:1] * 0, derived, series, kind="map", overwrite=True)  # its own: replaced
+    volcam.io.write_dicom(series[:1] * 0, derived, series, kind="overlay", overwrite=True)  # its own: replaced
+    assert len(volcam.io.write.dicom_instances(derived)) == series.shape[3]
 
 
 def test_symlinked_output_file_is_written_through(tmp_path) -> None:

@@ -1,8 +1,9 @@
-"""Writing DICOM series: the one place slices get their geometry and file meta and are written.
+"""DICOM slices from a grid: the one place a slice's geometry comes from an affine, and plain instances are written.
 
-Both the derived series of a map (:func:`volcam.io.write_dicom`) and the synthetic phantoms' source
-series (:mod:`volcam.testing.phantoms`) place each slice with :func:`slice_geometry` and write it
-with :func:`save_instance`.
+:func:`slice_geometry` places slice ``k`` of an ``(x, y, z)`` grid (the derived objects of a map that
+is not on its source's grid, :mod:`volcam.io.dicom_placement`; the synthetic phantoms' source series,
+:mod:`volcam.testing.phantoms`). :func:`save_instance` writes a dataset built attribute by attribute
+(the phantoms); the derived objects are built by highdicom, which gives them their file meta.
 """
 
 from __future__ import annotations

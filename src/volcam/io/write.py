@@ -1,54 +1,35 @@
-"""Maps out, in the source's geometry: NIfTI and a derived DICOM series (pictures: :mod:`volcam.viz.render`).
+"""Maps out, in the source's geometry: NIfTI, and DICOM objects (pictures: :mod:`volcam.viz.render`).
 
-Every writer takes the map on the source image's grid (``CamResult`` or tensor) and the source
+Every writer takes the map on the source image's grid (an explanation or a tensor) and the source
 image as :func:`volcam.load` returned it, writes to a temporary name and renames when complete.
+
+DICOM outputs are always a folder of instance files (``0001.dcm``, ...), whatever the kind: a
+parametric map or a segmentation is one multi-frame instance, an overlay one instance per slice.
+:func:`dicom_instances` lists what an output holds (what a store step sends to a PACS).
 """
 
 from __future__ import annotations
 
-import datetime
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from volcam.errors import InputError
-from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
-from volcam.io.dicom_series import save_instance, slice_geometry
+from volcam.io.atomic import atomic_file, atomic_folder, is_temporary, output_folder, source_paths
 from volcam.maps.arrays import image_array, map_array
 from volcam.maps.colour import fuse
 from volcam.maps.result import MapInfo
 from volcam.maps.windowing import Window
 
-__all__ = ["write_dicom", "write_nifti"]
+if TYPE_CHECKING:
+    from volcam.io.dicom_placement import Placement
 
-_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-# The raw map is stored as integers 0..1000 with RescaleSlope 0.001, so a viewer reads 0..1.
-_MAP_SCALE = 1000
-_BLOCK = 32  # slices turned into pixels at once: vectorised, while memory stays at a block's size
-# Patient, study and frame-of-reference attributes a derived series shares with its source, so a
-# PACS files it under the same study; they go into the DICOM files only, never into names or logs.
-_SHARED = (
-    "SpecificCharacterSet",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
-    "FrameOfReferenceUID",
-    "PositionReferenceIndicator",
-    "PatientPosition",
-)
+__all__ = ["dicom_instances", "dicom_kinds", "write_dicom", "write_nifti"]
+
+_BLOCK = 32  # overlay slices coloured at once: vectorised, while memory stays at a block's size
 
 
 def _grid(cam: Any, like: Any, result: Any) -> tuple[np.ndarray, MapInfo, np.ndarray, np.ndarray | None, dict]:
@@ -107,197 +88,154 @@ def write_nifti(
     return path
 
 
-def _source_headers(meta: dict, depth: int, affine: np.ndarray) -> tuple[Any, list[Any] | None]:
-    """The first source header (for the shared modules) and one header per slice when they still fit.
-
-    Per-slice headers are used only while the image is still on the grid it was loaded with (same
-    affine, one source file per slice); a resampled image gets its geometry from its affine.
-    """
-    from volcam.io.dicom import read_header
-
-    files = list(meta.get("source_files") or [])
-    if not files or not all(Path(f).is_file() for f in files[:1]):
-        return None, None
-    first = read_header(files[0])
-    original = meta.get("original_affine")
-    same_grid = original is not None and np.allclose(np.asarray(original, float), affine, atol=1e-6)
-    if len(files) != depth or not same_grid or not all(Path(f).is_file() for f in files):
-        return first, None
-    return first, [read_header(f) for f in files]
-
-
-def _slice_pixels(
-    values: np.ndarray,
-    grey: np.ndarray | None,
-    start: int,
-    stop: int,
+def _overlay_pixels(
+    placement: Placement,
+    image: np.ndarray,
+    modality: str,
+    window: Window | None,
     colormap: str,
     alpha: float,
     threshold: float,
-) -> np.ndarray:
-    """Slices ``start:stop`` of an ``(x, y, z)`` map as stored pixels ``(n, rows, columns[, 3])``: the
-    colour overlay on ``grey`` (uint8 RGB), or the map as uint16 0..1000. One strided copy per block
-    makes each slice contiguous, so every later step runs at memory speed."""
-    heat = np.ascontiguousarray(values[:, :, start:stop].transpose(2, 1, 0))  # (n, rows, columns)
-    if grey is not None:
-        under = np.ascontiguousarray(grey[:, :, start:stop].transpose(2, 1, 0))
-        return fuse(under, heat, colormap=colormap, alpha=alpha, threshold=threshold)
-    np.clip(heat, 0.0, 1.0, out=heat)
-    heat *= _MAP_SCALE
-    return np.rint(heat, out=heat).astype(np.uint16)
+) -> Iterator[np.ndarray]:
+    """The overlay's RGB slices ``(n, rows, columns, 3)`` uint8, a block of slices at a time.
 
+    A CT window is pointwise, so the grey is made per block (no full-size float copy); an image
+    without a window (MR, ultrasound) is scaled by its whole volume's percentiles, once.
+    """
+    from volcam.maps.colour import display_range
 
-def _description(info: MapInfo, kind: str) -> str:
-    what = "overlay" if kind == "overlay" else "map 0-1"
-    label = f" {info.label}" if info.label is not None else ""
-    return f"volcam {info.method or 'CAM'} {what}{label}"[:64]
+    volume = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)  # grey, or RGB last
+    whole = window is None and modality.upper() != "CT"
+    under = placement.layout(display_range(volume, modality, window) if whole else volume)
+    frames = placement.frames
+    for start in range(0, len(frames), _BLOCK):
+        heat = np.ascontiguousarray(frames[start : start + _BLOCK])  # one strided copy: slices contiguous
+        grey = np.ascontiguousarray(under[start : start + _BLOCK])
+        if not whole:
+            grey = display_range(grey, modality, window)
+        yield fuse(grey, heat, colormap=colormap, alpha=alpha, threshold=threshold)
 
 
 def write_dicom(
     cam: Any,
-    folder: str | os.PathLike,
+    path: str | os.PathLike,
     like: Any,
     *,
     result: Any = None,
-    kind: str = "overlay",
+    kind: str = "parametric-map",
+    threshold: float | None = None,
+    fractional: bool = False,
     window: Window | None = None,
     colormap: str = "jet",
     alpha: float = 0.5,
-    threshold: float = 0.05,
     description: str | None = None,
     series_number: int | None = None,
     overwrite: bool = False,
     inputs: Sequence[str | os.PathLike] = (),
 ) -> Path:
-    """Write a map over a volume as a derived DICOM series: one instance per slice, in ``folder``.
+    """Write a map over a volume as a standard DICOM object, into the folder ``path``.
 
     Args:
-        cam: the map on ``like``'s grid (``CamResult`` or tensor).
-        folder: where the series goes (``0001.dcm``, ``0002.dcm``, ...); created atomically.
+        cam: the map on ``like``'s grid (an explanation, e.g. ``Model.explain``'s, or a tensor).
+        path: the output folder; it holds the object's instance files (``0001.dcm``, ...; list them
+            with :func:`dicom_instances`) and is created whole or not at all.
         like: the source volume from :func:`volcam.load` (``(C, X, Y, Z)`` with its metadata).
-        kind: ``"overlay"``: the map fused over the windowed image as RGB secondary capture;
-            ``"map"``: the map itself as 16-bit grey, read as 0..1 through RescaleSlope.
-        window: CT window for the overlay's grey (``"soft_tissue"`` by default for CT).
-        description: SeriesDescription (64 characters at most); the default names the method,
-            kind and class.
-        series_number: SeriesNumber; the source's + 1000 (overlay) or + 2000 (map) by default.
-        overwrite: replace ``folder`` if volcam wrote it (a folder of the user's is never replaced).
+        result: what a bare tensor ``cam`` explains (method, class, layer, model) for the descriptions.
+        kind: ``"parametric-map"`` (one multi-frame Parametric Map: the map's values 0-1 as float32,
+            a real-world value mapping naming method, class and layer; viewers overlay it on the
+            CT); ``"segmentation"`` (one multi-frame Segmentation: BINARY where the map exceeds
+            ``threshold``, or with ``fractional`` the map itself in 1/255 steps); ``"overlay"`` (the
+            map coloured over the windowed image, one RGB Secondary Capture per slice).
+        threshold: segmentation: the map value the segment exceeds (0.5 by default); overlay: map
+            values at or below it are not coloured (0.05 by default).
+        window: the overlay's CT window (``"soft_tissue"`` by default for CT).
+        description: SeriesDescription (64 characters at most); the default names method, kind,
+            class and model.
+        series_number: SeriesNumber; the source's + 2000 (map), + 3000 (segmentation) or + 1000
+            (overlay) by default.
+        overwrite: replace ``path`` if volcam wrote it (a folder of the user's is never replaced).
         inputs: files and folders that must not be touched, besides ``like``'s source.
 
-    The series gets a new SeriesInstanceUID and SOP Instance UIDs, keeps the source's
-    StudyInstanceUID, FrameOfReferenceUID and patient module (so a PACS files it with the study),
-    and each slice's position, orientation and pixel spacing: the source slice's own when the
-    image is still on its loaded grid, else from the affine. A source that was not DICOM gets a
-    new study and frame of reference.
+    The object keeps the source's study, patient module and frame of reference (a PACS files it with
+    the study; a scan that was not DICOM gets a new study and frame of reference), refers to the source
+    instances its frames come from, and records volcam's version, the model card's name and SHA-256,
+    method, layer, class and options (SoftwareVersions, SeriesDescription, ContentDescription,
+    DerivationDescription; a segmentation's algorithm parameters). Frames sit at the source slices'
+    own positions while the map is on the source's grid (also flipped or with permuted axes), else
+    where the map's affine puts them.
+
+    Raises:
+        InputError: an unknown kind, a map off ``like``'s grid, a clip (no DICOM object holds a map
+            of a cine without a patient frame of reference: write NIfTI), a source that places nothing.
     """
-    from pydicom.dataset import Dataset
-    from pydicom.uid import generate_uid
+    import pydicom
 
     from volcam._version import __version__
-    from volcam.maps.colour import display_range
+    from volcam.io.dicom_objects import KINDS, Provenance, overlay_images, parametric_map, segmentation
+    from volcam.io.dicom_placement import place_map
 
-    if kind not in ("overlay", "map"):
-        raise InputError(f"kind={kind!r}; use 'overlay' (RGB over the image) or 'map' (grey 0..1)")
+    if kind not in KINDS:
+        raise InputError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
     values, info, affine, image, meta = _grid(cam, like, result)
-    if image is None or meta.get("axes", "xyz") != "xyz" or values.ndim != 3:
-        raise InputError("a derived DICOM series needs a volume from volcam.load as like= (clips: use a montage)")
-    depth = values.shape[2]
-    first, per_slice = _source_headers(meta, depth, affine)
-    modality = str(meta.get("modality") or "OT")
-    grey = display_range(image[0], modality, window) if kind == "overlay" else None
-    now = datetime.datetime.now()
-    series_uid = generate_uid()
-    study_uid = (
-        str(first.StudyInstanceUID) if first is not None and "StudyInstanceUID" in first else meta.get("study_uid")
-    ) or generate_uid()
-    frame_uid = meta.get("frame_of_reference_uid") or generate_uid()
-    if first is not None and "SeriesNumber" in first and first.SeriesNumber not in (None, ""):
-        base_number = int(first.SeriesNumber)
-    else:
-        base_number = 0
-    number = series_number if series_number is not None else base_number + (1000 if kind == "overlay" else 2000)
-    derivation = (
-        f"Class activation map by volcam {__version__}: {info.title()}"
-        + (f", layer {info.layer}" if info.layer else "")
-        + (". Colour overlay on the windowed image" if kind == "overlay" else ". Map values 0 to 1 (RescaleSlope)")
-        + ". Research output, not for diagnosis."
-    )
+    if image is None:
+        raise InputError("a derived DICOM object needs the scan the map was computed on (like=, from volcam.load)")
+    if meta.get("axes", "xyz") != "xyz" or values.ndim != 3:
+        raise InputError(
+            "a map of a clip cannot be a DICOM parametric map, segmentation or overlay: a cine has no patient "
+            "frame of reference to place one on (highdicom, the DICOM standard); write it as NIfTI"
+        )
+    placement = place_map(values, affine, meta)
+    provenance = Provenance(info, __version__)
 
     protected = [*inputs, *source_paths(like)]
     writing = (
-        output_folder(folder, inputs=protected, ours=_derived_series)
+        output_folder(path, inputs=protected, ours=_derived_series)
         if overwrite
-        else atomic_folder(folder, overwrite=False, inputs=protected)
+        else atomic_folder(path, overwrite=False, inputs=protected)
     )
     with writing as temporary:
-        pixels: np.ndarray | None = None
-        for k in range(depth):
-            if k % _BLOCK == 0:  # the pixels of the next block of slices, contiguous, in one vectorised pass
-                pixels = _slice_pixels(values, grey, k, min(k + _BLOCK, depth), colormap, alpha, threshold)
-            assert pixels is not None
-            source = per_slice[k] if per_slice else None
-            if source is not None and "ImagePositionPatient" in source and "ImageOrientationPatient" in source:
-                position = [float(v) for v in source.ImagePositionPatient]
-                orientation = [float(v) for v in source.ImageOrientationPatient]
-                spacing = [float(v) for v in source.PixelSpacing]
-            else:
-                position, orientation, spacing = slice_geometry(affine, k)
-            ds = Dataset()
-            if first is not None:
-                for keyword in _SHARED:
-                    if keyword in first:
-                        ds[keyword] = first[keyword]
-            ds.StudyInstanceUID = study_uid
-            ds.FrameOfReferenceUID = frame_uid
-            ds.SOPClassUID = _SECONDARY_CAPTURE
-            ds.SOPInstanceUID = generate_uid()
-            ds.SeriesInstanceUID = series_uid
-            ds.SeriesNumber = number
-            ds.InstanceNumber = k + 1
-            ds.Modality = modality
-            ds.SeriesDescription = description[:64] if description else _description(info, kind)
-            ds.DerivationDescription = derivation[:1024]
-            ds.ImageType = ["DERIVED", "SECONDARY"]
-            ds.ConversionType = "WSD"
-            ds.Manufacturer = "volcam"
-            ds.SoftwareVersions = __version__
-            ds.BurnedInAnnotation = "NO"
-            ds.ContentDate = ds.SeriesDate = now.strftime("%Y%m%d")
-            ds.ContentTime = ds.SeriesTime = now.strftime("%H%M%S")
-            ds.ImagePositionPatient = position
-            ds.ImageOrientationPatient = orientation
-            ds.PixelSpacing = spacing
-            step = float(np.linalg.norm(affine[:3, 2]))
-            ds.SliceThickness = round(step, 6)
-            ds.SpacingBetweenSlices = round(step, 6)
-            normal = np.cross(orientation[:3], orientation[3:])
-            ds.SliceLocation = round(float(np.dot(normal, position)), 6)
-            if source is not None:
-                reference = Dataset()
-                reference.ReferencedSOPClassUID = source.SOPClassUID
-                reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
-                ds.SourceImageSequence = [reference]
-            ds.Rows, ds.Columns = values.shape[1], values.shape[0]
-            ds.PixelRepresentation = 0
-            ds.PixelData = pixels[k % _BLOCK].tobytes()
-            if grey is not None:  # kind == "overlay"
-                ds.SamplesPerPixel = 3
-                ds.PhotometricInterpretation = "RGB"
-                ds.PlanarConfiguration = 0
-                ds.BitsAllocated = ds.BitsStored = 8
-                ds.HighBit = 7
-            else:
-                ds.SamplesPerPixel = 1
-                ds.PhotometricInterpretation = "MONOCHROME2"
-                ds.BitsAllocated = ds.BitsStored = 16
-                ds.HighBit = 15
-                ds.RescaleSlope = 1.0 / _MAP_SCALE
-                ds.RescaleIntercept = 0
-                ds.RescaleType = "US"
-                ds.WindowCenter = 0.5
-                ds.WindowWidth = 1.0
-            save_instance(ds, temporary / f"{k + 1:04d}.dcm")
-    return Path(folder)
+        if kind == "overlay":
+            modality = str(meta.get("modality") or "OT")
+            cut = 0.05 if threshold is None else threshold
+            pixels = _overlay_pixels(placement, image, modality, window, colormap, alpha, cut)
+            datasets: Iterator[Any] = overlay_images(placement, pixels, provenance, series_number)
+        elif kind == "segmentation":
+            cut = 0.5 if threshold is None else threshold
+            datasets = iter([segmentation(placement, provenance, cut, fractional, series_number)])
+        else:
+            datasets = iter([parametric_map(placement, provenance, series_number)])
+        for number, ds in enumerate(datasets, start=1):
+            if description:
+                ds.SeriesDescription = description[:64]
+            pydicom.dcmwrite(temporary / f"{number:04d}.dcm", ds, enforce_file_format=True)
+    return Path(path)
+
+
+def dicom_kinds(given: str | Sequence[str]) -> tuple[str, ...]:
+    """``"parametric-map,overlay"`` (or a list of such) → the DICOM kinds named, each known, in order."""
+    from volcam.io.dicom_objects import KINDS
+
+    texts = [given] if isinstance(given, str) else list(given)
+    kinds = tuple(dict.fromkeys(k.strip() for text in texts for k in text.split(",") if k.strip()))
+    for kind in kinds:
+        if kind not in KINDS:
+            raise InputError(f"unknown DICOM kind {kind!r}; the kinds are {', '.join(KINDS)}")
+    return kinds
+
+
+def dicom_instances(path: str | os.PathLike) -> list[Path]:
+    """The instance files a :func:`write_dicom` output holds, in instance order (what a store step sends).
+
+    ``path`` is the output folder (a single ``.dcm`` file is its own list).
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path}: no such DICOM output folder")
+    return sorted(
+        entry for entry in path.iterdir() if entry.suffix == ".dcm" and entry.is_file() and not is_temporary(entry.name)
+    )
 
 
 def _derived_series(folder: Path) -> bool:

@@ -18,13 +18,21 @@ __all__ = ["CamResult", "Explanation", "MapInfo", "batch_map"]
 
 @dataclass(frozen=True)
 class MapInfo:
-    """What a map explains, for people: ``None`` where unknown."""
+    """What a map explains, for people: ``None`` where unknown.
+
+    ``model`` is the model card's name and ``model_sha256`` the SHA-256 of the card file (what a
+    derived DICOM object records as its provenance); ``options`` are the method options given, as
+    ``(name, value as text)`` pairs.
+    """
 
     method: str | None = None
     layer: str | None = None
     label: str | None = None
     score: float | None = None
     probability: float | None = None
+    model: str | None = None
+    model_sha256: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
 
     def title(self) -> str:
         """E.g. ``"gradcam · class 'covid' · score 2.31 (p = 0.91)"``."""

@@ -32,6 +32,8 @@ class ScanExplanation:
         layers: the target layer(s).
         timings: wall seconds of ``preprocess``, ``explain`` and (on the scan's grid) ``invert``.
         grid: ``"scan"`` or ``"network"``: where ``map`` lies.
+        model: the model card's name; ``model_sha256``: the SHA-256 of the card file.
+        options: the method options the caller gave (plain values; others by their type's name).
     """
 
     map: Any
@@ -43,6 +45,9 @@ class ScanExplanation:
     layers: tuple[str, ...]
     timings: dict[str, float]
     grid: str = "scan"
+    model: str | None = None
+    model_sha256: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     _on_scan: Callable[[], ScanExplanation] | None = field(default=None, repr=False, compare=False)
 
     def to_scan(self) -> ScanExplanation:
@@ -59,7 +64,12 @@ class ScanExplanation:
     def describe(self, index: int = 0) -> MapInfo:
         own = self.result.describe(index)
         probability = self.probabilities.get(self.target)
-        return MapInfo(self.method, self.layers[0], self.target, own.score, probability)
+        options = tuple(
+            (name, f"{value:g}" if isinstance(value, float) else str(value)) for name, value in self.options.items()
+        )
+        return MapInfo(
+            self.method, self.layers[0], self.target, own.score, probability, self.model, self.model_sha256, options
+        )
 
     def decision(self, index: int = 0) -> tuple[int, int, torch.Tensor | None]:
         return self.result.decision(index)

@@ -46,6 +46,7 @@ class Model:
         self.network.to(self.device)
         self.preprocessing = Preprocessing(card.preprocessing, card.in_channels, where=str(card.path))
         self._lcam: dict[str, Any] = {}
+        self._card_sha256: str | None = None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -54,6 +55,18 @@ class Model:
     @property
     def name(self) -> str:
         return self.card.name
+
+    @property
+    def card_sha256(self) -> str | None:
+        """SHA-256 of the card file as read (what derived DICOM objects record); ``None`` if unreadable."""
+        if self._card_sha256 is None:
+            import hashlib
+
+            try:
+                self._card_sha256 = hashlib.sha256(Path(self.card.path).read_bytes()).hexdigest()
+            except OSError:
+                return None
+        return self._card_sha256
 
     def layer_choices(self) -> list[str]:
         """Names a person would pick from: the network's top-level layers, without norms, activations,
@@ -148,6 +161,7 @@ class Model:
         """Re-read the card file, e.g. after :func:`volcam.train_lcam` recorded a module in it."""
         self.card = read_card(self.card.path)
         self._lcam.clear()
+        self._card_sha256 = None
 
     def method_layer(self, method: str, layer: str | Sequence[str] | None = None) -> str | Sequence[str]:
         """The target layer ``method`` runs at: ``layer`` if given, else the one its trained module
@@ -200,9 +214,17 @@ class Model:
                 f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing ({first_line(error)})"
             ) from None
 
-    def on_scan(self, result: Any, prepared: Any, scan: torch.Tensor, timings: dict[str, float]) -> ScanExplanation:
+    def on_scan(
+        self,
+        result: Any,
+        prepared: Any,
+        scan: torch.Tensor,
+        timings: dict[str, float],
+        options: dict[str, Any] | None = None,
+    ) -> ScanExplanation:
         """A :class:`CamResult` (or a clip's :class:`ClipResult`) on the network's grid → the
-        :class:`ScanExplanation` on the scan's grid, labels named; ``timings`` gains ``invert``."""
+        :class:`ScanExplanation` on the scan's grid, labels named; ``timings`` gains ``invert``;
+        ``options`` (the caller's method options) are recorded with the model's card name and hash."""
         start = time.perf_counter()
         cam = self.preprocessing.invert(
             result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared, like=scan
@@ -221,7 +243,17 @@ class Model:
             probabilities={self._label(i): round(float(p), 6) for i, p in enumerate(probs)},
             layers=tuple(result.layers),
             timings={**timings, "invert": time.perf_counter() - start},
+            **self.provenance(options),
         )
+
+    def provenance(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a :class:`ScanExplanation` records of how it was made: the card's name and SHA-256 and
+        the caller's method options (numbers, text and flags as given; anything else by its type's name)."""
+        plain = (str, int, float, bool, type(None))
+        given = {
+            name: value if isinstance(value, plain) else type(value).__name__ for name, value in (options or {}).items()
+        }
+        return {"model": self.name, "model_sha256": self.card_sha256, "options": given}
 
     def explain(
         self,

@@ -98,6 +98,7 @@ class ScanSession:
         model.check_target(target)
         chosen = model.method_layer(method, layer)
         model.check_layer(chosen)
+        given = dict(options)  # what the caller chose, recorded with the map (not the card's trained module)
         options = {**model.method_options(method, chosen), **options}  # a trained module (L-CAM) the card holds
         prep_seconds = 0.0  # paid once per scan
         if self._input is None:
@@ -109,7 +110,7 @@ class ScanSession:
         if model.card.kind == "frames":
             result = self._frames(method, target, chosen, options)
             timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
-            return model.on_scan(result, self._prepared, self.scan, timings)
+            return model.on_scan(result, self._prepared, self.scan, timings, given)
         engine = self._engine(chosen)
         try:
             forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
@@ -121,10 +122,10 @@ class ScanSession:
         result = model.explain_input(engine, self._input, method, target, **options)
         timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
         if on == "network":
-            return self._on_network(result, timings)
-        return model.on_scan(result, self._prepared, self.scan, timings)
+            return self._on_network(result, timings, given)
+        return model.on_scan(result, self._prepared, self.scan, timings, given)
 
-    def _on_network(self, result: Any, timings: dict[str, float]) -> ScanExplanation:
+    def _on_network(self, result: Any, timings: dict[str, float], options: dict[str, Any]) -> ScanExplanation:
         """The engine's map on the network's grid, with the prepared input's affine (no resampling);
         its scan-grid twin is made once, when :meth:`ScanExplanation.to_scan` first asks."""
         from monai.data import MetaTensor
@@ -144,7 +145,7 @@ class ScanSession:
 
         def on_scan() -> ScanExplanation:
             if not kept:
-                kept.append(model.on_scan(result, prepared, scan, dict(timings)))
+                kept.append(model.on_scan(result, prepared, scan, dict(timings), options))
             return kept[0]
 
         return ScanExplanation(
@@ -158,6 +159,7 @@ class ScanSession:
             timings=timings,
             grid="network",
             _on_scan=on_scan,
+            **model.provenance(options),
         )
 
     def mask(self, mask: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ def explain_to_folder(
     *,
     target: str | int | None = None,
     layer: str | Sequence[str] | None = None,
-    dicom: bool = False,
+    dicom: bool | Sequence[str] = False,
     mask: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
     **options: Any,
@@ -39,22 +39,25 @@ def explain_to_folder(
     """Explain ``scan`` with ``model`` by each method; write maps, montages and ``summary.json`` to ``out``.
 
     Per method: ``<method>.nii.gz`` (the map on the scan's grid, with its affine), ``<method>.png``
-    (a montage of the hottest slices or frames), and with ``dicom=True`` a derived DICOM series
-    ``<method>_dicom/`` (volumes only). ``mask`` (on the scan's grid) adds pointing-game and
-    energy scores. Returns the summary written to ``summary.json``.
+    (a montage of the hottest slices or frames), and per DICOM kind in ``dicom`` (``True``: the
+    parametric map; or names: ``"parametric-map"``, ``"segmentation"``, ``"overlay"``) a folder
+    ``<method>_<kind>/`` of DICOM instances on the scan's study and frame of reference (volumes only;
+    :func:`volcam.io.write.dicom_instances` lists them). ``mask`` (on the scan's grid) adds
+    pointing-game and energy scores. Returns the summary written to ``summary.json``.
     """
     from tqdm.auto import tqdm
 
     from volcam.errors import InputError
     from volcam.io.atomic import output_folder
-    from volcam.io.write import write_dicom, write_nifti
+    from volcam.io.write import dicom_kinds, write_dicom, write_nifti
     from volcam.metrics.localization import localization, within_frames
     from volcam.viz.render import montage
 
     out = Path(out)
     clip = (getattr(scan, "meta", {}) or {}).get("axes") == "thw"
-    if dicom and clip:
-        raise InputError("--dicom writes a derived series for volumes; a clip gets a NIfTI map and a montage")
+    kinds = ("parametric-map",) if dicom is True else dicom_kinds(dicom or ())
+    if kinds and clip:
+        raise InputError("--dicom writes DICOM objects of volumes; a clip gets a NIfTI map and a montage")
     spacing = tuple(float(s) for s in scan.meta.get("spacing", (1.0,) * (scan.ndim - 1)))
     summary: dict[str, Any] = {
         "model": model.name,
@@ -72,7 +75,7 @@ def explain_to_folder(
             start = time.perf_counter()
             stem = method_stem(explained.method)
             write_nifti(explained.map, folder / f"{stem}.nii.gz", like=scan)
-            files = {"nifti": str(out / f"{stem}.nii.gz")}
+            files: dict[str, Any] = {"nifti": str(out / f"{stem}.nii.gz")}
             title = (
                 f"{model.name} · {explained.method} @ {','.join(explained.layers)} · "
                 f"'{explained.target}' (p = {explained.probabilities.get(explained.target, float('nan')):.2f})"
@@ -81,9 +84,10 @@ def explain_to_folder(
                 scan, explained.map, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung"
             )
             files["png"] = str(out / f"{stem}.png")
-            if dicom:
-                write_dicom(explained.map, folder / f"{stem}_dicom", scan, overwrite=True)
-                files["dicom"] = str(out / f"{stem}_dicom")
+            for kind in kinds:
+                write_dicom(explained, folder / f"{stem}_{kind}", scan, kind=kind, overwrite=True)
+            if kinds:
+                files["dicom"] = {kind: str(out / f"{stem}_{kind}") for kind in kinds}
             record = explained.summary()
             record["timings_s"]["write"] = round(time.perf_counter() - start, 4)
             record["files"] = files

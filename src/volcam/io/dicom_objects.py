@@ -1,0 +1,344 @@
+"""A map as standard DICOM objects, built with highdicom: parametric map, segmentation, RGB overlay.
+
+- :func:`parametric_map`: one multi-frame Parametric Map, float32 values as computed (0-1), a
+  real-world value mapping naming method, class and layer (DICOM's "Class activation" quantity),
+  frames on the source's frame of reference: OHIF overlays it on the CT with a colormap, 3D Slicer
+  reads it.
+- :func:`segmentation`: one multi-frame Segmentation: the map above a threshold (BINARY) or the map
+  itself in 1/255 steps (FRACTIONAL).
+- :func:`overlay_images`: the map coloured over the windowed image, one RGB Secondary Capture per
+  slice, for a PACS that shows pictures only.
+
+Each object shares the source's study, patient module and frame of reference, refers to the source
+instances its frames come from, and records how it was made (:class:`Provenance`). Nothing here
+touches files: the datasets are written by :func:`volcam.io.write_dicom`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from volcam.errors import InputError
+from volcam.io.dicom_placement import Placement
+from volcam.maps.result import MapInfo
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = ["KINDS", "Provenance", "overlay_images", "parametric_map", "segmentation"]
+
+#: The objects a map can be written as, and the series number each adds to its source's.
+KINDS = {"parametric-map": 2000, "segmentation": 3000, "overlay": 1000}
+_MANUFACTURER = "volcam"  # also how write_dicom tells its own output folders from a user's
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How a map was made, as the text fields of a derived DICOM object.
+
+    Attributes:
+        info: what the map explains (method, layer, class, score, model card and options).
+        version: volcam's version.
+    """
+
+    info: MapInfo
+    version: str
+
+    @property
+    def method(self) -> str:
+        return self.info.method or "map"
+
+    def series_description(self, kind: str) -> str:
+        """SeriesDescription (64 characters at most), e.g. ``volcam gradcam map 'covid' ct_covid``."""
+        what = {"parametric-map": "map", "segmentation": "seg", "overlay": "overlay"}[kind]
+        label = f" '{self.info.label}'" if self.info.label is not None else ""
+        model = f" {self.info.model}" if self.info.model else ""
+        return f"volcam {self.method} {what}{label}{model}"[:64]
+
+    @property
+    def label(self) -> str:
+        """ContentLabel / LUTLabel: a DICOM code string (16 characters of A-Z, 0-9, _)."""
+        return (re.sub(r"[^A-Z0-9_]", "_", self.method.upper().replace("++", "PP").replace("+", "P")) or "MAP")[:16]
+
+    @property
+    def content(self) -> str:
+        """ContentDescription / LUTExplanation (64 characters): method, class and layer."""
+        parts = [self.method]
+        if self.info.label is not None:
+            parts.append(f"class '{self.info.label}'")
+        if self.info.layer:
+            parts.append(f"layer {self.info.layer}")
+        return ", ".join(parts)[:64]
+
+    @property
+    def software_versions(self) -> list[str]:
+        """SoftwareVersions: volcam's, highdicom's, and the model card's name with its hash's start."""
+        import highdicom
+
+        versions = [f"volcam {self.version}", f"highdicom {highdicom.__version__}"]
+        if self.info.model:
+            digest = f" sha256:{self.info.model_sha256[:16]}" if self.info.model_sha256 else ""
+            versions.append(f"model {self.info.model[: 64 - 6 - len(digest)]}{digest}")
+        return versions
+
+    def parameters(self) -> dict[str, str]:
+        """Method, layer, class, model card (name and SHA-256) and options, as text."""
+        info = self.info
+        found = {
+            "method": info.method,
+            "layer": info.layer,
+            "target": info.label,
+            "score": None if info.score is None else f"{info.score:.4g}",
+            "probability": None if info.probability is None else f"{info.probability:.4g}",
+            "model_card": info.model,
+            "model_card_sha256": info.model_sha256,
+        }
+        found.update({f"option {name}": value for name, value in info.options})
+        return {name: value for name, value in found.items() if value is not None}
+
+    def derivation(self, detail: str) -> str:
+        """DerivationDescription (1024 characters at most): everything above in one sentence, and ``detail``."""
+        said = ", ".join(f"{name} {value}" for name, value in self.parameters().items() if name != "method")
+        text = f"Class activation map ({self.method}) by volcam {self.version}" + (f": {said}" if said else "")
+        return f"{text}. {detail} Research output, not for diagnosis."[:1024]
+
+
+@contextlib.contextmanager
+def _quiet_highdicom() -> Iterator[None]:
+    """highdicom's warnings quoted: they can hold the patient's name (a "dubious" person name), which
+    must not reach a log; what they say about the source is the source's business."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
+        yield
+
+
+def _common(placement: Placement, provenance: Provenance, kind: str, series_number: int | None) -> dict[str, Any]:
+    """The constructor arguments every highdicom object here shares."""
+    from pydicom.uid import generate_uid
+
+    first = placement.first
+    if series_number is None:
+        try:
+            base = int(first.get("SeriesNumber") or 0)
+        except (TypeError, ValueError):
+            base = 0
+        series_number = base + KINDS[kind]
+    return {
+        "series_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "manufacturer": _MANUFACTURER,
+        "software_versions": provenance.software_versions,
+        "series_description": provenance.series_description(kind),
+    }
+
+
+def _plane_arguments(placement: Placement) -> dict[str, Any]:
+    """Frame positions, orientation and pixel measures as highdicom takes them."""
+    import highdicom
+
+    spacing = [float(v) for v in placement.pixel_spacing]
+    return {
+        "plane_positions": [
+            highdicom.PlanePositionSequence("PATIENT", [float(v) for v in position]) for position in placement.positions
+        ],
+        "plane_orientation": highdicom.PlaneOrientationSequence("PATIENT", [float(v) for v in placement.orientation]),
+        "pixel_measures": highdicom.PixelMeasuresSequence(spacing, placement.thickness),
+    }
+
+
+def _finish(ds: Dataset, placement: Placement, provenance: Provenance, detail: str) -> Dataset:
+    """What highdicom leaves to the caller: the derivation description, and no reference at all to a
+    stand-in source (a scan that was not DICOM)."""
+    ds.DerivationDescription = provenance.derivation(detail)
+    if placement.stand_in:
+        for keyword in ("SourceImageSequence", "ReferencedSeriesSequence"):
+            if keyword in ds:
+                del ds[keyword]
+        for item in ds.get("PerFrameFunctionalGroupsSequence", []):
+            item.DerivationImageSequence = []
+    return ds
+
+
+def parametric_map(placement: Placement, provenance: Provenance, series_number: int | None = None) -> Dataset:
+    """The map as one multi-frame Parametric Map (float32, values as computed; a real-world value
+    mapping of slope 1 over their range, which is 0 to 1 for every volcam map)."""
+    import highdicom
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    frames = placement.frames
+    low, high = float(frames.min()), float(frames.max())
+    mapping = highdicom.pm.RealWorldValueMapping(
+        lut_label=provenance.label,
+        lut_explanation=provenance.content,
+        unit=codes.UCUM.NoUnits,
+        value_range=(min(0.0, low), max(1.0, high)),
+        slope=1.0,
+        intercept=0.0,
+        quantity_definition=codes.DCM.ClassActivation,
+    )
+    with _quiet_highdicom():
+        pm = highdicom.pm.ParametricMap(
+            source_images=placement.references,
+            pixel_array=frames,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer_model_name=_MANUFACTURER,
+            device_serial_number=provenance.version,
+            contains_recognizable_visual_features=False,
+            real_world_value_mappings=[mapping],
+            voi_lut_transformations=[highdicom.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+            content_label=provenance.label,
+            content_description=provenance.content,
+            content_creator_name=f"{_MANUFACTURER}^",
+            **_common(placement, provenance, "parametric-map", series_number),
+            **_plane_arguments(placement),
+        )
+    pm.Laterality = placement.first.get("Laterality")  # General Series, Type 2C: the source's, else empty
+    return _finish(pm, placement, provenance, "Map values 0 to 1 as computed (float), high where the evidence is.")
+
+
+def segmentation(
+    placement: Placement,
+    provenance: Provenance,
+    threshold: float = 0.5,
+    fractional: bool = False,
+    series_number: int | None = None,
+) -> Dataset:
+    """The map as one multi-frame Segmentation of one segment: BINARY where the map exceeds
+    ``threshold``, or FRACTIONAL (the map itself, in steps of 1/255; ``threshold`` unused)."""
+    import highdicom
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    frames = placement.frames
+    if fractional:
+        if float(frames.min()) < 0.0 or float(frames.max()) > 1.0:
+            raise InputError("a fractional segmentation holds map values in [0, 1]; this map leaves that range")
+        pixels, kind, detail = frames, "FRACTIONAL", "The map itself as a fractional segment (steps of 1/255)."
+    else:
+        if not 0.0 <= threshold < 1.0:
+            raise InputError(f"threshold={threshold}: a segmentation threshold lies in [0, 1)")
+        pixels, kind, detail = frames > threshold, "BINARY", f"Segment: where the map exceeds {threshold:g}."
+    algorithm = highdicom.AlgorithmIdentificationSequence(
+        name=f"volcam {provenance.method}"[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        version=provenance.version,
+        parameters={**provenance.parameters(), **({} if fractional else {"threshold": f"{threshold:g}"})},
+    )
+    label = f"{provenance.method} '{provenance.info.label}'" if provenance.info.label is not None else provenance.method
+    segment = highdicom.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=(label + ("" if fractional else f" > {threshold:g}"))[:64],
+        segmented_property_category=codes.SCT.SpatialAndRelationalConcept,
+        segmented_property_type=codes.DCM.ClassActivation,
+        algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+    with _quiet_highdicom():
+        seg = highdicom.seg.Segmentation(
+            source_images=placement.references,
+            pixel_array=pixels,
+            segmentation_type=kind,
+            segment_descriptions=[segment],
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer_model_name=_MANUFACTURER,
+            device_serial_number=provenance.version,
+            content_label=provenance.label,
+            content_description=provenance.content,
+            content_creator_name=f"{_MANUFACTURER}^",
+            **_common(placement, provenance, "segmentation", series_number),
+            **_plane_arguments(placement),
+        )
+    return _finish(seg, placement, provenance, detail)
+
+
+def _orientation_letters(orientation: np.ndarray) -> tuple[str, str]:
+    """PatientOrientation of a slice: the patient direction each of its row and column points to most."""
+    letters = (("R", "L"), ("A", "P"), ("F", "H"))  # LPS: +x is left, +y posterior, +z head
+    found = []
+    for direction in (orientation[:3], orientation[3:]):
+        axis = int(np.argmax(np.abs(direction)))
+        found.append(letters[axis][int(direction[axis] > 0)])
+    return found[0], found[1]
+
+
+def overlay_images(
+    placement: Placement, pixels: Iterator[np.ndarray], provenance: Provenance, series_number: int | None = None
+) -> Iterator[Dataset]:
+    """One RGB Secondary Capture per slice from ``pixels`` (blocks ``(n, rows, columns, 3)`` uint8 in
+    slice order), each carrying its slice's position, orientation and frame of reference (extra to the
+    SC IOD, for viewers that place it) and a reference to the source slice it shows."""
+    import highdicom
+    from pydicom.dataset import Dataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    common = _common(placement, provenance, "overlay", series_number)
+    orientation = [float(v) for v in placement.orientation]
+    letters = _orientation_letters(placement.orientation)
+    first = placement.first
+    derivation = provenance.derivation("The map coloured over the windowed image.")
+    # What SCImage.from_ref_dataset takes from the source, taken once: per slice it costs more than the slice.
+    patient = {
+        keyword: first.get(name)
+        for keyword, name in (
+            ("patient_id", "PatientID"),
+            ("patient_name", "PatientName"),
+            ("patient_birth_date", "PatientBirthDate"),
+            ("patient_sex", "PatientSex"),
+            ("accession_number", "AccessionNumber"),
+            ("study_id", "StudyID"),
+            ("study_date", "StudyDate"),
+            ("study_time", "StudyTime"),
+            ("referring_physician_name", "ReferringPhysicianName"),
+            ("specific_character_set", "SpecificCharacterSet"),
+        )
+    }
+    try:
+        equipment = [highdicom.ContributingEquipment.for_image_acquisition(first)]
+    except Exception:  # a source that does not say what acquired it
+        equipment = []
+    k = 0
+    for block in pixels:
+        for rgb in block:
+            with _quiet_highdicom():
+                sc = highdicom.sc.SCImage(
+                    pixel_array=rgb,
+                    photometric_interpretation="RGB",
+                    bits_allocated=8,
+                    coordinate_system="PATIENT",
+                    study_instance_uid=first.StudyInstanceUID,
+                    sop_instance_uid=generate_uid(),
+                    instance_number=k + 1,
+                    pixel_spacing=placement.pixel_spacing,
+                    patient_orientation=letters,
+                    transfer_syntax_uid=ExplicitVRLittleEndian,
+                    contributing_equipment=equipment,
+                    **patient,
+                    **common,
+                )
+            sc.Laterality = first.get("Laterality")
+            sc.BurnedInAnnotation = "NO"
+            sc.DerivationDescription = derivation
+            sc.FrameOfReferenceUID = first.FrameOfReferenceUID
+            sc.ImagePositionPatient = [float(v) for v in placement.positions[k]]
+            sc.ImageOrientationPatient = orientation
+            if placement.source_slices and not placement.stand_in:
+                numbers = placement.frame_numbers
+                source = first if numbers is not None else placement.references[k]
+                reference = Dataset()
+                reference.ReferencedSOPClassUID = source.SOPClassUID
+                reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+                if numbers is not None:
+                    reference.ReferencedFrameNumber = int(numbers[k])
+                sc.SourceImageSequence = [reference]
+            yield sc
+            k += 1
