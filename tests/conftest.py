@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from pacs import orthanc, pacs  # noqa: F401  (fixtures: a real PACS, Orthanc with DICOMweb)
+
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     """Pearson r of two maps of any shape."""

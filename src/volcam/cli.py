@@ -179,6 +179,13 @@ Series = Annotated[
     str | None, typer.Option(help="For a folder of several DICOM series: its SeriesInstanceUID, description or number.")
 ]
 Volume = Annotated[int | None, typer.Option(help="For a 4D NIfTI: the index of the volume to read.", min=0)]
+Store = Annotated[
+    str | None,
+    typer.Option(
+        help="Send the DICOM results to this DICOMweb server (STOW-RS), e.g. http://pacs:8042/dicom-web; implies "
+        "--dicom. Credentials: VOLCAM_DICOMWEB_TOKEN (Bearer), or VOLCAM_DICOMWEB_USER and VOLCAM_DICOMWEB_PASSWORD."
+    ),
+]
 
 
 def _target(text: str | None) -> str | int | None:
@@ -201,7 +208,7 @@ def _names(methods: str | list[str], option: str = "--methods") -> list[str]:
 
 def _model_and_scan(
     card: Path,
-    scan: Path,
+    scan: str | Path,
     layer: Any,
     trust: bool,
     device: str | None,
@@ -236,7 +243,10 @@ def _numbers(values: tuple[float, ...], unit: str) -> str:
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="A DICOM folder or file, NIfTI, NRRD/MHA or video file.")],
+    path: Annotated[
+        str,
+        typer.Argument(help="A DICOM folder or file, NIfTI, NRRD/MHA or video file, or a DICOMweb study/series URL."),
+    ],
 ) -> None:
     """Show what PATH holds: series, sizes, spacing, orientation, frames and problems (no patient data)."""
     from volcam.io.info import describe
@@ -270,7 +280,12 @@ def info(
 
 @app.command()
 def explain(
-    input: Annotated[Path, typer.Argument(help="A scan: DICOM folder or file, NIfTI, NRRD/MHA, ultrasound clip.")],
+    input: Annotated[
+        str,
+        typer.Argument(
+            help="A scan: DICOM folder or file, NIfTI, NRRD/MHA, ultrasound clip, or a DICOMweb study/series URL."
+        ),
+    ],
     model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the maps, pictures and summary.json.")],
     method: Annotated[
@@ -297,6 +312,7 @@ def explain(
             "(the map 0-1), segmentation (the map above 0.5), overlay (RGB pictures, one per slice).",
         ),
     ] = None,
+    store: Store = None,
     series: Series = None,
     volume: Volume = None,
     trust_weights: TrustWeights = False,
@@ -313,7 +329,7 @@ def explain(
     if gradient_sigma_mm is not None and not gradient_sigma_mm >= 0:
         raise InputError(f"--gradient-sigma-mm: {gradient_sigma_mm} is not a width in mm (0 or more)")
     parse_device(device)
-    _check_out(out, input, model)
+    _check_out(out, Path(input), model)
     loaded, scan = _model_and_scan(model, input, layer, trust_weights, device, series, volume)
     target_spec = _target(target)
     options: dict[str, Any] = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
@@ -322,13 +338,16 @@ def explain(
         loaded.check_scan(scan)
         loaded.check_target(target_spec)
         summary = explain_to_folder(
-            scan, loaded, out, methods, target=target_spec, layer=chosen, dicom=kinds, progress=typer.echo, **options
-        )
+            scan, loaded, out, methods, target=target_spec, layer=chosen, dicom=kinds, store=store,
+            progress=typer.echo, **options,
+        )  # fmt: skip
     except (InputError, TargetError) as error:  # about this scan: say which file
         raise type(error)(f"{input}: {error}") from None
     first = summary["explanations"][0]
     probabilities = ", ".join(f"{k} {v:.3f}" for k, v in first["probabilities"].items())
     typer.echo(f"prediction: {first['prediction']} ({probabilities}); summary: {Path(out) / 'summary.json'}")
+    if "stored" in summary:
+        typer.echo(f"stored {summary['stored']['instances']} DICOM instance(s) in {summary['stored']['url']}")
 
 
 @app.command()
@@ -496,6 +515,7 @@ def cohort(
         float, typer.Option(help="Pointing-game tolerance in mm (cases with a mask).", min=0)
     ] = 5.0,
     prefetch: Annotated[bool, typer.Option(help="Load the next case while this one computes.")] = True,
+    store: Store = None,
     scheduler: Annotated[
         str | None, typer.Option(help="'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).")
     ] = None,
@@ -515,7 +535,7 @@ def cohort(
     try:
         table = run_cohort(
             manifest, model, out, names, target=target_spec, layer=layer, png=png,
-            faithfulness_steps=faithfulness_steps, tolerance_mm=tolerance_mm, prefetch=prefetch,
+            faithfulness_steps=faithfulness_steps, tolerance_mm=tolerance_mm, prefetch=prefetch, store=store,
             scheduler=scheduler, workers=workers, trust=trust_weights, device=device, echo=typer.echo,
         )  # fmt: skip
     except KeyboardInterrupt:

@@ -1,8 +1,9 @@
-"""The one table of what volcam reads: file suffixes by format, and the format of a path.
+"""The one table of what volcam reads: file suffixes by format, DICOMweb URLs, and the format of a path.
 
 The readers (:func:`volcam.load`), the folder and manifest reader, the napari plugin's reader and
 its ``napari.yaml`` all ask this table (a test keeps ``napari.yaml`` in step), so a suffix one of
-them knows is known to all.
+them knows is known to all. A text starting with ``http://`` or ``https://`` is a DICOMweb
+address (:mod:`volcam.io.dicomweb`), wherever a scan path is accepted.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "DICOMWEB_PATTERNS",
     "DICOM_SUFFIXES",
     "ITK_SUFFIXES",
     "NIFTI_SUFFIXES",
@@ -19,6 +21,7 @@ __all__ = [
     "format_of",
     "full_suffix",
     "is_image_name",
+    "is_url",
 ]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")  # and files with no suffix at all: DICOM often has none
@@ -28,6 +31,17 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg
 READABLE_SUFFIXES = (*DICOM_SUFFIXES, *NIFTI_SUFFIXES, *ITK_SUFFIXES, *VIDEO_SUFFIXES)
 # Suffixes of two parts, kept whole: a writer picks the format (and compression) from the name.
 _DOUBLE = (".nii.gz", ".img.gz", ".tar.gz")
+_URL_SCHEMES = ("http://", "https://")
+# A study or series on a DICOMweb server, as napari's reader patterns (fnmatch on the whole address).
+DICOMWEB_PATTERNS = ("http://*/studies/*", "https://*/studies/*")
+
+
+def is_url(path: object) -> bool:
+    """Whether ``path`` is a web address (``http://`` or ``https://``, any case): a DICOMweb study or series.
+
+    Only text can be one: a ``Path`` has already folded the ``//`` of an address into one slash.
+    """
+    return isinstance(path, str) and path.strip().lower().startswith(_URL_SCHEMES)
 
 
 def full_suffix(name: str | os.PathLike) -> str:
@@ -47,7 +61,10 @@ def is_image_name(name: str | os.PathLike) -> bool:
 
 
 def format_of(path: str | os.PathLike) -> str:
-    """``"dicom-folder"``, ``"nifti"``, ``"itk"``, ``"video"`` or ``"dicom"`` (the default guess)."""
+    """``"dicomweb"`` (an address), ``"dicom-folder"``, ``"nifti"``, ``"itk"``, ``"video"`` or ``"dicom"``
+    (the default guess)."""
+    if is_url(path):
+        return "dicomweb"
     path = Path(path)
     if path.is_dir():
         return "dicom-folder"

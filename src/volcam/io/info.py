@@ -1,8 +1,8 @@
 """What a path holds, for ``volcam info``: series, sizes, spacing, orientation, frames and problems.
 
 A DICOM folder is judged from its headers alone (no pixel data is decoded), so this is quick on a
-large study. Nothing here reads or prints a patient identifier: series are named by UID and
-description only.
+large study; so is a DICOMweb study or series address (WADO-RS metadata: no pixel data moves).
+Nothing here reads or prints a patient identifier: series are named by UID and description only.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _from_image(image, source: str) -> Found:
     )
 
 
-def _dicom_series(series, root: Path) -> Found:
+def _dicom_series(series, root: str | os.PathLike) -> Found:
     """A series judged from its headers; a header that cannot be read is a problem of the series."""
     found = Found(
         source=os.fspath(root),
@@ -144,11 +144,16 @@ def _judge_series(series, found: Found) -> None:
 
 
 def describe(path: str | os.PathLike) -> tuple[list[Found], dict[str, int]]:
-    """Everything ``path`` holds, and for a folder how many files were passed over and why.
+    """Everything ``path`` holds, and for a folder how many files (for a study, series) were passed over and why.
 
-    DICOM folders are read header-only; other files are loaded (problems are collected, not
-    warned). Raises :class:`~volcam.errors.VolcamError` when nothing can be read at all.
+    DICOM folders and DICOMweb addresses are read header-only; other files are loaded (problems
+    are collected, not warned). Raises :class:`~volcam.errors.VolcamError` when nothing can be read.
     """
+    if format_of(path) == "dicomweb":
+        from volcam.io.dicomweb import study_series
+
+        where, series, skipped = study_series(str(path))
+        return [_dicom_series(one, where) for one in series], skipped
     path = Path(path)
     if format_of(path) == "dicom-folder":
         from volcam.io.dicom import scan_folder

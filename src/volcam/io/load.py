@@ -1,7 +1,8 @@
-"""``volcam.load``: any supported file or DICOM folder → one channel-first ``MetaTensor``.
+"""``volcam.load``: any supported file, DICOM folder or DICOMweb address → one channel-first ``MetaTensor``.
 
-The format is chosen by what the path is (a folder is a DICOM series) and its suffix; a file with
-an unknown suffix is tried as DICOM, since many DICOM files have none. Each reader module imports
+The format is chosen by what the path is (a folder is a DICOM series, an ``http(s)://`` address a
+series on a DICOMweb server) and its suffix; a file with an unknown suffix is tried as DICOM, since
+many DICOM files have none. Each reader module imports
 its library (pydicom, nibabel, SimpleITK, PyAV) only when a file of its kind is read, so
 ``import volcam`` stays light.
 """
@@ -27,10 +28,13 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
 
     Args:
         path: a DICOM folder (searched recursively) or file; ``.nii``/``.nii.gz``; ``.nrrd``/
-            ``.mha``; ``.mp4``/``.avi`` (needs ``volcam[video]``).
-        series: for a folder holding several DICOM series, which one: its SeriesInstanceUID,
-            its SeriesDescription or its SeriesNumber. Without it such a folder is an error that
-            lists the series.
+            ``.mha``; ``.mp4``/``.avi`` (needs ``volcam[video]``); or, as text, a DICOMweb address
+            ``http(s)://host/<root>/studies/<StudyInstanceUID>[/series/<SeriesInstanceUID>]``
+            (retrieved with WADO-RS and read as a DICOM folder; credentials from the environment,
+            see :mod:`volcam.io.dicomweb`).
+        series: for a folder or study holding several DICOM series, which one: its
+            SeriesInstanceUID, its SeriesDescription or its SeriesNumber. Without it such a folder
+            is an error that lists the series.
         volume: for a 4D NIfTI, the index of the volume to read (4D is an error without it).
 
     Returns:
@@ -49,9 +53,21 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
             image, damaged, ambiguous, holds NaNs or claims more memory than there is.
         DependencyError: a codec or video decoder is needed and not installed (the message says which).
 
+    For an address, a server that cannot be reached, refuses the credentials, has no such study or
+    series, breaks off the transfer or is not DICOMweb is a one-line :class:`FileFormatError`.
+
     Problems that do not stop loading (missing slices, uneven spacing, gantry tilt, unknown
     spacing) are issued as :class:`~volcam.errors.VolcamWarning` and kept in ``meta["problems"]``.
     """
+    if format_of(path) == "dicomweb":
+        if volume is not None:
+            raise InputError(
+                f"{path}: volume= picks a volume of a 4D NIfTI (--volume on the command line); "
+                "this is a DICOMweb address"
+            )
+        from volcam.io.dicomweb import load_url
+
+        return load_url(str(path), series)
     path = Path(path)
     if not path.is_dir():
         require_regular_file(path)  # a FIFO or /dev/zero would block or never end: refuse before opening

@@ -5,12 +5,14 @@ A manifest is a table with one row per case::
     case,image,mask,label
     case001,scans/case001.nii.gz,masks/case001.nii.gz,covid
     case002,scans/case002/,,normal          # a DICOM series folder, no mask
+    case003,http://pacs:8042/dicom-web/studies/1.2.3/series/1.2.4,,covid   # a series on a PACS
 
 Columns (names are case-insensitive): ``image`` (or ``image_path``, ``path``, ``scan``), optional
 ``case`` (or ``case_id``, ``id``; by default the image's name), ``mask`` (or ``mask_path``) and
 ``label`` (a class name or index). This is the one reader of scan lists: cohorts and L-CAM training
 both use it.
-Relative paths are taken from the manifest's folder. The case id names the case's output folder,
+Relative paths are taken from the manifest's folder; an ``http(s)://`` image is a DICOMweb study or
+series address (:mod:`volcam.io.dicomweb`) and needs a case id of its own. The case id names the case's output folder,
 so it must be a plain name; the id comes from the manifest, never from the scan's headers (no
 patient name ends up in a file name). A folder instead of a manifest makes one case per scan
 (a file, or a sub-folder holding a DICOM series) named after the file; ``X_mask.nii.gz`` beside
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from volcam.errors import FileFormatError, InputError, first_line
+from volcam.io.formats import is_url
 
 __all__ = ["Case", "input_signature", "read_cases"]
 
@@ -48,14 +51,14 @@ class Case:
 
     Attributes:
         case_id: the manifest's id; names the output folder ``OUT/<case_id>/``.
-        image: the scan (a file or a DICOM folder), absolute.
+        image: the scan (a file or a DICOM folder), absolute; or a DICOMweb address (text).
         mask: the lesion mask on the scan's grid, or ``None``.
         label: the true class as written in the manifest (name or index), or ``None``.
     """
 
     case_id: str
-    image: Path
-    mask: Path | None = None
+    image: Path | str
+    mask: Path | str | None = None
     label: str | None = None
 
 
@@ -113,6 +116,8 @@ def _from_manifest(path: Path) -> list[Case]:
     for number, row in enumerate(table.to_dict("records"), start=2):  # row 1 is the header
         where = f"{path}, row {number}"
         image = _cell(row[roles["image"]])
+        if image is not None and is_url(image) and not (roles["case"] and _cell(row[roles["case"]])):
+            raise InputError(f"{where}: a DICOMweb address needs a case id (a case column): UIDs do not name folders")
         # no case column (e.g. ``path,label`` for L-CAM training): the id is the image's name
         case_id = (
             _cell(row[roles["case"]]) if roles["case"] else (_scan_name(path.parent / image)[0] if image else None)
@@ -123,9 +128,14 @@ def _from_manifest(path: Path) -> list[Case]:
         mask = _cell(row[roles["mask"]]) if roles["mask"] else None
         label = _cell(row[roles["label"]]) if roles["label"] else None
         cases.append(
-            Case(case_id, path.parent / image, None if mask is None else path.parent / mask, label)
+            Case(case_id, _place(path, image), None if mask is None else _place(path, mask), label)
         )  # an absolute path in the manifest stays as it is (pathlib drops the folder)
     return cases
+
+
+def _place(manifest: Path, cell: str) -> Path | str:
+    """A manifest's cell as a scan: a DICOMweb address as it is, a path from the manifest's folder."""
+    return cell.strip() if is_url(cell) else manifest.parent / cell
 
 
 def _scan_name(path: Path) -> tuple[str, bool]:
@@ -189,12 +199,16 @@ def read_cases(source: str | os.PathLike) -> list[Case]:
 def input_signature(case: Case) -> str:
     """A short hash of the case's input files as they are now (path, size, modification time).
 
-    A finished case is redone when its scan or mask changes; a DICOM folder counts every file in it.
+    A finished case is redone when its scan or mask changes; a DICOM folder counts every file in it,
+    a DICOMweb address its text only (what the server holds is not asked).
     """
     digest = hashlib.sha256()
     for path in (case.image, case.mask):
         if path is None:
             digest.update(b"-")
+            continue
+        if isinstance(path, str):
+            digest.update(f"url:{path};".encode())
             continue
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         digest.update(str(path.resolve()).encode())

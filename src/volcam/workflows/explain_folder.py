@@ -33,6 +33,7 @@ def explain_to_folder(
     layer: str | Sequence[str] | None = None,
     dicom: bool | Sequence[str] = False,
     mask: np.ndarray | None = None,
+    store: str | None = None,
     progress: Callable[[str], None] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -44,6 +45,11 @@ def explain_to_folder(
     ``<method>_<kind>/`` of DICOM instances on the scan's study and frame of reference (volumes only;
     :func:`volcam.io.write.dicom_instances` lists them). ``mask`` (on the scan's grid) adds
     pointing-game and energy scores. Returns the summary written to ``summary.json``.
+
+    With ``store`` (a DICOMweb root, e.g. ``http://pacs:8042/dicom-web``; checked before any work)
+    the DICOM objects (the parametric map unless ``dicom`` names kinds) are also sent there with
+    STOW-RS before the folder appears: a store that fails leaves no folder. The summary then says
+    where they went (``"stored"``); credentials come from the environment (:mod:`volcam.io.dicomweb`).
     """
     from tqdm.auto import tqdm
 
@@ -53,6 +59,11 @@ def explain_to_folder(
     from volcam.metrics.localization import localization, within_frames
     from volcam.viz.render import montage
 
+    if store is not None:
+        from volcam.io.dicomweb import check_store
+
+        check_store(store)  # a wrong address or a server that does not answer fails before any work
+        dicom = dicom or True
     out = Path(out)
     clip = (getattr(scan, "meta", {}) or {}).get("axes") == "thw"
     kinds = ("parametric-map",) if dicom is True else dicom_kinds(dicom or ())
@@ -98,8 +109,21 @@ def explain_to_folder(
             if progress is not None:
                 with tqdm.external_write_mode():  # a line above the bar, not through it
                     progress(f"  {explained.method:<10} → {out / f'{stem}.png'}")
+        if store is not None:
+            summary["stored"] = _store(folder, summary, store)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _store(folder: Path, summary: dict[str, Any], url: str) -> dict[str, Any]:
+    """Send the DICOM objects the summary lists (written in ``folder``) to ``url``; where and how many."""
+    from volcam.io.dicomweb import parse_address, store
+
+    written = []
+    for record in summary["explanations"]:
+        found = record["files"].get("dicom") or {}
+        written += [folder / Path(p).name for p in (found.values() if isinstance(found, dict) else [found])]
+    return {"url": parse_address(url, study=False).root, "instances": store(written, url)}
 
 
 def input_paths(scan: Any, model: Any = None, *others: Any) -> list[Path]:

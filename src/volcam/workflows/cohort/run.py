@@ -4,7 +4,8 @@
 :mod:`volcam.io.tables`): load the scan (and mask) → explain it with every method (one shared
 forward) → write the maps under ``OUT/<case id>/`` as NIfTI on the scan's grid (and PNG montages
 with ``png=True``) → score them (localization against the mask, deletion/insertion faithfulness) →
-``OUT/<case id>/case.json``. Then ``results.parquet``/``results.csv``, ``summary.md`` and
+``OUT/<case id>/case.json``; with ``store`` also a DICOM parametric map per method, sent to a PACS
+(STOW-RS) before the case's folder appears. Then ``results.parquet``/``results.csv``, ``summary.md`` and
 ``distributions.png`` for the whole cohort (:mod:`volcam.workflows.cohort.report`).
 
 Resuming: a case folder is written as a whole (a temporary folder renamed when complete), and
@@ -71,6 +72,7 @@ class Settings:
     options: dict[str, Any] = field(default_factory=dict)
     trust: bool = False
     device: str | None = None
+    store: str | None = None  # a DICOMweb root the maps go to as DICOM (credentials: the environment)
 
 
 @dataclass(frozen=True)
@@ -225,44 +227,79 @@ def _scores(
     return scores
 
 
+@contextlib.contextmanager
+def _case_folder(folder: Path, record: dict[str, Any]) -> Iterator[Path]:
+    """The case's folder, whole or not at all: yield a temporary folder to fill; ``case.json`` is written last."""
+    from volcam.io.atomic import atomic_folder
+
+    if folder.exists() and not _is_case_folder(folder, str(record.get("case"))):
+        raise OutputError(f"{folder}: exists and was not written by volcam for this case; not replaced")
+    with atomic_folder(folder, overwrite=True) as temporary:
+        yield temporary
+        (temporary / CASE_FILE).write_text(json.dumps(record, indent=1) + "\n")
+
+
 def _write_case(
     folder: Path, record: dict[str, Any], scan: Any = None, explained: Sequence[ScanExplanation] = (), png: bool = False
 ) -> None:
     """The case's folder, whole or not at all: maps (+ montages), then ``case.json`` listing them."""
-    from volcam.io.atomic import atomic_folder
+    with _case_folder(folder, record) as temporary:
+        _write_maps(temporary, record, scan, explained, png)
+
+
+def _write_maps(
+    temporary: Path,
+    record: dict[str, Any],
+    scan: Any = None,
+    explained: Sequence[ScanExplanation] = (),
+    png: bool = False,
+    dicom: bool = False,
+) -> list[Path]:
+    """Each method's map (NIfTI, + montage, + DICOM parametric map) into ``temporary``, listed in ``record``;
+    returns the DICOM objects written."""
     from volcam.io.write import write_nifti
     from volcam.viz.render import montage
     from volcam.workflows.explain_folder import method_stem
 
     files = []
+    written: list[Path] = []
     start = time.perf_counter()
-    if folder.exists() and not _is_case_folder(folder, str(record.get("case"))):
-        raise OutputError(f"{folder}: exists and was not written by volcam for this case; not replaced")
-    with atomic_folder(folder, overwrite=True) as temporary:
-        for one in explained:
-            stem = method_stem(one.method)
-            write_nifti(one.map, temporary / f"{stem}.nii.gz", like=scan)
-            files.append(f"{stem}.nii.gz")
-            if png:
-                title = (
-                    f"{folder.name} · {one.method} · '{one.target}' (p = {one.probabilities.get(one.target, 0):.2f})"
-                )
-                clip = (getattr(scan, "meta", {}) or {}).get("axes") == "thw"
-                montage(
-                    scan, one.map, temporary / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung"
-                )
-                files.append(f"{stem}.png")
-        record["files"] = files
-        if explained:
-            record["timings"]["write_s"] = time.perf_counter() - start
-        (temporary / CASE_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    for one in explained:
+        stem = method_stem(one.method)
+        write_nifti(one.map, temporary / f"{stem}.nii.gz", like=scan)
+        files.append(f"{stem}.nii.gz")
+        if png:
+            title = f"{record['case']} · {one.method} · '{one.target}' (p = {one.probabilities.get(one.target, 0):.2f})"
+            clip = (getattr(scan, "meta", {}) or {}).get("axes") == "thw"
+            montage(scan, one.map, temporary / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung")
+            files.append(f"{stem}.png")
+        if dicom:
+            from volcam.io.write import dicom_instances, write_dicom
+
+            written.append(write_dicom(one, temporary / f"{stem}_parametric-map", scan, overwrite=True))
+            files += [p.relative_to(temporary).as_posix() for p in dicom_instances(written[-1])]
+    record["files"] = files
+    if explained:
+        record["timings"]["write_s"] = time.perf_counter() - start
+    return written
 
 
 def process_case(task: Task, settings: Settings, model: Model, loaded: Loaded) -> dict[str, Any]:
     """Explain, score and write one loaded case; returns its record (an error record if a step failed).
 
-    Never raises for a problem of the case (only for Ctrl-C): the cohort goes on.
+    Never raises for a problem of the case (only for Ctrl-C): the cohort goes on. A scan retrieved
+    from a DICOMweb server has its files removed when the case is done.
     """
+    from volcam.io.dicomweb import release
+
+    try:
+        return _process_case(task, settings, model, loaded)
+    finally:
+        release(loaded.scan)
+        release(loaded.mask)
+
+
+def _process_case(task: Task, settings: Settings, model: Model, loaded: Loaded) -> dict[str, Any]:
     if loaded.error is not None:
         record = error_record(task, settings, "load", _message(loaded.error), _transient(loaded.error))
         record["timings"] = {"load_s": loaded.seconds}
@@ -298,10 +335,17 @@ def process_case(task: Task, settings: Settings, model: Model, loaded: Loaded) -
             "timings": timings,
         }
         stage = "write"
-        _write_case(settings.out / task.case.case_id, record, scan, explained, settings.png)
+        with _case_folder(settings.out / task.case.case_id, record) as temporary:
+            written = _write_maps(temporary, record, scan, explained, settings.png, settings.store is not None)
+            if settings.store is not None:
+                from volcam.io.dicomweb import store
+
+                stage = "store"
+                record["stored"] = store(written, settings.store)
         return record
     except Exception as error:  # a case's failure is its row; the cohort goes on
-        record = error_record(task, settings, stage, _message(error), _transient(error))
+        # a PACS that is down or refuses may accept on the next run: not recorded as finished
+        record = error_record(task, settings, stage, _message(error), _transient(error) or stage == "store")
         record["timings"] = timings
         return _persist(task, settings, record)
 
@@ -448,6 +492,7 @@ def run_cohort(
     device: str | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
+    store: str | None = None,
     **options: Any,
 ) -> Any:
     """Explain and score every case of a manifest; write maps, a table and a summary; return the table.
@@ -470,6 +515,10 @@ def run_cohort(
             whose workers can read the scans and write to ``out``.
         trust, device: as for :func:`volcam.load_model`.
         progress: a progress bar (cases/min, ETA) on stderr.
+        store: a DICOMweb root (``http://pacs:8042/dicom-web``; checked before any case runs): each
+            case also writes a DICOM parametric map per method and sends it there (STOW-RS); a case
+            whose store fails is an error row that the next run tries again. Manifest images may be
+            DICOMweb addresses too (credentials for both: :mod:`volcam.io.dicomweb`).
         echo: where to say what is skipped (e.g. ``print``); silent by default.
         options: method options, e.g. ``gradient_sigma_mm``.
 
@@ -498,6 +547,10 @@ def run_cohort(
         raise InputError("workers= needs scheduler='local' (or the address of a Dask scheduler)")
     cases = read_cases(manifest)
     check_cohort_folder(Path(out), cases, manifest, model)  # before the model loads
+    if store is not None:
+        from volcam.io.dicomweb import check_store
+
+        store = check_store(store).root  # a wrong address or a PACS that does not answer: before any case
     loaded_model = (
         cached_model(Path(model), trust, device) if scheduler is None else load_model(model, trust=trust, device=device)
     )
@@ -509,11 +562,13 @@ def run_cohort(
     choices = {
         "methods": methods, "target": target, "layer": chosen_layer, "png": png,
         "faithfulness_steps": int(faithfulness_steps), "tolerance_mm": float(tolerance_mm), "options": options,
+        **({"store": store} if store is not None else {}),
     }  # fmt: skip
     settings = Settings(
         model=Path(model).absolute(), out=out, fingerprint=fingerprint(loaded_model, **choices), trust=trust,
         device=device, methods=methods, target=target, layer=chosen_layer, png=png,
         faithfulness_steps=int(faithfulness_steps), tolerance_mm=float(tolerance_mm), options=dict(options),
+        store=store,
     )  # fmt: skip
     started = time.perf_counter()
     with _exclusive(out):
