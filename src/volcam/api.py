@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from volcam.engine.core import CamEngine, LayerSpec
+from volcam.engine.tokens import Reshape
 from volcam.maps.result import CamResult
 from volcam.methods.registry import MethodInfo
 from volcam.methods.registry import methods as _methods
@@ -26,6 +27,8 @@ def explain(
     *,
     device: str | torch.device | None = None,
     labels: Sequence[str] | None = None,
+    reshape: Reshape | None = None,
+    call: int | None = None,
     **options: Any,
 ) -> CamResult:
     """Explain ``model``'s output on ``x`` with one CAM method.
@@ -39,6 +42,9 @@ def explain(
         layer: ``"auto"``, a layer name, or several names.
         device: where to compute (the model's device by default).
         labels: class names.
+        reshape: for a transformer whose token grid the model does not tell, ``(B, N, C) ->
+            (B, C, *grid)`` (select and reorder only); ViT and Swin grids are read off the model.
+        call: which call of a layer the forward runs more than once (0 the first, -1 the last).
         options: method options, e.g. ``n_samples=`` for ``"smoothgradcam++"``.
 
     Returns:
@@ -55,7 +61,7 @@ def explain(
         >>> result.map.shape, result.layer
         (torch.Size([1, 1, 32, 32, 32]), 'layer4')
     """
-    with CamEngine(model, layer, device=device, labels=labels) as engine:
+    with CamEngine(model, layer, device=device, labels=labels, reshape=reshape, call=call) as engine:
         return engine.explain(x, method, target, **options)
 
 

@@ -36,14 +36,23 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar
 
 import torch
 from torch import nn
 
 from volcam.engine.head import attributes_kept, checked_head
-from volcam.engine.layers import LayerRecord, find_linear_head, get_layer, has_spatial_extent, pick_auto_layer
+from volcam.engine.layers import (
+    LayerRecord,
+    find_linear_head,
+    get_layer,
+    has_spatial_extent,
+    module_tags,
+    pick_auto_layer,
+    pick_call,
+)
+from volcam.engine.tokens import Layout, Reshape, from_grid, infer_layout, reshape_layout, to_grid, token_error
 from volcam.errors import InputError, LayerError, MethodError
 from volcam.maps.geometry import like_input, normalize, upsample
 from volcam.maps.result import CamResult
@@ -79,11 +88,19 @@ class _LayerFields(TypedDict, total=False):
     gradient_moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     class_weights: torch.Tensor
     runner: ModelRunner
+    attention: tuple[torch.Tensor, ...]
 
 
 # model -> {input shape without batch -> auto-picked layer}: repeated volcam.explain() calls on
 # one model probe its layers once.
 _AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+# model -> {input shape without batch -> (every module call of one sample's probe, the output's shape)}
+_PROBES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[list[LayerRecord], tuple[int, ...]]]] = (
+    weakref.WeakKeyDictionary()
+)
+# where ViT-style attention modules apply dropout to their attention weights (B, H, T, T): MONAI's
+# SABlock (drop_weights) and timm's Attention (attn_drop); read there, the model is left as it is
+_ATTENTION_DROPOUTS = ("drop_weights", "attn_drop")
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,12 @@ class ForwardPass:
         seconds: wall time of the forward.
         graph: whether autograd recorded the head (from ``A`` to the output); methods that use no
             gradients skip that recording, which costs about a tenth of a small network's forward.
+        layouts: layer name -> how its output lies (:class:`volcam.engine.tokens.Layout`); ``A``
+            is that output laid back on its grid ``(B, C, *g)``.
+        layer_outputs: layer name -> its output as the network saw it, for layers whose output is
+            not ``A`` itself (tokens, channels-last); activations put back go through it.
+        calls: layer name -> which of its calls in the forward was captured (0 for most).
+        attention: each transformer block's attention weights ``(B, H, T, T)``, when asked for.
     """
 
     output: torch.Tensor
@@ -105,6 +128,10 @@ class ForwardPass:
     graph: bool = True
     raw: Any = None
     """The model's output as it returned it (a dict, a tuple): what callable targets receive."""
+    layouts: Mapping[str, Layout] = field(default_factory=dict)
+    layer_outputs: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    calls: Mapping[str, int] = field(default_factory=dict)
+    attention: tuple[torch.Tensor, ...] | None = None
 
 
 class CamEngine:
@@ -126,6 +153,14 @@ class CamEngine:
         progress: show progress bars on methods that run many passes.
         eval_mode: run the model in eval mode (frozen batch-norm statistics, no dropout), as an
             explanation of its predictions should; its modes are restored afterwards.
+        reshape: for a transformer layer whose token grid the model does not tell, a function
+            ``(B, N, C) -> (B, C, *grid)`` that only selects and reorders (pytorch-grad-cam's
+            ``reshape_transform``); applied to every target layer. Without it, tokens and
+            channels-last outputs are laid back on the grid read off the model (the patch
+            embedding's, a Swin stage's).
+        call: which call to explain of a target layer the forward runs more than once (a shared
+            activation module): 0 for the first, -1 for the last. Naming such a layer without it is
+            a :class:`LayerError`; ``"auto"`` never picks one.
         output: which of the model's outputs is explained, for models returning a dict, tuple or
             list: a key, an index, or a callable ``output -> tensor``
             (:func:`volcam.targets.select_output`); ``None`` takes the only tensor there is and
@@ -148,6 +183,8 @@ class CamEngine:
         spacing: Sequence[float] | None = None,
         batch_size: int | None = None,
         progress: bool = True,
+        reshape: Reshape | None = None,
+        call: int | None = None,
         output: OutputSpec = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -156,6 +193,8 @@ class CamEngine:
         self.labels = tuple(labels) if labels is not None else None
         self.fc_layer = fc_layer
         self.eval_mode = eval_mode
+        self.reshape = reshape
+        self.call = call
         self.output = output
         # listed once: walking a model's modules and parameters on every forward costs as much as a
         # small network's last layers
@@ -200,17 +239,55 @@ class CamEngine:
         key = tuple(x.shape[1:])
         known = _AUTO_LAYERS.setdefault(self.model, {})
         if key not in known:
-            known[key] = pick_auto_layer(self._record_layer_outputs(x))
-            logger.info("target layer 'auto' is %r for inputs of shape %s", known[key], key)
+            records, output_shape = self._records(x)
+            known[key] = name = pick_auto_layer(records, output_shape)
+            layout = next(r.layout for r in records if r.name == name)
+            where = f" ({layout.describe()})" if layout is not None and not layout.identity else ""
+            logger.info("target layer 'auto' is %r%s for inputs of shape %s", name, where, key)
         return known[key]
 
-    def _record_layer_outputs(self, x: torch.Tensor) -> list[LayerRecord]:
-        """Output shapes of every module call, in completion order.
+    def _records(self, x: torch.Tensor) -> tuple[list[LayerRecord], tuple[int, ...]]:
+        """Every module call of one sample's forward and the output's shape, probed once per input
+        shape and model."""
+        key = tuple(x.shape[1:])
+        known = _PROBES.setdefault(self.model, {})
+        if key not in known:
+            known[key] = self._record_layer_outputs(x[:1])
+        return known[key]
+
+    def _plan(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, tuple[Layout | None, int]]:
+        """Per target layer: how its output is laid back on its grid and which call is captured.
+
+        ``reshape=`` when given, else the layout read off the probe; a token sequence without a
+        grid, or a layer run several times without ``call=``, is a :class:`LayerError`.
+        """
+        records, _ = self._records(x)
+        plan: dict[str, tuple[Layout | None, int]] = {}
+        for name in layers:
+            calls = [r for r in records if r.name == name]
+            if not calls:  # not called in the probe: the forward says so, or lays out what it gets
+                plan[name] = (None, 0 if self.call is None else self.call)
+                continue
+            index = pick_call(name, len(calls), self.call)
+            record = calls[index]
+            if self.reshape is not None:
+                layout: Layout | None = reshape_layout(self.reshape, record.shape, x.ndim, name)
+            elif record.layout is None and len(record.shape) == 3 and x.ndim >= 4:
+                raise token_error(name, record.shape)
+            else:
+                layout = record.layout
+            plan[name] = (layout, index)
+        return plan
+
+    def _record_layer_outputs(self, x: torch.Tensor) -> tuple[list[LayerRecord], tuple[int, ...]]:
+        """Output shapes of every module call, in completion order, each with its layout, and the
+        shape of the output explained.
 
         Runs on the ``meta`` device (shapes only, no arithmetic: milliseconds) and falls back to a
         real ``no_grad`` forward for models whose ops have no meta kernels.
         """
         seen: list[tuple[str, tuple[int, ...], Any]] = []
+        tags = module_tags(self.model)
 
         def record(name: str):
             def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -234,17 +311,33 @@ class CamEngine:
         finally:
             for h in handles:
                 h.remove()
-        if final.is_meta:
-            return [LayerRecord(n, s, ident is final) for n, s, ident in seen]
-        final_ident = (final.data_ptr(), tuple(final.shape))
-        return [LayerRecord(n, s, ident == final_ident) for n, s, ident in seen]
+        final_ident = None if final.is_meta else (final.data_ptr(), tuple(final.shape))
+        records = []
+        grids: dict[tuple[int, ...], None] = {}  # distinct outputs of the input's rank, the latest last
+        for n, s, ident in seen:
+            pointwise, block_norm, last_axis = tags.get(n, (False, False, False))
+            layout = infer_layout(s, x.ndim, list(grids), last_axis, x.shape[0])
+            is_output = ident is final if final_ident is None else ident == final_ident
+            records.append(LayerRecord(n, s, is_output, layout, pointwise, block_norm))
+            if len(s) == x.ndim:
+                grids.pop(s, None)
+                grids[s] = None
+        return records, tuple(final.shape)
 
     def _meta_forward(self, x: torch.Tensor) -> torch.Tensor:
         from torch.func import functional_call
 
         state = {k: torch.empty_like(v, device="meta") for k, v in self.model.named_parameters()}
         state.update({k: torch.empty_like(v, device="meta") for k, v in self.model.named_buffers()})
-        return self._select(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
+        # functional_call does not put every tensor back on a model that reaches a module by two paths
+        # (MONAI's DynUNet): each module's own parameters and buffers are put back here
+        saved = [(m, dict(m._parameters), dict(m._buffers)) for m in self._parts[0]]
+        try:
+            return self._select(functional_call(self.model, state, (torch.empty_like(x, device="meta"),)))
+        finally:
+            for m, parameters, buffers in saved:
+                m._parameters.update(parameters)
+                m._buffers.update(buffers)
 
     def _select(self, output: Any) -> torch.Tensor:
         """The tensor explained out of the model's raw ``output`` (``output=``)."""
@@ -255,45 +348,75 @@ class CamEngine:
         return _frozen(self.model, self.eval_mode, *self._parts)
 
     # -- forward and gradients -------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, graph: bool = True) -> ForwardPass:
+    def forward(self, x: torch.Tensor, graph: bool = True, attention: bool = False) -> ForwardPass:
         """Run (or reuse) the forward for ``x``, capturing the target layers.
 
         ``graph=False`` is for callers that need no gradients (activations and output only): the
         head then runs with autograd off. A cached pass with a graph serves such calls too; a
-        cached pass without one is run again when gradients are asked for.
+        cached pass without one is run again when gradients are asked for. ``attention=True``
+        also keeps each transformer block's attention weights (attention rollout).
         """
         if self._cache is not None:
             ref, version, cached, _ = self._cache
-            if ref() is x and x._version == version and (cached.graph or not graph):
+            if (
+                ref() is x
+                and x._version == version
+                and (cached.graph or not graph)
+                and (cached.attention is not None or not attention)
+            ):
                 return cached
         self._cache = None  # free the previous graph before building the next one
         prepared = self._prepare(x)
         layers = self.target_layers if not self._auto else (self._auto_layer(prepared),)
-        result = self._capture(prepared, layers, graph)
+        result = self._capture(prepared, layers, graph, attention)
         self._cache = (weakref.ref(x), x._version, result, layers)
         return result
 
-    def _capture(self, x: torch.Tensor, layers: Sequence[str], graph: bool = True) -> ForwardPass:
+    def _capture(
+        self, x: torch.Tensor, layers: Sequence[str], graph: bool = True, attention: bool = False
+    ) -> ForwardPass:
         activations: dict[str, torch.Tensor] = {}
+        layouts: dict[str, Layout] = {}
+        outputs: dict[str, torch.Tensor] = {}
+        plan = self._plan(x, layers)
 
         def capture(name: str):
-            def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
+            planned, index = plan[name]
+            calls = 0
+
+            def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor | None:
+                nonlocal calls
+                calls += 1
+                if calls - 1 != index:
+                    return None  # another call of a shared module: not the one explained
                 if not torch.is_tensor(output):
                     raise LayerError(
                         f"layer {name!r} returns a {type(output).__name__}, not a tensor; "
                         "choose a layer that returns one"
                     )
+                layout = planned or Layout("grid", tuple(output.shape[2:]), output.shape[1] if output.ndim > 1 else 1)
+                layouts[name] = layout
                 if not graph or output.requires_grad:  # no gradients wanted, or downstream of an earlier
-                    a = output  # target layer, whose graph it keeps
+                    a = to_grid(output, layout)  # target layer, whose graph it keeps
                 else:
                     torch.set_grad_enabled(True)  # autograd starts here; no_grad's exit restores it
-                    a = output.detach().requires_grad_(True)
+                    a = to_grid(output.detach(), layout).detach().requires_grad_(True)
                 activations[name] = a
-                # the network goes on with a copy, so an in-place op downstream (ReLU(inplace=True))
-                # cannot overwrite A or trip autograd's leaf check
-                return a.clone()
+                if layout.identity:
+                    # the network goes on with a copy, so an in-place op downstream (ReLU(inplace=True))
+                    # cannot overwrite A or trip autograd's leaf check
+                    return a.clone()
+                # tokens go on in their own layout, rebuilt from A so gradients arrive on the grid
+                outputs[name] = output.detach()
+                return from_grid(a, outputs[name], layout)
 
             return hook
+
+        weights: list[torch.Tensor] = []
+
+        def keep_attention(_module: nn.Module, inputs: Any, _output: Any) -> None:
+            if inputs and torch.is_tensor(inputs[0]) and inputs[0].ndim == 4:
+                weights.append(inputs[0].detach())
 
         handles = []
         start = time.perf_counter()
@@ -301,6 +424,12 @@ class CamEngine:
             with self._freeze(), torch.no_grad():
                 for name in layers:
                     handles.append(get_layer(self.model, name).register_forward_hook(capture(name)))
+                if attention:
+                    handles += [
+                        m.register_forward_hook(keep_attention)
+                        for n, m in self.model.named_modules()
+                        if n.rpartition(".")[2] in _ATTENTION_DROPOUTS
+                    ]
                 raw = self.model(x)
                 output = self._select(raw)
         finally:
@@ -309,6 +438,12 @@ class CamEngine:
         missing = [n for n in layers if n not in activations]
         if missing:
             raise LayerError(f"layer(s) {', '.join(map(repr, missing))} were not called by the model's forward")
+        if attention and not weights:
+            raise MethodError(
+                "attention rollout needs the attention weights of ViT-style blocks; this model has no "
+                f"attention module applying dropout to them ({', '.join(_ATTENTION_DROPOUTS)}: MONAI's SABlock, "
+                "timm's Attention), or computes attention in one fused kernel"
+            )
         for name, a in activations.items():
             # a vector (Linear), tokens, a pooled output: nothing to place a map on
             if a.ndim != x.ndim or a.shape[0] != x.shape[0] or not has_spatial_extent(a.shape):
@@ -316,7 +451,17 @@ class CamEngine:
                     f"layer {name!r} gives {tuple(a.shape)}, which has no spatial extent like the input's "
                     f"{tuple(x.shape)} (B, C, *S); choose a convolutional layer before the pooling (or 'auto')"
                 )
-        return ForwardPass(output, {n: activations[n] for n in layers}, time.perf_counter() - start, graph, raw)
+        return ForwardPass(
+            output,
+            {n: activations[n] for n in layers},
+            time.perf_counter() - start,
+            graph,
+            raw,
+            layouts=layouts,
+            layer_outputs=outputs,
+            calls={n: plan[n][1] for n in layers},
+            attention=tuple(weights) if attention else None,
+        )
 
     def gradients(self, x: torch.Tensor, target: TargetSpec | Target = None) -> dict[str, torch.Tensor]:
         """``d score / d A`` per target layer, ``(B, K, *s)`` each, for ``target`` (default: the
@@ -514,7 +659,7 @@ class CamEngine:
         """
         info, opts = _request(method, gradient_sigma_mm, options)
         timings: dict[str, float] = {}
-        fwd = self.forward(x, graph=info.needs_gradients)
+        fwd = self.forward(x, graph=info.needs_gradients, attention="attention" in info.needs)
         timings["forward"] = fwd.seconds
         tgt, classes = resolve_target(target, fwd.output.detach(), self.labels)
         input_spacing = self._input_spacing(x, spacing)
@@ -537,6 +682,9 @@ class CamEngine:
             for n, w in self.class_weights(x, classes).items():
                 fields[n]["class_weights"] = w
         timings["backward"] = time.perf_counter() - start
+        if fwd.attention is not None and "attention" in info.needs:
+            for n in fields:
+                fields[n]["attention"] = fwd.attention
         if info.needs_runner:
             runner = self.runner(x, tgt, batch_size=opts.get("batch_size"))
             for n in fields:
@@ -614,11 +762,13 @@ class CamEngine:
         def run_activations(acts: torch.Tensor, sample: torch.Tensor) -> Any:
             head = self._head(layer, fwd)  # traced on first use only: Score-CAM never needs it
             runner.head_only = head is not None
-            acts = acts.clone()  # in-place ops after the layer (ReLU) must not write into the caller's rows
+            # in the layer's own layout (tokens rebuilt from the cached forward's), and a copy: in-place
+            # ops after the layer (ReLU) must not write into the caller's rows
+            acts = from_grid(acts, fwd.layer_outputs.get(layer, acts)[sample], fwd.layouts[layer])
             with self._freeze(), torch.no_grad():
                 if head is not None:
                     return head(acts)
-                return self._forward_replacing(xp[sample], layer, acts)
+                return self._forward_replacing(xp[sample], layer, acts, fwd.calls[layer])
 
         runner = ModelRunner(
             target=tgt,
@@ -635,18 +785,24 @@ class CamEngine:
     def _head(self, layer: str, fwd: ForwardPass) -> nn.Module | None:
         """The layers after ``layer`` as a module (checked on the cached forward), or ``None``."""
         if layer not in self._heads:
+            cut = fwd.layer_outputs.get(layer, fwd.activations[layer])  # the layer's output as the head takes it
             with self._freeze():
-                head = checked_head(
-                    self.model, layer, fwd.activations[layer].detach(), fwd.output.detach(), self._select
-                )
+                head = checked_head(self.model, layer, cut.detach(), fwd.output.detach(), self._select)
             if head is None:
                 logger.info("layer %r: no head-only pass possible; perturbations run the whole model", layer)
             self._heads[layer] = head
         return self._heads[layer]
 
-    def _forward_replacing(self, x: torch.Tensor, layer: str, activations: torch.Tensor) -> Any:
+    def _forward_replacing(self, x: torch.Tensor, layer: str, activations: torch.Tensor, call: int = 0) -> Any:
         """The model's raw output when ``layer`` outputs ``activations`` instead (a full forward)."""
-        handle = get_layer(self.model, layer).register_forward_hook(lambda _m, _i, _o: activations)
+        calls = 0
+
+        def replace(_module: nn.Module, _inputs: Any, _output: Any) -> torch.Tensor | None:
+            nonlocal calls
+            calls += 1
+            return activations if calls - 1 == call else None  # only the call explained
+
+        handle = get_layer(self.model, layer).register_forward_hook(replace)
         try:
             return self.model(x)
         finally:
@@ -658,7 +814,7 @@ class CamEngine:
         A forward's peak is a few times its largest layer output; the shapes come from the
         meta-device probe, the free memory from CUDA or the operating system.
         """
-        records = self._record_layer_outputs(x[:1])
+        records, _ = self._records(x)
         largest = max((math.prod(r.shape) for r in records), default=x[:1].numel())
         per_row = 4 * largest * x.element_size() + x[:1].numel() * x.element_size()
         return int(max(1, min(cap, budget * _free_memory(x.device) // per_row)))

@@ -37,6 +37,8 @@ class LayerCapture:
             (:class:`volcam.methods.runner.ModelRunner`; it holds the input too).
         classes: ``(B,)`` the class explained per sample (-1 for a custom target), for methods
             that keep one map per class (L-CAM).
+        attention: the attention weights of each transformer block of the forward, ``(B, H, T, T)``
+            each, in the order the blocks ran, for attention rollout.
     """
 
     layer: str
@@ -48,6 +50,7 @@ class LayerCapture:
     input_spacing: tuple[float, ...] | None = None
     runner: ModelRunner | None = None
     classes: torch.Tensor | None = None
+    attention: tuple[torch.Tensor, ...] | None = None
 
 
 def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ import torch
 
 from volcam.errors import MethodError
 from volcam.methods import activation as _act
+from volcam.methods import attention as _attn
 from volcam.methods import decomposition as _dec
 from volcam.methods import gradient as _grad
 from volcam.methods import perturbation as _pert
@@ -29,7 +30,7 @@ from volcam.methods.learned import lcam as _lcam
 
 __all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register", "signature_defaults"]
 
-NEEDS = frozenset({"gradients", "class_weights", "gradient_moments", "runner"})
+NEEDS = frozenset({"gradients", "class_weights", "gradient_moments", "runner", "attention"})
 """What a method may ask the engine for; see :class:`volcam.methods.base.LayerCapture`."""
 
 
@@ -279,6 +280,19 @@ for _variant, _how in (("fm", "times the feature maps"), ("img", "upsampled, tim
             takes=("module",),
         )
     )
+
+register(
+    MethodInfo(
+        "rollout",
+        lambda c, head_fusion, **_: _attn.rollout(c.attention, c.activations.shape[2:], head_fusion),
+        frozenset({"attention"}),
+        "1F",
+        "attention rollout: the class token's attention flow through every block to the patches "
+        "(ViT-style models; class-agnostic)",
+        function=_attn.rollout,
+        takes=("head_fusion",),
+    )
+)
 
 #: Read-only view of the registry, name -> MethodInfo.
 REGISTRY: Mapping[str, MethodInfo] = MappingProxyType(_REGISTRY)

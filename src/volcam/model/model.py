@@ -271,7 +271,9 @@ class Model:
             target: a label or class index; ``None`` explains the predicted class.
             layer: target layer(s); ``None`` takes the card's (``"auto"`` for ``cam``, which needs
                 the layer feeding the pooling).
-            options: method options and ``gradient_sigma_mm``, ``temporal_sigma_s`` (clips) ...
+            options: method options and ``gradient_sigma_mm``, ``temporal_sigma_s`` (clips), ``call=``
+                (a layer run more than once), ``reshape=`` (tokens whose grid the network does not
+                tell) ...
 
         Returns:
             a :class:`ScanExplanation` per method (one, or a list when ``method`` is a list), whose

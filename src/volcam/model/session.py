@@ -42,7 +42,7 @@ class ScanSession:
         self.scan = scan
         self._input: torch.Tensor | None = None  # (1, C', *S'), the same tensor every call: the engine's cache key
         self._prepared: Any = None
-        self._engines: dict[tuple[str, ...], Any] = {}
+        self._engines: dict[tuple[Any, ...], Any] = {}  # (layers, call, reshape) -> engine
         self.forwards = 0  # forward passes run so far (for tests and timings)
         self._passes: dict[int, Any] = {}  # engine id → the ForwardPass it holds
 
@@ -58,13 +58,15 @@ class ScanSession:
         self._engines.clear()
         self._passes.clear()
 
-    def _engine(self, layer: str | Sequence[str]) -> Any:
+    def _engine(self, layer: str | Sequence[str], call: int | None = None, reshape: Any = None) -> Any:
         from volcam.engine.core import CamEngine
 
-        key = (layer,) if isinstance(layer, str) else tuple(layer)
+        key = ((layer,) if isinstance(layer, str) else tuple(layer), call, reshape)
         if key not in self._engines:
             model = self.model
-            self._engines[key] = CamEngine(model.network, layer, device=model.device, labels=model.labels or None)
+            self._engines[key] = CamEngine(
+                model.network, layer, device=model.device, labels=model.labels or None, call=call, reshape=reshape
+            )
         return self._engines[key]
 
     def explain(
@@ -74,6 +76,8 @@ class ScanSession:
         layer: str | Sequence[str] | None = None,
         *,
         on: str = "scan",
+        call: int | None = None,
+        reshape: Any = None,
         **options: Any,
     ) -> ScanExplanation:
         """Like :meth:`volcam.Model.explain` for one method, reusing this scan's forward.
@@ -83,6 +87,9 @@ class ScanSession:
                 ``"network"``: the map on the network input's grid, a ``MetaTensor`` whose affine
                 places it on the scan (``grid == "network"``; :meth:`~volcam.ScanExplanation.to_scan`
                 resamples it when needed). Frame models on clips always give the scan's grid.
+            call: which call of a layer the network runs more than once (0 the first, -1 the last).
+            reshape: ``(B, N, C) -> (B, C, *grid)`` for a transformer whose token grid the network does
+                not tell (:class:`~volcam.engine.CamEngine`); volume models only.
 
         ``timings`` holds ``preprocess`` (0 after the first call), ``explain`` and, on the scan's
         grid, ``invert`` seconds.
@@ -111,7 +118,7 @@ class ScanSession:
             result = self._frames(method, target, chosen, options)
             timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
             return model.on_scan(result, self._prepared, self.scan, timings, given)
-        engine = self._engine(chosen)
+        engine = self._engine(chosen, call, reshape)
         try:
             forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
         except RuntimeError:
