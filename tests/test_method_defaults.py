@@ -48,7 +48,7 @@ def test_the_known_defaults():
     """What users rely on; a change here is a change of behaviour, made in the signature."""
     assert get_method("cfcam").options == {"sigma_mm": 10.0, "range_sigma": None}
     assert get_method("kpcacam").options == {"kernel": "sigmoid", "max_positions": 4096, "seed": 0, "gamma": None}
-    assert get_method("scorecam").options == {"weights": "probability", "batch_size": None}
+    assert get_method("scorecam").options == {"weights": "probability", "max_channels": 128, "batch_size": None}
     assert get_method("occlusion").options["max_forwards"] == 128
     assert get_method("occlusion").options["baseline"] == "mean"
     assert get_method("lcam-fm").options == {"module": None}

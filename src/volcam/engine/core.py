@@ -862,8 +862,23 @@ class CamEngine:
     ) -> CamResult:
         start = time.perf_counter()
         with torch.no_grad():
-            raw = [info.compute(c, **opts).detach() for c in captures]
+            raw: list[torch.Tensor] = []
+            details: dict[str, Any] = {}
+            for c in captures:
+                if c.runner is not None:
+                    c.runner.details.clear()  # what this layer's run reports (Score-CAM's channels)
+                raw.append(info.compute(c, **opts).detach())
+                if c.runner is not None and c.runner.details:
+                    reported = dict(c.runner.details)
+                    details.update(reported if len(captures) == 1 else {c.layer: reported})
+            if captures and captures[0].runner is not None:
+                details["forwards"] = captures[0].runner.forwards
             timings["method"] = time.perf_counter() - start
+            explained = [
+                "the custom target" if k < 0 else f"class {self.labels[k] if self.labels else str(k)!r}"
+                for k in classes.tolist()
+            ]
+            raw, warnings = _flat_maps(info, captures, raw, explained)
             start = time.perf_counter()
             size = x.shape[2:]
             if len(raw) == 1:
@@ -888,6 +903,8 @@ class CamEngine:
             raw=raw[0],
             labels=self.labels,
             timings=timings,
+            warnings=tuple(warnings),
+            details=details,
         )
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -917,6 +934,60 @@ def _request(
     if gradient_sigma_mm is not None and not info.needs_gradients:
         raise MethodError(f"{info.name!r} uses no gradients, so gradient_sigma_mm does not apply to it")
     return info, opts
+
+
+# a Grad-CAM-family map below this fraction of its gradient × activation terms' size has cancelled out
+_CANCELLED = 1e-3
+
+
+def _flat_maps(
+    info: MethodInfo, captures: Sequence[LayerCapture], raw: Sequence[torch.Tensor], names: Sequence[str]
+) -> tuple[list[torch.Tensor], list[str]]:
+    """The maps ``(B, 1, *s)`` per layer, and one line for each one that shows nothing for what it
+    explains (``names``: ``"class 'covid'"`` per sample).
+
+    A map is flat when it is constant (all zero, say). A map of the Grad-CAM family (``gradient_terms``)
+    that is far below the size of its terms ``max_v sum_k |g_k A_k|`` has cancelled out (HiResCAM after a
+    LayerNorm, which makes ``sum_k g_k A_k`` vanish) and is set to exactly 0, so the picture agrees with
+    the warning. Cheap: the terms' size is first bounded by per-channel maxima (reductions only), and
+    computed exactly only for a map that small.
+    """
+    out, lines = [], []
+    for c, r in zip(captures, raw, strict=True):
+        flat = r.flatten(1).float()
+        top = flat.abs().amax(1)
+        constant = (flat.amax(1) - flat.amin(1)) <= 1e-6 * top  # all zero, too
+        cancelled = torch.zeros_like(constant)
+        everywhere = torch.zeros_like(constant)  # sum_k g_k A_k vanishes at every position
+        if info.gradient_terms and c.gradients is not None and c.gradients.shape == c.activations.shape:
+            g, a = c.gradients.flatten(2).float(), c.activations.flatten(2).float()
+            g_lo, g_hi = torch.aminmax(g, dim=2)
+            a_lo, a_hi = torch.aminmax(a, dim=2)
+            bound = (torch.maximum(-g_lo, g_hi) * torch.maximum(-a_lo, a_hi)).sum(1)  # >= the terms' size
+            for i in ((top <= _CANCELLED * bound) & (top > 0)).nonzero()[:, 0].tolist():
+                terms = g[i] * a[i]  # (K, n): one sample, only when its map is this small
+                size = terms.abs().sum(0).amax()
+                cancelled[i] = top[i] <= _CANCELLED * size
+                everywhere[i] = terms.sum(0).abs().amax() <= _CANCELLED * size
+        if bool(cancelled.any()):
+            r = r.clone()
+            r[cancelled] = 0
+        out.append(r)
+        for i in (constant | cancelled).nonzero()[:, 0].tolist():
+            where = "" if info.input_space else f" at layer {c.layer!r}"
+            sample = f" (sample {i})" if len(names) > 1 else ""
+            head = f"{info.name}: the map of {names[i]}{where}{sample}"
+            if everywhere[i]:
+                why = (
+                    "is all zero: gradient × activation cancels over the channels at every position, as when a "
+                    "LayerNorm follows the layer (the score ignores its scale); use gradcam, or a layer after the norm"
+                )
+            elif cancelled[i] or top[i] == 0:
+                why = "is all zero: nothing there is evidence for the class"
+            else:
+                why = f"is constant ({float(flat[i, 0]):.3g}): it shows no location"
+            lines.append(f"{head} {why}")
+    return out, lines
 
 
 def _engine_options(opts: Mapping[str, Any], *names: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ the napari layers ask the protocol, never which class they hold.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -100,6 +100,10 @@ class CamResult:
         raw: ``(B, 1, *s)`` the first layer's map at feature resolution, before upsampling and
             normalisation (for metrics and for looking at what the layer itself sees).
         timings: wall seconds of the steps (``forward``, ``backward``, ``method``, ``upsample``).
+        warnings: one line per map that shows nothing, e.g. all zero for the explained class (its
+            ``map`` is then all zero too), for the command line and the viewer to show.
+        details: what the method reports about its run, e.g. Score-CAM's ``channels`` masked of
+            ``channels_of`` the layer has and perturbation ``forwards``.
     """
 
     map: torch.Tensor
@@ -112,6 +116,8 @@ class CamResult:
     raw: torch.Tensor = field(repr=False)
     labels: tuple[str, ...] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def layer(self) -> str:

@@ -54,6 +54,9 @@ class MethodInfo:
             by default the mean of the per-layer normalised maps.
         input_space: the method works on the input grid, not on a layer (occlusion): it runs
             once, whatever the target layers.
+        gradient_terms: the map is a weighted sum of gradient × activation terms (the Grad-CAM
+            family), so a map far below ``sum_k |g_k A_k|`` is zero up to rounding (a LayerNorm
+            after the layer makes HiResCAM's terms cancel) and the engine says so.
     """
 
     name: str
@@ -66,6 +69,7 @@ class MethodInfo:
     engine_options: Mapping[str, object] = field(default_factory=dict)
     fuse: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = field(default=None, repr=False)
     input_space: bool = False
+    gradient_terms: bool = False
 
     @property
     def options(self) -> Mapping[str, object]:
@@ -152,7 +156,11 @@ for _name, _fn, _summary in (
     ("gradcam", _grad.gradcam, "spatially averaged gradients weight the channels"),
     ("gradcam++", _grad.gradcampp, "positive gradients weighted by higher-order terms"),
 ):
-    register(MethodInfo(_name, _grad_method(_fn), frozenset({"gradients"}), "1F+1B", _summary, function=_fn))
+    register(
+        MethodInfo(
+            _name, _grad_method(_fn), frozenset({"gradients"}), "1F+1B", _summary, function=_fn, gradient_terms=True
+        )
+    )
 register(
     MethodInfo(
         "smoothgradcam++",
@@ -169,7 +177,11 @@ for _name, _fn, _summary in (
     ("xgradcam", _grad.xgradcam, "activation-weighted gradients (axiom-based)"),
     ("hirescam", _grad.hirescam, "element-wise gradient x activation, no averaging"),
 ):
-    register(MethodInfo(_name, _grad_method(_fn), frozenset({"gradients"}), "1F+1B", _summary, function=_fn))
+    register(
+        MethodInfo(
+            _name, _grad_method(_fn), frozenset({"gradients"}), "1F+1B", _summary, function=_fn, gradient_terms=True
+        )
+    )
 register(
     MethodInfo(
         "layercam",
@@ -179,17 +191,21 @@ register(
         "positive gradients x activations per position; several layers fused by max",
         function=_grad.layercam,
         fuse=_grad.layercam_fuse,
+        gradient_terms=True,
     )
 )
 register(
     MethodInfo(
         "scorecam",
-        lambda c, weights, **_: _pert.scorecam(c.activations, c.runner, weights=weights),
+        lambda c, weights, max_channels, **_: _pert.scorecam(
+            c.activations, c.runner, weights=weights, max_channels=max_channels
+        ),
         frozenset({"runner"}),
-        "K+1 F",
-        "channels weighted by the class score of the input each one masks (no gradients)",
+        "min(K, max_channels)+1 F",
+        "channels weighted by the class score of the input each one masks (no gradients; the "
+        "max_channels of highest variance)",
         function=_pert.scorecam,
-        takes=("weights",),
+        takes=("weights", "max_channels"),
         engine_options=_RUNNER_OPTIONS,
     )
 )
@@ -238,6 +254,7 @@ register(
         "1F+1B",
         "first principal component of gradient x activation",
         function=_dec.eigengradcam,
+        gradient_terms=True,
     )
 )
 register(
