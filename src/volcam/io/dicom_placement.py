@@ -191,11 +191,15 @@ def _stand_in(
     thickness: float,
     modality: str,
 ) -> Dataset:
-    """A source header for a scan that was not DICOM: a new study and frame of reference, no patient."""
+    """A source header for a scan that was not DICOM: a new study (made now) and frame of reference, no patient."""
+    import datetime
+
     from pydicom.dataset import Dataset
     from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
+    now = datetime.datetime.now()
     ds = Dataset()
+    ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID = generate_uid()
