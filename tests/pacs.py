@@ -225,12 +225,9 @@ class DyingServer:
                 self._die()
 
             def do_GET(self) -> None:
-                upstream = requests.get(
-                    dying.pacs.rest + self.path,
-                    headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "accept-encoding")},
-                    stream=True,
-                    timeout=30,
-                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "accept-encoding")}
+                headers["Accept-Encoding"] = "identity"  # the body is passed on as it comes
+                upstream = requests.get(dying.pacs.rest + self.path, headers=headers, stream=True, timeout=30)
                 body = upstream.raw.read()
                 cut = "/series/" in self.path and not self.path.rstrip("/").endswith(("/metadata", "/series"))
                 self.send_response(upstream.status_code)

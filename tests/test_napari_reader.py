@@ -147,11 +147,11 @@ def test_manifest_reader_patterns_are_volcams_one_table_of_suffixes():
 
     import yaml
 
-    from volcam.io.formats import READABLE_SUFFIXES
+    from volcam.io.formats import DICOMWEB_PATTERNS, READABLE_SUFFIXES
 
     manifest = yaml.safe_load(files("napari_volcam").joinpath("napari.yaml").read_text())
     (reader,) = manifest["contributions"]["readers"]
-    assert reader["filename_patterns"] == [f"*{suffix}" for suffix in READABLE_SUFFIXES]
+    assert reader["filename_patterns"] == [f"*{suffix}" for suffix in READABLE_SUFFIXES] + list(DICOMWEB_PATTERNS)
 
 
 @pytest.mark.parametrize("suffix", READABLE_SUFFIXES)

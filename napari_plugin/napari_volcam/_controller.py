@@ -8,7 +8,8 @@ go to, the grid of a comparison. The panels only build widgets, forward what the
 and show what it returns.
 
 What may take a while (:meth:`DockController.choices` loads a model, :meth:`DockController.run`
-explains, :meth:`DockController.localize` recomputes the numbers) is meant for a worker thread;
+explains, :meth:`DockController.localize` recomputes the numbers, :meth:`DockController.open_url`
+retrieves a series from a PACS) is meant for a worker thread;
 everything else is quick and runs on the GUI thread. The controller imports no Qt and no napari:
 an image is anything with a layer's ``name``, ``data``, ``scale``, ``translate``, ``metadata`` and
 ``rgb`` (a napari ``Image`` layer, or :class:`ScanImage`).
@@ -21,15 +22,16 @@ The review numbers are computed on that grid too; a lesion mask is carried onto 
 
 from __future__ import annotations
 
+import html
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from napari_volcam._layers import EXPLANATION_KEY, INFO_KEY, RESULT_KEY, SCAN_KEY, map_view, scan_of
+from napari_volcam._layers import EXPLANATION_KEY, INFO_KEY, RESULT_KEY, SCAN_KEY, map_view, scan_layer, scan_of
 
 PREDICTED = "predicted"  # the class entry meaning "the model's prediction"
 AUTO = "auto"  # the target-layer entry meaning "the card's layer"
@@ -339,6 +341,30 @@ class DockController:
         self.mask_name = name or NO_MASK
         self.mask = None if data is None or self.mask_name == NO_MASK else np.asarray(data)
 
+    # -- opening from a PACS ----------------------------------------------------------------------
+    def open_url(self, url: str) -> Generator[str, None, tuple]:
+        """Retrieve the series at a DICOMweb address (for a worker): yields a status line per instance
+        received, returns the scan's image layer data ``(data, kwargs, "image")``.
+
+        Credentials come from the environment (``VOLCAM_DICOMWEB_TOKEN``, or ``VOLCAM_DICOMWEB_USER`` and
+        ``VOLCAM_DICOMWEB_PASSWORD``); stopping the generator early removes what was received.
+        """
+        from volcam.io.dicomweb import load_url_steps
+
+        steps = load_url_steps(url.strip())
+        try:
+            while True:
+                try:
+                    received, expected = next(steps)
+                except StopIteration as done:
+                    self.status = "opened from the PACS"
+                    return scan_layer(done.value)
+                of = f" of {expected}" if expected is not None else ""
+                self.status = f"retrieving from the PACS: {received}{of} instance(s) …"
+                yield self.status
+        finally:
+            steps.close()
+
     # -- running ----------------------------------------------------------------------------------
     def start(self, image: ImageLike | None, methods: list[str] | None = None) -> Job | None:
         """A job for ``image`` with ``methods`` (default: the chosen method), or ``None`` and :attr:`last_error`."""
@@ -436,6 +462,8 @@ class DockController:
             f"<b>prediction: {explanation.prediction}</b> ({probabilities})<br>"
             f"{result.method} for class '{explanation.target}' at {', '.join(explanation.layers)} in {seconds:.2f} s"
         )
+        for line in explanation.warnings:  # a map that shows nothing says so (an all-zero map looks like no map)
+            self.status += f"<br><span style='color:#e9a23b'>warning: {html.escape(line)}</span>"
         self.review, self.last_explanation, self._top_at = result.review, explanation, -1
         if result.affine is None:
             self.map_scale = tuple(float(v) for v in image.scale)

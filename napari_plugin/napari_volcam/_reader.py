@@ -1,6 +1,10 @@
-"""Readers: DICOM folders and files (ultrasound cine as clips), NIfTI, NRRD/MHA and video, via ``volcam.load``.
+"""Readers: DICOM folders and files (ultrasound cine as clips), NIfTI, NRRD/MHA, video and DICOMweb addresses.
 
-What it accepts is :mod:`volcam.io.formats`' one table (``napari.yaml`` lists the same suffixes).
+What it accepts is :mod:`volcam.io.formats`' one table (``napari.yaml`` lists the same suffixes and
+address patterns). A DICOMweb study or series address (``viewer.open("http://pacs/dicom-web/studies/
+<uid>/series/<uid>")``) is retrieved with napari's progress bar; napari calls a reader on its GUI
+thread, so the dock's URL field (:meth:`napari_volcam._controller.DockController.open_url`, in a
+worker) is the way that keeps the viewer responsive.
 
 A file volcam cannot read gives a napari notification with volcam's one-line reason and opens
 nothing; it never raises into the viewer.
@@ -24,6 +28,15 @@ def napari_get_reader(path: str | list[str]) -> Any:
         path = path[0]
     from volcam.io.formats import format_of, is_image_name
 
+    if format_of(path) == "dicomweb":
+        from volcam.errors import VolcamError
+        from volcam.io.dicomweb import parse_address
+
+        try:
+            parse_address(str(path))  # a study or series address, not any web page
+        except VolcamError:
+            return None
+        return read_scan
     p = Path(path)
     if format_of(p) == "dicom-folder":
         return None if p.suffix.lower() in (".zarr", ".ome") else read_scan
@@ -38,12 +51,13 @@ def read_scan(path: str | os.PathLike | list[str]) -> list[tuple]:
 
     import volcam
     from volcam.errors import VolcamError
+    from volcam.io.formats import format_of
 
     first = path[0] if isinstance(path, list) else path
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", volcam.VolcamWarning)
-            scan = volcam.load(first)
+            scan = _retrieve(str(first)) if format_of(first) == "dicomweb" else volcam.load(first)
     except VolcamError as error:
         show_error(f"volcam cannot open this: {error}")
         return [(None,)]
@@ -51,3 +65,13 @@ def read_scan(path: str | os.PathLike | list[str]) -> list[tuple]:
         if issubclass(warning.category, volcam.VolcamWarning):
             show_warning(str(warning.message))
     return [scan_layer(scan)]
+
+
+def _retrieve(url: str) -> Any:
+    """The series at a DICOMweb address, with napari's progress bar counting instances."""
+    from napari.utils import progress
+
+    from volcam.io.dicomweb import load_url
+
+    with progress(desc="volcam: retrieving from the PACS") as bar:
+        return load_url(url, bar=bar)

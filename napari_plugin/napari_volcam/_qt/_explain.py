@@ -1,4 +1,5 @@
-"""The explain panel (image, card, method, class, target layer, σ, run/cancel, status) and the display panel."""
+"""The explain panel (a PACS address to open, image, card, method, class, target layer, σ, run/cancel, status)
+and the display panel."""
 
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ class ExplainPanel(QWidget):
         super().__init__()
         self.controller = controller
         self._on_card = on_card
+        self.url = QLineEdit()
+        self.url.setPlaceholderText("http://pacs/dicom-web/studies/<uid>[/series/<uid>]")
+        self.url.setToolTip(
+            "Open a series from a DICOMweb server (PACS). Credentials from the environment: "
+            "VOLCAM_DICOMWEB_TOKEN, or VOLCAM_DICOMWEB_USER and VOLCAM_DICOMWEB_PASSWORD"
+        )
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(lambda: self.open_url())
+        self.url.returnPressed.connect(lambda: self.open_url())
+        self.url_worker: Any = None
+        url_row = QHBoxLayout()
+        url_row.addWidget(self.url)
+        url_row.addWidget(self.open_button)
         self.image = QComboBox()
         self.card = QLineEdit(controller.card)
         browse = QPushButton("…")
@@ -80,6 +94,7 @@ class ExplainPanel(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         form = QFormLayout()
+        form.addRow("PACS URL", url_row)
         form.addRow("image", self.image)
         form.addRow("model card", card_row)
         form.addRow("method", self.method)
@@ -105,6 +120,56 @@ class ExplainPanel(QWidget):
         if path:
             self.card.setText(path)
             self._on_card()
+
+    def open_url(self) -> Any:
+        """Retrieve the series at the URL field's address in a worker (napari's progress bar, instances in
+        the status line) and add it to the viewer; returns the worker (``None`` if nothing to open)."""
+        from napari.qt.threading import create_worker
+
+        url = self.url.text().strip()
+        if not url or self.url_worker is not None:
+            return None
+        worker = create_worker(
+            self.controller.open_url, url, _progress={"total": 0, "desc": "volcam: PACS"}, _ignore_errors=True
+        )
+        worker.yielded.connect(self.status.setText)
+        worker.returned.connect(self._opened)
+        worker.errored.connect(self._open_failed)
+        worker.finished.connect(self._open_finished)
+        self.open_button.setEnabled(False)
+        self.url_worker = worker
+        worker.start()
+        return worker
+
+    def _viewer(self) -> Any:
+        """The viewer of the dock this panel is in."""
+        widget = self.parentWidget()
+        while widget is not None and not hasattr(widget, "viewer"):
+            widget = widget.parentWidget()
+        if widget is None:
+            import napari
+
+            return napari.current_viewer()
+        return widget.viewer
+
+    def _opened(self, layer_data: tuple) -> None:
+        from napari.utils.notifications import show_warning
+
+        data, kwargs, _ = layer_data
+        self._viewer().add_image(data, **kwargs)
+        for problem in kwargs["metadata"]["volcam"]["problems"]:
+            show_warning(problem)
+        self.show_status()
+
+    def _open_failed(self, error: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        show_error(f"volcam: {self.controller.fail(error)}")
+        self.show_status()
+
+    def _open_finished(self) -> None:
+        self.url_worker = None
+        self.open_button.setEnabled(True)
 
     def show_images(self, names: list[str], current: str) -> None:
         _fill(self.image, names, current)

@@ -70,6 +70,9 @@ PASSWORD_VARIABLE = "VOLCAM_DICOMWEB_PASSWORD"
 # Seconds to connect, and to wait for the next bytes of an answer (a PACS may think a while before
 # answering a large STOW-RS request).
 TIMEOUT_S = (10.0, 300.0)
+# Bytes read from the network at once while streaming (the library's default is 1 MB): instances are
+# written, and progress shown, as they arrive; also the size of a STOW-RS request's chunks.
+CHUNK_BYTES = 1 << 18
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SHAPE = "http(s)://host/<root>/studies/<StudyInstanceUID>[/series/<SeriesInstanceUID>]"
 # DICOM JSON tags (PS3.18 F.2) of what QIDO-RS tells about a series.
@@ -176,6 +179,7 @@ def _client(address: Address) -> Any:
     client = DICOMwebClient(address.root, session=session, timeout=TIMEOUT_S)
     # Its retries wait seconds between tries, on any exception: a refused connection would take 30 s.
     client.set_http_retry_params(retry=False)
+    client.set_chunk_size(CHUNK_BYTES)
     return client
 
 
@@ -191,6 +195,18 @@ def _reason(error: BaseException) -> str:
         if words in str(error):
             return words[0] + words[1:].lower() if " " in words else words
     return type(error).__name__
+
+
+_BROKEN = ("Connection aborted", "Connection broken", "IncompleteRead", "RemoteDisconnected", "ended prematurely")
+
+
+def _broke_off(error: BaseException) -> bool:
+    """Whether a connection that was open broke off (the server died or hung up), rather than never opened."""
+    import requests
+
+    return isinstance(error, requests.exceptions.ChunkedEncodingError) or (
+        isinstance(error, requests.ConnectionError) and any(words in str(error) for words in _BROKEN)
+    )
 
 
 def _refused(status: int) -> str:
@@ -240,6 +256,8 @@ def _speaking(address: Address, client: Any, error_type: type[VolcamError], miss
     except requests.Timeout:
         raise error_type(f"{address}: the server {address.server} did not answer within {TIMEOUT_S[1]:g} s") from None
     except requests.ConnectionError as error:
+        if _broke_off(error):
+            raise error_type(f"{address}: the connection to {address.server} broke off ({_reason(error)})") from None
         raise error_type(f"{address}: cannot reach the DICOMweb server {address.server} ({_reason(error)})") from None
     except requests.RequestException as error:  # invalid JSON, a broken transfer, too many redirects
         if isinstance(error, ValueError):
@@ -437,15 +455,20 @@ def _retrieve(
     try:
         for ds in client.iter_series(address.study, series.uid):
             count += 1
-            pydicom.dcmwrite(folder / f"{count:05d}.dcm", ds, enforce_file_format=True)
+            try:
+                pydicom.dcmwrite(folder / f"{count:05d}.dcm", ds, enforce_file_format=True)
+            except OSError as error:  # a full disk
+                raise FileFormatError(
+                    f"{address}: cannot keep the retrieved instances in {folder.parent} ({error.strerror or error})"
+                ) from None
             del ds  # one instance in memory at a time
             yield count, expected
-    except Exception as error:
-        if count == 0:
-            raise
+    except (OSError, ValueError) as error:  # requests' errors are OSErrors, a broken multipart a ValueError
         import requests
 
-        if not isinstance(error, requests.RequestException | ValueError):
+        if isinstance(error, VolcamError) or not (
+            _broke_off(error) or (count and isinstance(error, requests.RequestException | ValueError))
+        ):
             raise
         of = f" of {expected}" if expected else ""
         raise FileFormatError(
@@ -513,7 +536,7 @@ def load_url_steps(url: str, series: str | int | None = None) -> Generator[tuple
         raise
 
 
-def load_url(url: str, series: str | int | None = None) -> MetaTensor:
+def load_url(url: str, series: str | int | None = None, *, bar: Any = None) -> MetaTensor:
     """A study's or series' images from a DICOMweb server, as :func:`volcam.load` reads a DICOM folder.
 
     Args:
@@ -521,13 +544,16 @@ def load_url(url: str, series: str | int | None = None) -> MetaTensor:
         series: in a study of several series, which one (UID, description or number); without it
             (and without ``/series/`` in the address) such a study is an error listing its series.
 
-    A progress bar (instances received) shows on a terminal. ``meta["filename_or_obj"]`` is the
-    address; ``meta["source_files"]`` the retrieved files (see :func:`release`).
+    A progress bar counts the instances received: ``bar`` (any ``tqdm``, e.g. napari's ``progress``),
+    else a tqdm bar on a terminal. ``meta["filename_or_obj"]`` is the address;
+    ``meta["source_files"]`` the retrieved files (see :func:`release`).
     """
     from tqdm.auto import tqdm
 
     steps = load_url_steps(url, series)
-    bar = tqdm(desc="DICOMweb", unit="instance", leave=False, disable=None)
+    own = bar is None
+    if bar is None:
+        bar = tqdm(desc="DICOMweb", unit="instance", leave=False, disable=None)
     try:
         while True:
             try:
@@ -540,7 +566,8 @@ def load_url(url: str, series: str | int | None = None) -> MetaTensor:
                 bar.refresh()
             bar.update(received - bar.n)
     finally:
-        bar.close()
+        if own:
+            bar.close()
         steps.close()
 
 
