@@ -349,3 +349,31 @@ def test_volcam_explain_writes_the_chosen_kinds(tmp_path) -> None:
 def test_dicom_instances_of_what_is_not_an_output(tmp_path) -> None:
     with pytest.raises(InputError, match="no such DICOM output folder"):
         dicom_instances(tmp_path / "missing")
+
+
+def test_napari_offers_the_three_kinds_as_writers(tmp_path, ct) -> None:
+    npe2 = pytest.importorskip("npe2")
+    from napari_volcam import _writer
+    from napari_volcam._layers import EXPLANATION_KEY, INFO_KEY, SCAN_KEY
+
+    manifest = npe2.PluginManifest.from_file(Path(_writer.__file__).with_name("napari.yaml"))
+    commands = {command.id: command.python_name for command in manifest.contributions.commands}
+    writers = {
+        w.display_name: commands[w.command] for w in manifest.contributions.writers if ".dcm" in w.filename_extensions
+    }
+    assert len(writers) == 3
+    # a map as the dock shows it: on the network's grid, written at the scan's full resolution
+    with volcam.ScanSession(volcam.load_model(sd.file(sd.CT_CARD)), ct) as session:
+        explanation = session.explain("gradcam", on="network")
+    attributes = {
+        "metadata": {INFO_KEY: {"geometry": {}, "grid": "network"}, SCAN_KEY: ct, EXPLANATION_KEY: explanation}
+    }
+    made = set()
+    for number, (name, python_name) in enumerate(writers.items()):
+        function = getattr(_writer, python_name.split(":")[1])
+        written = function(str(tmp_path / f"map{number}.dcm"), None, attributes)
+        assert written and all(Path(p).parent == tmp_path / f"map{number}" for p in written), name
+        ds = pydicom.dcmread(written[0], stop_before_pixels=True)
+        assert ds.FrameOfReferenceUID == ct.meta["frame_of_reference_uid"] and "gradcam" in ds.SeriesDescription
+        made.add(ds.SOPClassUID.name)
+    assert made == {"Parametric Map Storage", "Segmentation Storage", "Secondary Capture Image Storage"}
