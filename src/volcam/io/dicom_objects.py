@@ -39,6 +39,11 @@ KINDS = {"parametric-map": 2000, "segmentation": 3000, "overlay": 1000}
 _MANUFACTURER = "volcam"  # also how write_dicom tells its own output folders from a user's
 
 
+def _lo(text: str) -> str:
+    """Text as one DICOM long string (LO): no backslash (a value separator) or control character, 64 at most."""
+    return re.sub(r"[\\\x00-\x1f]", " ", text)[:64]
+
+
 @dataclass(frozen=True)
 class Provenance:
     """How a map was made, as the text fields of a derived DICOM object.
@@ -60,7 +65,7 @@ class Provenance:
         what = {"parametric-map": "map", "segmentation": "seg", "overlay": "overlay"}[kind]
         label = f" '{self.info.label}'" if self.info.label is not None else ""
         model = f" {self.info.model}" if self.info.model else ""
-        return f"volcam {self.method} {what}{label}{model}"[:64]
+        return _lo(f"volcam {self.method} {what}{label}{model}")
 
     @property
     def label(self) -> str:
@@ -75,7 +80,7 @@ class Provenance:
             parts.append(f"class '{self.info.label}'")
         if self.info.layer:
             parts.append(f"layer {self.info.layer}")
-        return ", ".join(parts)[:64]
+        return _lo(", ".join(parts))
 
     @property
     def software_versions(self) -> list[str]:
@@ -85,7 +90,7 @@ class Provenance:
         versions = [f"volcam {self.version}", f"highdicom {highdicom.__version__}"]
         if self.info.model:
             digest = f" sha256:{self.info.model_sha256[:16]}" if self.info.model_sha256 else ""
-            versions.append(f"model {self.info.model[: 64 - 6 - len(digest)]}{digest}")
+            versions.append(_lo(f"model {self.info.model[: 64 - 6 - len(digest)]}{digest}"))
         return versions
 
     def parameters(self) -> dict[str, str]:
@@ -112,7 +117,7 @@ class Provenance:
 
 @contextlib.contextmanager
 def _quiet_highdicom() -> Iterator[None]:
-    """highdicom's warnings quoted: they can hold the patient's name (a "dubious" person name), which
+    """highdicom's warnings silenced: they can quote the patient's name (a "dubious" person name), which
     must not reach a log; what they say about the source is the source's business."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
@@ -228,7 +233,7 @@ def segmentation(
             raise InputError(f"threshold={threshold}: a segmentation threshold lies in [0, 1)")
         pixels, kind, detail = frames > threshold, "BINARY", f"Segment: where the map exceeds {threshold:g}."
     algorithm = highdicom.AlgorithmIdentificationSequence(
-        name=f"volcam {provenance.method}"[:64],
+        name=_lo(f"volcam {provenance.method}"),
         family=codes.cid7162.ArtificialIntelligence,
         version=provenance.version,
         parameters={**provenance.parameters(), **({} if fractional else {"threshold": f"{threshold:g}"})},
@@ -236,7 +241,7 @@ def segmentation(
     label = f"{provenance.method} '{provenance.info.label}'" if provenance.info.label is not None else provenance.method
     segment = highdicom.seg.SegmentDescription(
         segment_number=1,
-        segment_label=(label + ("" if fractional else f" > {threshold:g}"))[:64],
+        segment_label=_lo(label + ("" if fractional else f" > {threshold:g}")),
         segmented_property_category=codes.SCT.SpatialAndRelationalConcept,
         segmented_property_type=codes.DCM.ClassActivation,
         algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.AUTOMATIC,

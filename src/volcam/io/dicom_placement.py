@@ -12,7 +12,7 @@ reference. :func:`place_map` decides, from the map's affine and the scan's metad
 - a scan that was not DICOM gets a stand-in source with a new study and frame of reference, and
   the derived object refers to no instance.
 
-The frames are never copied here: ``(slices, rows, columns)`` views of the map.
+The frames are never copied: ``(slices, rows, columns)`` views of the map (:attr:`Placement.frames`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Placement:
     """The map's frames and the geometry and sources a derived DICOM object needs.
 
     Attributes:
-        frames: ``(slices, rows, columns)`` float32, a view of the map (no copy).
+        values: the map ``(x, y, z)`` float32 (its :attr:`frames` are views of it).
         references: source headers for highdicom, one per instance (patient, study, frame of
             reference, geometry; Type 2 patient and study attributes present, empty if unknown).
         positions: ``(slices, 3)`` ImagePositionPatient per frame, mm (LPS).
@@ -68,7 +68,7 @@ class Placement:
         axes, flips: how the map's ``(x, y, z)`` axes were laid out as the frames (see :meth:`layout`).
     """
 
-    frames: np.ndarray
+    values: np.ndarray
     references: list[Dataset]
     positions: np.ndarray
     orientation: np.ndarray
@@ -88,6 +88,11 @@ class Placement:
             if flip:
                 view = np.flip(view, axis=axis)
         return view.swapaxes(0, 2)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """The map's slices ``(slices, rows, columns)`` in the order and layout they are written: a view."""
+        return self.layout(self.values)
 
     @property
     def first(self) -> Dataset:
@@ -184,7 +189,7 @@ def _from_affine(affine: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _stand_in(
-    frames: np.ndarray,
+    size: tuple[int, int],
     positions: np.ndarray,
     orientation: np.ndarray,
     spacing: tuple[float, float],
@@ -206,7 +211,7 @@ def _stand_in(
     ds.SeriesInstanceUID = generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
     ds.Modality = modality
-    ds.Rows, ds.Columns = int(frames.shape[1]), int(frames.shape[2])
+    ds.Rows, ds.Columns = size
     ds.ImagePositionPatient = [float(v) for v in positions[0]]
     ds.ImageOrientationPatient = [float(v) for v in orientation]
     ds.PixelSpacing = list(spacing)
@@ -227,8 +232,8 @@ def place_map(values: np.ndarray, affine: np.ndarray, meta: dict) -> Placement:
         layout = _source_layout(values.shape, affine, LPS_TO_RAS @ geometry.affine_lps, shape)
         if layout is not None:
             _, orientation, spacing, thickness = _from_affine(LPS_TO_RAS @ geometry.affine_lps, 1)
-            placement = Placement(
-                frames=values,
+            return Placement(
+                values=values,
                 references=references,
                 positions=np.asarray(geometry.positions, dtype=float),
                 orientation=orientation,
@@ -240,15 +245,13 @@ def place_map(values: np.ndarray, affine: np.ndarray, meta: dict) -> Placement:
                 axes=layout[0],
                 flips=layout[1],
             )
-            placement.frames = placement.layout(values)
-            return placement
-    frames = values.transpose(2, 1, 0)
     positions, orientation, spacing, thickness = _from_affine(affine, values.shape[2])
     if source is not None:
         references = source[0]
         stand_in = False
     else:
         modality = str(meta.get("modality") or "OT")
-        references = [_stand_in(frames, positions, orientation, spacing, thickness, modality)]
+        rows, columns = values.shape[1], values.shape[0]
+        references = [_stand_in((rows, columns), positions, orientation, spacing, thickness, modality)]
         stand_in = True
-    return Placement(frames, references, positions, orientation, spacing, thickness, stand_in, False)
+    return Placement(values, references, positions, orientation, spacing, thickness, stand_in, False)

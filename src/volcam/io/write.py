@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from volcam.errors import InputError
+from volcam.errors import InputError, first_line
 from volcam.io.atomic import atomic_file, atomic_folder, is_temporary, output_folder, source_paths
 from volcam.maps.arrays import image_array, map_array
 from volcam.maps.colour import fuse
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["dicom_instances", "dicom_kinds", "write_dicom", "write_nifti"]
 
-_BLOCK = 8  # overlay slices coloured at once: vectorised (2 M pixels at 512²), while fuse's float temporaries stay ~100 MB
+_BLOCK = (
+    8  # overlay slices coloured at once: vectorised (2 M pixels at 512²), while fuse's float temporaries stay ~100 MB
+)
 
 
 def _grid(cam: Any, like: Any, result: Any) -> tuple[np.ndarray, MapInfo, np.ndarray, np.ndarray | None, dict]:
@@ -194,20 +196,23 @@ def write_dicom(
         else atomic_folder(path, overwrite=False, inputs=protected)
     )
     with writing as temporary:
-        if kind == "overlay":
-            modality = str(meta.get("modality") or "OT")
-            cut = 0.05 if threshold is None else threshold
-            pixels = _overlay_pixels(placement, image, modality, window, colormap, alpha, cut)
-            datasets: Iterator[Any] = overlay_images(placement, pixels, provenance, series_number)
-        elif kind == "segmentation":
-            cut = 0.5 if threshold is None else threshold
-            datasets = iter([segmentation(placement, provenance, cut, fractional, series_number)])
-        else:
-            datasets = iter([parametric_map(placement, provenance, series_number)])
-        for number, ds in enumerate(datasets, start=1):
-            if description:
-                ds.SeriesDescription = description[:64]
-            pydicom.dcmwrite(temporary / f"{number:04d}.dcm", ds, enforce_file_format=True)
+        try:  # highdicom's (or pydicom's) refusal of what it is given is one line naming the output
+            if kind == "overlay":
+                modality = str(meta.get("modality") or "OT")
+                cut = 0.05 if threshold is None else threshold
+                pixels = _overlay_pixels(placement, image, modality, window, colormap, alpha, cut)
+                datasets: Iterator[Any] = overlay_images(placement, pixels, provenance, series_number)
+            elif kind == "segmentation":
+                cut = 0.5 if threshold is None else threshold
+                datasets = iter([segmentation(placement, provenance, cut, fractional, series_number)])
+            else:
+                datasets = iter([parametric_map(placement, provenance, series_number)])
+            for number, ds in enumerate(datasets, start=1):
+                if description:
+                    ds.SeriesDescription = description[:64]
+                pydicom.dcmwrite(temporary / f"{number:04d}.dcm", ds, enforce_file_format=True)
+        except ValueError as error:
+            raise InputError(f"{path}: cannot build the DICOM {kind} ({first_line(error)})") from None
     return Path(path)
 
 
