@@ -308,6 +308,7 @@ def explain(
         list[str] | None,
         typer.Option(
             "--dicom-kind",
+            metavar="KIND[,KIND]",
             help="DICOM objects to write (implies --dicom), comma-separated or repeated: parametric-map "
             "(the map 0-1), segmentation (the map above 0.5), overlay (RGB pictures, one per slice).",
         ),
