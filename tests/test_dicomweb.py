@@ -99,6 +99,23 @@ def test_study_and_series_addresses_load_what_the_folder_loads(pacs) -> None:
             assert pacs.study not in part and pacs.series not in part and PATIENT not in part
 
 
+def test_retrieved_files_go_when_the_process_ends_and_a_killed_ones_with_the_next(pacs) -> None:
+    import subprocess
+    import sys
+
+    root = Path(tempfile.gettempdir()) / f"volcam-dicomweb-{os.getuid()}"
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])  # its process id no longer runs
+    finished.wait()
+    stale = root / f".retrieved.volcam-{finished.pid}-0123abcd.tmp"
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "00001.dcm").write_bytes(b"left by a killed process")
+    before = retrieved_files() - {stale / "00001.dcm"}
+    code = "import sys, volcam; scan = volcam.load(sys.argv[1]); print(len(scan.meta['source_files']))"
+    done = subprocess.run([sys.executable, "-c", code, pacs.series_url()], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "48", done.stderr
+    assert not stale.exists() and retrieved_files() == before
+
+
 def test_a_study_of_two_series_is_one_error_naming_both_and_series_picks_one(pacs) -> None:
     with pytest.raises(volcam.SeriesError) as caught:
         volcam.load(pacs.study_url(pacs.pair_study))

@@ -119,7 +119,7 @@ def parse_address(url: str, *, study: bool = True) -> Address:
     if not is_url(text):
         raise InputError(f"{one_line(text)[:80]}: not a DICOMweb address; give {_SHAPE}")
     parts = urlsplit(text)
-    shown = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if _port(parts) else ''}{parts.path}"
+    shown = one_line(f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if _port(parts) else ''}{parts.path}")
     if parts.username is not None or parts.password is not None:
         raise InputError(
             f"{shown}: credentials do not belong in the address (it shows in process lists and logs); "
@@ -410,6 +410,12 @@ def _private_root() -> Path:
     return root
 
 
+def _remove_at_exit(folder: Path, pid: int) -> None:
+    """Remove ``folder`` when the process that made it exits (a forked child inherits the handler, not the folder)."""
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _process_folder() -> Path:
     """This process's folder of retrieved series, made on first use and removed at exit."""
     global _folder
@@ -422,7 +428,7 @@ def _process_folder() -> Path:
             assert is_temporary(name)
             _folder = _private_root() / name
             _folder.mkdir(mode=0o700)
-            atexit.register(shutil.rmtree, _folder, True)
+            atexit.register(_remove_at_exit, _folder, os.getpid())
         return _folder
 
 
