@@ -22,6 +22,7 @@ The review numbers are computed on that grid too; a lesion mask is carried onto 
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -461,6 +462,8 @@ class DockController:
             f"<b>prediction: {explanation.prediction}</b> ({probabilities})<br>"
             f"{result.method} for class '{explanation.target}' at {', '.join(explanation.layers)} in {seconds:.2f} s"
         )
+        for line in explanation.warnings:  # a map that shows nothing says so (an all-zero map looks like no map)
+            self.status += f"<br><span style='color:#e9a23b'>warning: {html.escape(line)}</span>"
         self.review, self.last_explanation, self._top_at = result.review, explanation, -1
         if result.affine is None:
             self.map_scale = tuple(float(v) for v in image.scale)

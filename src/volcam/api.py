@@ -13,7 +13,7 @@ from volcam.engine.tokens import Reshape
 from volcam.maps.result import CamResult
 from volcam.methods.registry import MethodInfo
 from volcam.methods.registry import methods as _methods
-from volcam.targets import Target, TargetSpec
+from volcam.targets import OutputSpec, Target, TargetSpec
 
 __all__ = ["explain", "methods"]
 
@@ -29,6 +29,7 @@ def explain(
     labels: Sequence[str] | None = None,
     reshape: Reshape | None = None,
     call: int | None = None,
+    output: OutputSpec = None,
     **options: Any,
 ) -> CamResult:
     """Explain ``model``'s output on ``x`` with one CAM method.
@@ -45,6 +46,8 @@ def explain(
         reshape: for a transformer whose token grid the model does not tell, ``(B, N, C) ->
             (B, C, *grid)`` (select and reorder only); ViT and Swin grids are read off the model.
         call: which call of a layer the forward runs more than once (0 the first, -1 the last).
+        output: for a model returning a dict, tuple or list: the key, index or callable that picks
+            the tensor explained (a callable target still receives the whole output).
         options: method options, e.g. ``n_samples=`` for ``"smoothgradcam++"``.
 
     Returns:
@@ -61,7 +64,7 @@ def explain(
         >>> result.map.shape, result.layer
         (torch.Size([1, 1, 32, 32, 32]), 'layer4')
     """
-    with CamEngine(model, layer, device=device, labels=labels, reshape=reshape, call=call) as engine:
+    with CamEngine(model, layer, device=device, labels=labels, reshape=reshape, call=call, output=output) as engine:
         return engine.explain(x, method, target, **options)
 
 

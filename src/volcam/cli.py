@@ -347,6 +347,9 @@ def explain(
     first = summary["explanations"][0]
     probabilities = ", ".join(f"{k} {v:.3f}" for k, v in first["probabilities"].items())
     typer.echo(f"prediction: {first['prediction']} ({probabilities}); summary: {Path(out) / 'summary.json'}")
+    for record in summary["explanations"]:  # a map that shows nothing says so, one line each
+        for line in record.get("warnings", []):
+            typer.echo(f"volcam: warning: {one_line(line)}", err=True)
     if "stored" in summary:
         typer.echo(f"stored {summary['stored']['instances']} DICOM instance(s) in {summary['stored']['url']}")
 

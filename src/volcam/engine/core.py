@@ -964,11 +964,11 @@ def _flat_maps(
             g_lo, g_hi = torch.aminmax(g, dim=2)
             a_lo, a_hi = torch.aminmax(a, dim=2)
             bound = (torch.maximum(-g_lo, g_hi) * torch.maximum(-a_lo, a_hi)).sum(1)  # >= the terms' size
-            for i in ((top <= _CANCELLED * bound) & (top > 0)).nonzero()[:, 0].tolist():
+            for i in (top <= _CANCELLED * bound).nonzero()[:, 0].tolist():
                 terms = g[i] * a[i]  # (K, n): one sample, only when its map is this small
                 size = terms.abs().sum(0).amax()
-                cancelled[i] = top[i] <= _CANCELLED * size
-                everywhere[i] = terms.sum(0).abs().amax() <= _CANCELLED * size
+                cancelled[i] = (top[i] > 0) & (top[i] <= _CANCELLED * size)
+                everywhere[i] = (size > 0) & (terms.sum(0).abs().amax() <= _CANCELLED * size)
         if bool(cancelled.any()):
             r = r.clone()
             r[cancelled] = 0

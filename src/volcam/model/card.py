@@ -9,6 +9,8 @@ A card is a small JSON file next to the weights::
                                              #  (C, T, H, W)) or "clip" (spatio-temporal 3D model)
       "labels": ["normal", "covid"],
       "layer": "layer2",                     # default target layer
+      "output": "logits",                    # optional, for a network returning a dict or a tuple:
+                                             #  the key (or index) of the tensor explained
       "in_channels": 1,
       "network": {"monai": "ResNet", "args": {...}},   # or {"torchscript": "net.pt"}
                                                         # or {"bundle": "a MONAI bundle folder"}
@@ -63,6 +65,7 @@ class ModelCard:
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     lcam: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output: str | int | None = None
 
 
 def _field(data: Mapping[str, Any], key: str, kind: type, default: Any, path: Path) -> Any:
@@ -126,6 +129,12 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         raise CardError(f"{path}: 'in_channels' is {in_channels}; a network takes 1 to 64 channels")
     layer = _field(data, "layer", str, "auto", path) or "auto"
     steps = _field(data, "preprocessing", list, [], path)
+    output = data.get("output")
+    if output is not None and (isinstance(output, bool) or not isinstance(output, (str, int)) or output == ""):
+        raise CardError(
+            f"{path}: 'output' is {one_line(json.dumps(output))[:60]}; it should be the key (a name) or the "
+            "index (a whole number) of the network's output to explain"
+        )
     return ModelCard(
         path=path,
         name=one_line(_field(data, "name", str, path.stem, path)) or path.stem,
@@ -140,6 +149,7 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         description=str(_field(data, "description", str, "", path)),
         metrics=_metrics(data.get("metrics"), folder, path),
         lcam=_lcam_entries(data.get("lcam"), folder, path),
+        output=output,
     )
 
 

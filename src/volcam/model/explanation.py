@@ -74,8 +74,14 @@ class ScanExplanation:
     def decision(self, index: int = 0) -> tuple[int, int, torch.Tensor | None]:
         return self.result.decision(index)
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The engine's lines about a map that shows nothing (:attr:`volcam.CamResult.warnings`; a
+        clip's result has none)."""
+        return tuple(getattr(self.result, "warnings", ()))
+
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready record: prediction, probabilities, method, layer, target and timings."""
+        """A JSON-ready record: prediction, probabilities, method, layer, target, timings and warnings."""
         return {
             "prediction": self.prediction,
             "probabilities": self.probabilities,
@@ -83,4 +89,5 @@ class ScanExplanation:
             "layer": list(self.layers),
             "target": self.target,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
         }

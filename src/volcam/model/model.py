@@ -189,6 +189,17 @@ class Model:
                 f"the network gives {outputs} outputs"
             )
 
+    def output_of(self, output: Any) -> torch.Tensor:
+        """The tensor the card's ``"output"`` picks from the network's raw ``output`` (the engine's
+        ``output=``); a :class:`CardError` naming the card when the network returns several tensors
+        and the card does not say which, or names one it does not return."""
+        from volcam.targets import select_output
+
+        try:
+            return select_output(output, self.card.output)
+        except InputError as error:
+            raise CardError(f"{self.card.path}: {error}") from None
+
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         try:
             out = self.network(batch)
@@ -197,7 +208,8 @@ class Model:
                 f"{self.name} cannot take an input of shape {tuple(batch.shape)} after preprocessing "
                 f"({first_line(error)})"
             ) from None
-        if torch.is_tensor(out) and out.ndim >= 2:
+        out = self.output_of(out)
+        if out.ndim >= 2:
             self.check_outputs(int(out.shape[1]))
         return out
 

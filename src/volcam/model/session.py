@@ -65,7 +65,13 @@ class ScanSession:
         if key not in self._engines:
             model = self.model
             self._engines[key] = CamEngine(
-                model.network, layer, device=model.device, labels=model.labels or None, call=call, reshape=reshape
+                model.network,
+                layer,
+                device=model.device,
+                labels=model.labels or None,
+                call=call,
+                reshape=reshape,
+                output=model.output_of,
             )
         return self._engines[key]
 
