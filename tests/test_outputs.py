@@ -59,6 +59,24 @@ def test_the_picked_output_is_explained_as_the_classifier_alone(kind, spec):
             assert ours.probabilities is not None and ours.probabilities.shape == (2, 2)
 
 
+@pytest.mark.parametrize("kind,spec", [("dict", "logits"), ("tuple", 1)], ids=["dict", "tuple"])
+def test_every_registered_method_runs_on_a_picked_output_or_says_why_in_one_line(kind, spec):
+    from volcam.methods.learned import LCamAttention
+
+    options = {**OPTIONS, "occlusion": {"max_forwards": 8}, "kpcacam": {}}
+    options.update({m: {"module": LCamAttention(16, 2)} for m in ("lcam-fm", "lcam-img")})
+    x = torch.rand(2, 1, 8, 8, 8)
+    with CamEngine(TwoHeads(kind).eval(), "body.features.3", output=spec, progress=False) as engine:
+        for info in volcam.methods():
+            try:
+                result = engine.explain(x, info.name, target=[0, 1], **options.get(info.name, {}))
+            except volcam.VolcamError as error:  # rollout: no attention in this model
+                assert info.name == "rollout" and "\n" not in str(error)
+                continue
+            assert result.map.shape == (2, 1, 8, 8, 8) and torch.isfinite(result.map).all(), info.name
+            assert result.classes.tolist() == [0, 1] and result.output.shape == (2, 2)
+
+
 @pytest.mark.parametrize("kind", ["dict", "tuple"])
 def test_several_outputs_without_output_is_one_line_listing_them(kind):
     net = TwoHeads(kind).eval()
