@@ -173,6 +173,10 @@ def test_unreachable_server(pacs, tmp_path) -> None:
     url = f"http://127.0.0.1:{free_port()}/dicom-web/studies/{pacs.study}"
     line = _explain_fails(url, tmp_path / "out")
     assert "cannot reach the DICOMweb server http://127.0.0.1:" in line and "Connection refused" in line
+    # a store that cannot be reached fails before the series is retrieved (nothing kept in this process)
+    nowhere = f"http://127.0.0.1:{free_port()}/dicom-web"
+    line = _explain_fails(pacs.series_url(), tmp_path / "out", "--store", nowhere)
+    assert line == f"volcam: error: {nowhere}: cannot reach the DICOMweb server {nowhere[:-10]} (Connection refused)"
 
 
 def test_wrong_study_and_series_uid(pacs, tmp_path) -> None:

@@ -331,6 +331,10 @@ def explain(
         raise InputError(f"--gradient-sigma-mm: {gradient_sigma_mm} is not a width in mm (0 or more)")
     parse_device(device)
     _check_out(out, Path(input), model)
+    if store is not None:
+        from volcam.io.dicomweb import check_store
+
+        check_store(store)  # a wrong address or a PACS that does not answer: before the scan is read
     loaded, scan = _model_and_scan(model, input, layer, trust_weights, device, series, volume)
     target_spec = _target(target)
     options: dict[str, Any] = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
