@@ -14,7 +14,6 @@ from volcam.errors import LayerError, MethodError, VolcamError
 from volcam.methods.attention import rollout
 from volcam.methods.learned import LCamAttention
 
-pytest.importorskip("einops")  # MONAI's ViT and Swin blocks need it
 
 HIDDEN = 24
 # small perturbation budgets: the contract is checked, not the method's quality
@@ -248,3 +247,19 @@ def test_to_grid_and_back_is_the_identity(shape, layout):
 def test_tokens_that_fit_no_grid_have_no_layout():
     assert infer_layout((1, 100, 24), 5, [(1, 24, 4, 4, 4)]) is None  # 36 extra tokens: not a class token
     assert infer_layout((1, 24), 5, [(1, 24, 4, 4, 4)]) is None  # a pooled vector
+
+
+# -- the demo transformer -------------------------------------------------------------------------------
+
+
+def test_the_demo_transformer_explains_the_sample_ct_on_its_grid():
+    from volcam import sample_data as sd
+
+    model = volcam.load_model(sd.file(sd.CT_VIT_CARD))
+    scan = volcam.load(sd.file(sd.CT_NIFTI))
+    assert model.predict(scan)["covid"] > 0.5  # the sample has lesions
+    for method in ("gradcam", "rollout"):
+        explanation = model.explain(scan, method, target="covid")
+        assert explanation.layers == ("blocks.2.norm1",)
+        assert explanation.map.shape == scan.shape and torch.isfinite(explanation.map).all()
+        assert explanation.result.raw.shape == (1, 1, 8, 8, 6)  # 4x4x4-voxel patches of the 32x32x24 input

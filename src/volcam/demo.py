@@ -17,9 +17,10 @@ import numpy as np
 
 from volcam.errors import FileFormatError
 
-__all__ = ["CT_METHODS", "LUS_METHODS", "run_demo"]
+__all__ = ["CT_METHODS", "CT_VIT_METHODS", "LUS_METHODS", "run_demo"]
 
 CT_METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "xgradcam")
+CT_VIT_METHODS = ("gradcam", "rollout")  # the transformer's tokens laid back on its patch grid
 LUS_METHODS = ("gradcam", "gradcam++", "layercam")
 
 
@@ -33,7 +34,8 @@ def _mask(path: Path) -> np.ndarray:
 
 
 def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """The shipped demo: CT and ultrasound, several methods each, into ``out/ct`` and ``out/ultrasound``."""
+    """The shipped demo: CT (a CNN and a vision transformer) and ultrasound, several methods each, into
+    ``out/ct``, ``out/ct-transformer`` and ``out/ultrasound``."""
     import volcam
     from volcam import sample_data as sd
     from volcam.workflows.explain_folder import explain_to_folder
@@ -52,6 +54,13 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> dict[str, 
     results["ct"] = explain_to_folder(
         ct, ct_model, out / "ct", CT_METHODS, target="covid", mask=_mask(sd.file(sd.CT_MASK)), progress=echo
     )
+    vit_model = volcam.load_model(sd.file(sd.CT_VIT_CARD))
+    probabilities = vit_model.predict(ct)
+    echo("the same CT, a 3D vision transformer: " + ", ".join(f"P({k}) = {v:.3f}" for k, v in probabilities.items()))
+    results["ct-transformer"] = explain_to_folder(
+        ct, vit_model, out / "ct-transformer", CT_VIT_METHODS, target="covid", mask=_mask(sd.file(sd.CT_MASK)),
+        progress=echo,
+    )  # fmt: skip
     lus_model = volcam.load_model(sd.file(sd.LUS_CARD))
     lus = volcam.load(sd.file(sd.LUS_DICOM))
     probabilities = lus_model.predict(lus)
@@ -63,13 +72,14 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> dict[str, 
         lus, lus_model, out / "ultrasound", LUS_METHODS, target="covid", mask=_mask(sd.file(sd.LUS_MASK)), progress=echo
     )
     echo("")
-    echo(f"{'':<12}{'method':<12}{'argmax in lesion':>18}{'energy in lesion':>18}{'lesion share':>14}")
+    echo(f"{'':<16}{'method':<12}{'argmax in lesion':>18}{'energy in lesion':>18}{'lesion share':>14}")
     for part, summary in results.items():
         for record in summary["explanations"]:
             loc = record["localization"]
             echo(
-                f"{part:<12}{record['method']:<12}{'yes' if loc['pointing_hit'] else 'no':>18}"
+                f"{part:<16}{record['method']:<12}{'yes' if loc['pointing_hit'] else 'no':>18}"
                 f"{loc['energy_in_mask']:>18.1%}{loc['energy_baseline']:>14.1%}"
             )
-    echo(f"\npictures: {out / 'ct'}/*.png and {out / 'ultrasound'}/*.png ({time.perf_counter() - start:.0f} s)")
+    folders = ", ".join(f"{out / part}/*.png" for part in results)
+    echo(f"\npictures: {folders} ({time.perf_counter() - start:.0f} s)")
     return results

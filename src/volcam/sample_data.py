@@ -19,12 +19,24 @@ from pathlib import Path
 
 from volcam.errors import FileFormatError
 
-__all__ = ["CT_CARD", "CT_DICOM", "CT_MASK", "CT_NIFTI", "LUS_CARD", "LUS_DICOM", "LUS_MASK", "file", "path"]
+__all__ = [
+    "CT_CARD",
+    "CT_DICOM",
+    "CT_MASK",
+    "CT_NIFTI",
+    "CT_VIT_CARD",
+    "LUS_CARD",
+    "LUS_DICOM",
+    "LUS_MASK",
+    "file",
+    "path",
+]
 
 CT_CARD = "ct_covid.card.json"
 CT_NIFTI = "ct_covid_sample.nii.gz"
 CT_DICOM = "ct_covid_sample_dicom"
 CT_MASK = "ct_covid_sample_mask.nii.gz"
+CT_VIT_CARD = "ct_covid_vit.card.json"  # a small 3D vision transformer on the same task as CT_CARD
 LUS_CARD = "lus_covid.card.json"
 LUS_DICOM = "lus_covid_sample.dcm"
 LUS_MASK = "lus_covid_sample_mask.nii.gz"

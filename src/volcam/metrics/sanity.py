@@ -124,12 +124,12 @@ def parameter_randomization(
             clone.get_submodule(name)
         except AttributeError:
             raise MetricInputError(f"the model has no module named {name!r} to randomise") from None
-    from volcam.targets import predicted_classes, resolve_target
+    from volcam.targets import predicted_classes, resolve_target, select_output
 
     with torch.no_grad():
         was_training = clone.training
         clone.eval()
-        out = clone(xp)
+        out = select_output(clone(xp))  # MONAI's ViT returns (logits, hidden states)
         clone.train(was_training)
     _, classes = resolve_target(target if target is not None else predicted_classes(out), out)
     original = as_map(explain(clone, xp, classes)).cpu()
