@@ -24,6 +24,12 @@ Two parts, each variant in a fresh process, as in ``benchmarks/engine.py`` (whos
    them), at volcam's batch size, timed as bare ``no_grad`` forwards of whole batches in a sibling
    process and scaled to ``K // batch`` full batches plus the remainder batch.
 
+3. **A vision transformer** (``--parts vit``). MONAI's ``ViT`` in 2D (224², 16² patches: a 14×14 grid
+   and a class token, 4 blocks of 192 channels, ``torch.manual_seed(0)`` weights), Grad-CAM of class 1
+   at ``blocks.3.norm1``: volcam lays the tokens back on their grid by itself (``"auto"``),
+   pytorch-grad-cam is given the ``reshape_transform`` of its documentation (class token dropped,
+   ``(B, 14, 14, C)`` transposed to channels-first). r as in part 1.
+
 pytorch-grad-cam 1.5.7's ``ScoreCAM`` and ``AblationCAM`` are 2D-only (``UpsamplingBilinear2d``; a
 4-argument ``repeat``) and fail on volumes; that failure is recorded, and for 3D the script also runs
 a "3D port": its own ``get_cam_weights`` code with just those dimension-specific lines made n-D
@@ -996,10 +1002,100 @@ def volcam_source(args: argparse.Namespace, workdir: Path) -> None:
     args.volcam_src, args.volcam_what = str(target / "src"), f"commit {commit} (`git archive`)"
 
 
+VIT_SIZE, VIT_PATCH, VIT_LAYER = 224, 16, "blocks.3.norm1"
+
+
+def vit_worker(spec: dict, out: Path) -> None:
+    """Part 3 in one process of the gradcam venv: both libraries' Grad-CAM on one MONAI ViT (2D)."""
+    sys.path.insert(0, spec["volcam_src"])
+    from monai.networks.nets import ViT
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    import volcam
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    net = ViT(
+        3, img_size=VIT_SIZE, patch_size=VIT_PATCH, hidden_size=192, mlp_dim=768, num_layers=4, num_heads=3,
+        classification=True, num_classes=2, spatial_dims=2, post_activation="none",
+    ).eval()  # fmt: skip
+    x = torch.randn(1, 3, VIT_SIZE, VIT_SIZE, generator=torch.Generator().manual_seed(1))
+    side = VIT_SIZE // VIT_PATCH
+
+    def reshape_transform(tensor: torch.Tensor, height: int = side, width: int = side) -> torch.Tensor:
+        # pytorch-grad-cam's documented reshape_transform for ViTs (its tutorial's, at this grid)
+        result = tensor[:, 1:, :].reshape(tensor.size(0), height, width, tensor.size(2))
+        return result.transpose(2, 3).transpose(1, 2)
+
+    class Logits(torch.nn.Module):  # MONAI's ViT returns (logits, hidden states)
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, xi: torch.Tensor) -> torch.Tensor:
+            return self.net(xi)[0]
+
+    cam = GradCAM(model=Logits(), target_layers=[net.get_submodule(VIT_LAYER)], reshape_transform=reshape_transform)
+    caught: dict[str, np.ndarray] = {}
+    get_cam_image = cam.get_cam_image
+
+    def spy(*args, **kwargs):
+        caught["projection"] = np.asarray(get_cam_image(*args, **kwargs), dtype=np.float32)
+        return caught["projection"]
+
+    cam.get_cam_image = spy
+    grid = cam(input_tensor=x, targets=[ClassifierOutputTarget(TARGET_CLASS)])
+    result = volcam.explain(net, x, "gradcam", target=TARGET_CLASS)
+    report = {
+        "layer": result.layer,
+        "raw_shape": list(result.raw.shape),
+        "r_feature": pearson(as_array(result.raw), np.maximum(caught["projection"], 0)),
+        "r_grid": pearson(as_array(result.map), np.asarray(grid)),
+        "versions": library_versions(),
+    }
+    out.write_text(json.dumps(report))
+
+
+def measure_vit(args: argparse.Namespace, workdir: Path) -> tuple[list[str], list[str]]:
+    """Part 3: the verdict line and the section."""
+    out = workdir / "vit-2d.json"
+    spec = {"volcam_src": args.volcam_src, "threads": args.threads}
+    proc = subprocess.run(
+        [str(args.python), __file__, "--vit-worker", json.dumps(spec), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    title = f"### vit-2d: MONAI ViT (2D) at {VIT_SIZE}², {VIT_PATCH}² patches, target layer `{VIT_LAYER}`"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [f"FAIL vit-2d gradcam: no comparison ({last[:200]})"], [title, "", f"failed: {last[:200]}", ""]
+    report = json.loads(out.read_text())
+    r, r_grid = report["r_feature"], report["r_grid"]
+    verdict_line = (
+        f"{verdict(r is not None and r > R_TARGET)} vit-2d gradcam: volcam (tokens laid back by itself, layer "
+        f"{report['layer']!r}) against pytorch-grad-cam GradCAM with its documented reshape_transform, "
+        f"r = {number(r, '.5f')} at feature resolution (target > 0.99)"
+    )
+    section = [
+        title,
+        "",
+        "| volcam | pytorch-grad-cam | r, feature resolution | r, input grid as returned | volcam's raw map |",
+        "|---|---|---:|---:|---|",
+        f"| volcam gradcam (auto: `{report['layer']}`) | pytorch-grad-cam GradCAM + reshape_transform | "
+        f"{number(r, '.5f')} | {number(r_grid, '.5f')} | {tuple(report['raw_shape'])} |",
+        "",
+    ]
+    return [verdict_line], section
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
         worker(json.loads(args.worker), args.out)
+        return
+    if args.vit_worker:
+        vit_worker(json.loads(args.vit_worker), args.out)
         return
     agreement_cases = [
         Case("2d", 2, 32 if args.quick else 128, "layer4"),
@@ -1022,6 +1118,10 @@ def main() -> None:
                 targets += agreement_verdicts(case, scores)
                 sections += agreement_table(case, rows)
                 cases.append(case)
+        if "vit" in args.parts:
+            lines, section = measure_vit(args, workdir)
+            targets += lines
+            sections += ["## A vision transformer", "", *section]
         if "cost" in args.parts:
             found = measure_cost(cost_case, args, workdir)
             measurements[cost_case.key] = list(found.values())
@@ -1050,7 +1150,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=96, help="edge of the cost case's volume (resnet18 3D)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cheap method (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in every worker")
-    parser.add_argument("--parts", default="agreement,cost", help="agreement, cost, or both (comma-separated)")
+    parser.add_argument(
+        "--parts", default="agreement,vit,cost", help="agreement, vit, cost, or several (comma-separated)"
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -1071,6 +1173,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one call each, nothing written")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--vit-worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}

@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 venv="$here/.venv-gradcam"
 python=${PYTHON:-python3}
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import pytorch_grad_cam, monai, sklearn, tqdm" 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import pytorch_grad_cam, monai, einops, sklearn, tqdm" 2>/dev/null; then
   echo "$venv is ready"; exit 0
 fi
 "$python" -m venv "$venv"
@@ -16,7 +16,7 @@ empty=$(mktemp -d)            # pip must not take the local CPU wheel: it cannot
 export PIP_FIND_LINKS="$empty"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q "torch==2.13.0" "torchvision==0.28.0"
-"$venv/bin/pip" install -q "grad-cam==1.5.7" "monai>=1.4" numpy
+"$venv/bin/pip" install -q "grad-cam==1.5.7" "monai>=1.4" "einops>=0.7" numpy  # einops: MONAI's ViT
 # benchmarks/methods.py runs volcam here too, imported from src/ (not installed: its I/O extras are
 # not needed), so both libraries share one torch build; volcam's core needs only these beside torch:
 "$venv/bin/pip" install -q "scikit-learn>=1.3" "tqdm>=4.60"
