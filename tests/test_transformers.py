@@ -14,7 +14,6 @@ from volcam.errors import LayerError, MethodError, VolcamError
 from volcam.methods.attention import rollout
 from volcam.methods.learned import LCamAttention
 
-
 HIDDEN = 24
 # small perturbation budgets: the contract is checked, not the method's quality
 OPTIONS = {"smoothgradcam++": {"n_samples": 2}, "occlusion": {"max_forwards": 8}}
