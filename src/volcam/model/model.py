@@ -110,7 +110,8 @@ class Model:
     def prepare(self, scan: torch.Tensor) -> Any:
         """The scan as the network's input ``(C, *S')`` (a MetaTensor that can be inverted)."""
         self.check_scan(scan)
-        prepared = self.preprocessing(scan)
+        # the transforms run where the network runs: on a GPU the scan goes up once, as stored (int16)
+        prepared = self.preprocessing(scan.to(self.device))
         prepared.meta["spacing"] = tuple(float(v) for v in prepared.pixdim)  # after resampling, not the scan's
         return prepared
 
