@@ -14,7 +14,7 @@ steps, its RSS after the imports (baseline) and its peak RSS (``ru_maxrss``):
 - ``volcam-load``: ``volcam.load(folder)``;
 - ``forward``: the bare ``no_grad`` forward of the network on a (1, 1, 144, 144, 160) input (the floor);
 - ``volcam-e2e``: ``volcam.load`` → ``load_model`` → ``Model.explain(scan, "gradcam")`` →
-  ``volcam.io.write_nifti`` → ``volcam.io.write_dicom``, split per step;
+  ``volcam.io.write_nifti`` → ``volcam.io.write_dicom`` (its default kind: a Parametric Map), split per step;
 - ``monai-e2e``: MONAI's own path: ``LoadImage`` (PydicomReader) → the same transforms →
   ``monai.visualize.GradCAM`` at ``layer4`` → ``Compose.inverse`` on the map → ``SaveImage`` (NIfTI);
 - ``review-next-class``: a ``volcam.ScanSession``: Grad-CAM for "covid" (untimed, pays the forward),
@@ -280,7 +280,7 @@ def run_volcam_e2e(data: Path, clock: Clock, extra: dict) -> None:
         extra["prediction"] = explanation.prediction
         extra["map_shape"] = list(explanation.map.shape)
         clock("write_nifti", lambda: write_nifti(explanation.map, out / "cam.nii.gz", like=scan))
-        clock("write_dicom", lambda: write_dicom(explanation.map, out / "cam-dicom", like=scan))
+        clock("write_dicom", lambda: write_dicom(explanation, out / "cam-dicom", like=scan))
         extra["written_mib"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / MIB, 1)
         extra["dicom_files"] = len(list((out / "cam-dicom").glob("*")))
 
