@@ -87,8 +87,12 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     assert cam.name == "gradcam · covid"
     # the GUI thread kept processing events while the worker computed: never frozen for long, however
     # fast or slow the run was
+    # fast or slow the run was (the bound is loose: a shared CI core can stall any thread for a second;
+    # a computation on the GUI thread blocks it for the whole run)
     gaps = np.diff([start, *ticks, end])
-    assert gaps.max() < 1.0, f"the event loop was blocked for {gaps.max():.2f} s ({len(ticks)} timer ticks)"
+    assert len(ticks) >= 2 and gaps.max() < max(5.0, 0.5 * (end - start)), (
+        f"the event loop was blocked for {gaps.max():.2f} s of {end - start:.2f} s ({len(ticks)} timer ticks)"
+    )
 
     # the map on the network's grid (32 × 32 × 24 voxels), placed on the scan by the layer's affine
     scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
@@ -185,9 +189,11 @@ def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
         assert "invert" not in widget.controller.last_explanation.timings  # no resampling to the scan's grid
         compute.append(sum(widget.controller.last_explanation.timings.values()))
     assert session.forwards == 1  # one forward served every class and method
-    assert max(compute) < 1.0, compute  # a backward through the head; the map stays on the network's grid
-    assert max(to_layer) < 1.0, to_layer  # from the request to the layer updated
-    assert max(round_trip) < 5.0, round_trip  # and the worker wound up, on a shared CI core
+    # the figures (about 0.05 s here) are measured in benchmarks/clinical.py and printed below; a test only
+    # bounds them loosely, since a shared CI core stalls any thread now and then
+    assert max(compute) < 5.0, compute  # a backward through the head; the map stays on the network's grid
+    assert max(to_layer) < 5.0, to_layer  # from the request to the layer updated
+    assert max(round_trip) < 30.0, round_trip  # and the worker wound up
     print(
         f"\ndock switch: compute {[round(v, 3) for v in compute]} s, request → layer updated "
         f"{[round(v, 3) for v in to_layer]} s, → worker done {[round(v, 3) for v in round_trip]} s"
