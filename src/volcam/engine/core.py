@@ -378,22 +378,34 @@ class CamEngine:
         activations: dict[str, torch.Tensor] = {}
         layouts: dict[str, Layout] = {}
         outputs: dict[str, torch.Tensor] = {}
-        plan = self._plan(x, layers)
+        counts = dict.fromkeys(layers, 0)
+        # A named layer with neither reshape= nor call= is planned during this forward itself, from the
+        # module calls completed before it (exactly what the probe would record): the probe's meta
+        # forward would import torch._dynamo (meta pooling and norms run Python decompositions), over a
+        # second once per process.
+        online = self.reshape is None and self.call is None and tuple(x.shape[1:]) not in _PROBES.get(self.model, {})
+        plan = None if online else self._plan(x, layers)
+        grids: dict[tuple[int, ...], None] = {}  # online: distinct channel-first outputs so far, latest last
+        tags = module_tags(self.model) if online else {}
 
         def capture(name: str):
-            planned, index = plan[name]
-            calls = 0
+            planned, index = plan[name] if plan is not None else (None, 0)
 
             def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor | None:
-                nonlocal calls
-                calls += 1
-                if calls - 1 != index:
+                nonlocal planned
+                counts[name] += 1
+                if counts[name] - 1 != index:
                     return None  # another call of a shared module: not the one explained
                 if not torch.is_tensor(output):
                     raise LayerError(
                         f"layer {name!r} returns a {type(output).__name__}, not a tensor; "
                         "choose a layer that returns one"
                     )
+                if plan is None:
+                    last_axis = tags.get(name, (False, False, False))[2]
+                    planned = infer_layout(tuple(output.shape), x.ndim, list(grids), last_axis, x.shape[0])
+                    if planned is None and output.ndim == 3 and x.ndim >= 4:
+                        raise token_error(name, tuple(output.shape))
                 layout = planned or Layout("grid", tuple(output.shape[2:]), output.shape[1] if output.ndim > 1 else 1)
                 layouts[name] = layout
                 if not graph or output.requires_grad:  # no gradients wanted, or downstream of an earlier
@@ -418,12 +430,20 @@ class CamEngine:
             if inputs and torch.is_tensor(inputs[0]) and inputs[0].ndim == 4:
                 weights.append(inputs[0].detach())
 
+        def note(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if torch.is_tensor(output) and output.ndim == x.ndim:
+                shape = tuple(output.shape)
+                grids.pop(shape, None)
+                grids[shape] = None
+
         handles = []
         start = time.perf_counter()
         try:
             with self._freeze(), torch.no_grad():
-                for name in layers:
+                for name in layers:  # before note(): a layer's own output is not among the grids before it
                     handles.append(get_layer(self.model, name).register_forward_hook(capture(name)))
+                if online:
+                    handles += [m.register_forward_hook(note) for n, m in self.model.named_modules() if n]
                 if attention:
                     handles += [
                         m.register_forward_hook(keep_attention)
@@ -435,6 +455,9 @@ class CamEngine:
         finally:
             for h in handles:
                 h.remove()
+        if online:
+            for name in layers:  # a shared module found on the way: which call to explain is the user's choice
+                pick_call(name, counts[name], None)
         missing = [n for n in layers if n not in activations]
         if missing:
             raise LayerError(f"layer(s) {', '.join(map(repr, missing))} were not called by the model's forward")
@@ -459,7 +482,7 @@ class CamEngine:
             raw,
             layouts=layouts,
             layer_outputs=outputs,
-            calls={n: plan[n][1] for n in layers},
+            calls={n: plan[n][1] if plan is not None else 0 for n in layers},
             attention=tuple(weights) if attention else None,
         )
 

@@ -316,7 +316,9 @@ def _on_scan(cam: torch.Tensor, scan: torch.Tensor) -> Any:
             f"the map came back as {tuple(plain.shape[1:])}, not on the scan's grid {tuple(scan.shape[1:])}"
         )
     meta = dict(getattr(scan, "meta", {}) or {})
-    return MetaTensor(plain.contiguous(), meta=meta) if meta else plain
+    # no .contiguous(): a map back on a scan's grid is laid out x-fastest, as NIfTI and DICOM store it,
+    # and a C-order copy would transpose all of it (0.7 s at 512 × 512 × 300)
+    return MetaTensor(plain, meta=meta) if meta else plain
 
 
 def load_model(path: str | os.PathLike, *, trust: bool = False, device: str | torch.device | None = None) -> Model:
