@@ -8,24 +8,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from typer.testing import CliRunner
 
+from cli_runs import one_line_error, run
 from volcam import sample_data as sd
-from volcam.cli import app
-
-runner = CliRunner()
-
-
-def run(*args) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("volcam: error: "), err
-    return lines[0]
 
 
 def test_explain_writes_map_montage_dicom_and_summary(tmp_path) -> None:

@@ -19,37 +19,25 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from typer.testing import CliRunner
 
 import volcam
+from cli_runs import one_line_error, run
 from pacs import DyingServer, Pacs, free_port
 from volcam import sample_data as sd
-from volcam.cli import app
 from volcam.io.dicomweb import PASSWORD_VARIABLE, TOKEN_VARIABLE, USER_VARIABLE, parse_address
 
-runner = CliRunner()
 CT_FOLDER = Path(sd.file(sd.CT_DICOM))
 PATIENT = "PHANTOM"  # the shipped CT's PatientName and PatientID: never in a message or a file name
 PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
-def run(*args) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("volcam: error: "), err
-    return lines[0]
-
-
-def retrieved_files() -> set[Path]:
-    """Every file under the folders where volcam keeps retrieved series (all processes of this user)."""
+def retrieved_files(pid: int | None = None) -> set[Path]:
+    """The files process ``pid`` (this one by default) keeps of retrieved series: only its own, since
+    other test workers retrieve series at the same time."""
     root = Path(tempfile.gettempdir()) / f"volcam-dicomweb-{os.getuid()}"
-    return {p for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+    owner = os.getpid() if pid is None else pid
+    return {p for p in root.glob(f".retrieved.volcam-{owner}-*/**/*") if p.is_file()} if root.is_dir() else set()
 
 
 def source_uids(folder: Path) -> tuple[str, str, str, set[str]]:
@@ -109,11 +97,13 @@ def test_retrieved_files_go_when_the_process_ends_and_a_killed_ones_with_the_nex
     stale = root / f".retrieved.volcam-{finished.pid}-0123abcd.tmp"
     stale.mkdir(parents=True, exist_ok=True)
     (stale / "00001.dcm").write_bytes(b"left by a killed process")
-    before = retrieved_files() - {stale / "00001.dcm"}
     code = "import sys, volcam; scan = volcam.load(sys.argv[1]); print(len(scan.meta['source_files']))"
-    done = subprocess.run([sys.executable, "-c", code, pacs.series_url()], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "48", done.stderr
-    assert not stale.exists() and retrieved_files() == before
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, pacs.series_url()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0 and out.strip() == "48", err
+    assert not stale.exists() and not retrieved_files(child.pid)
 
 
 def test_a_study_of_two_series_is_one_error_naming_both_and_series_picks_one(pacs) -> None:

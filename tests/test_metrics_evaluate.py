@@ -7,17 +7,9 @@ import json
 
 import nibabel as nib
 import numpy as np
-from typer.testing import CliRunner
 
+from cli_runs import run
 from volcam import sample_data as sd
-from volcam.cli import app
-
-runner = CliRunner()
-
-
-def run(*args) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_evaluate_writes_table_and_plots(tmp_path) -> None:

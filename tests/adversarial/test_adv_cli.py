@@ -13,18 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from adversarial.checks import assert_one_line
+from cli_runs import run
 from volcam import sample_data as sd
-from volcam.cli import app
-
-runner = CliRunner()
-
-
-def run(*args) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def explain(tmp_path: Path, *extra) -> tuple[int, str]:

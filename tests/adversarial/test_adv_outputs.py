@@ -16,20 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import volcam
 from adversarial.checks import assert_one_line
+from cli_runs import run
 from volcam import sample_data as sd
-from volcam.cli import app
 from volcam.errors import CardError, OutputError
-
-runner = CliRunner()
-
-
-def run(*args) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture
