@@ -36,7 +36,7 @@ __all__ = ["KINDS", "Provenance", "overlay_images", "parametric_map", "segmentat
 
 #: The objects a map can be written as, and the series number each adds to its source's.
 KINDS = {"parametric-map": 2000, "segmentation": 3000, "overlay": 1000}
-_MANUFACTURER = "volcam"  # also how write_dicom tells its own output folders from a user's
+MANUFACTURER = "volcam"  # also how write_dicom tells its own output folders from a user's
 
 
 def _lo(text: str) -> str:
@@ -138,7 +138,7 @@ def _common(placement: Placement, provenance: Provenance, kind: str, series_numb
     return {
         "series_instance_uid": generate_uid(),
         "series_number": series_number,
-        "manufacturer": _MANUFACTURER,
+        "manufacturer": MANUFACTURER,
         "software_versions": provenance.software_versions,
         "series_description": provenance.series_description(kind),
     }
@@ -195,14 +195,14 @@ def parametric_map(placement: Placement, provenance: Provenance, series_number: 
             pixel_array=frames,
             sop_instance_uid=generate_uid(),
             instance_number=1,
-            manufacturer_model_name=_MANUFACTURER,
+            manufacturer_model_name=MANUFACTURER,
             device_serial_number=provenance.version,
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[mapping],
             voi_lut_transformations=[highdicom.VOILUTTransformation(window_center=0.5, window_width=1.0)],
             content_label=provenance.label,
             content_description=provenance.content,
-            content_creator_name=f"{_MANUFACTURER}^",
+            content_creator_name=f"{MANUFACTURER}^",
             **_common(placement, provenance, "parametric-map", series_number),
             **_plane_arguments(placement),
         )
@@ -255,11 +255,11 @@ def segmentation(
             segment_descriptions=[segment],
             sop_instance_uid=generate_uid(),
             instance_number=1,
-            manufacturer_model_name=_MANUFACTURER,
+            manufacturer_model_name=MANUFACTURER,
             device_serial_number=provenance.version,
             content_label=provenance.label,
             content_description=provenance.content,
-            content_creator_name=f"{_MANUFACTURER}^",
+            content_creator_name=f"{MANUFACTURER}^",
             **_common(placement, provenance, "segmentation", series_number),
             **_plane_arguments(placement),
         )

@@ -244,9 +244,11 @@ def dicom_instances(path: str | os.PathLike) -> list[Path]:
 
 
 def _derived_series(folder: Path) -> bool:
-    """Whether every file in ``folder`` is a DICOM instance volcam wrote (Manufacturer "volcam"): the
+    """Whether every file in ``folder`` is a DICOM instance volcam wrote (its ``MANUFACTURER``): the
     only kind of series folder :func:`write_dicom` replaces."""
     import pydicom
+
+    from volcam.io.dicom_objects import MANUFACTURER
 
     files = list(folder.iterdir())
     try:
@@ -254,7 +256,7 @@ def _derived_series(folder: Path) -> bool:
             entry.is_file()
             and not entry.is_symlink()
             and str(pydicom.dcmread(entry, stop_before_pixels=True, specific_tags=["Manufacturer"]).get("Manufacturer"))
-            == "volcam"
+            == MANUFACTURER
             for entry in files
         )
     except Exception:  # anything that is not a readable DICOM file is not ours
