@@ -161,3 +161,44 @@ def test_masks_and_integer_scans_are_written_exactly(tmp_path) -> None:
     save_nifti(signed, np.eye(4), tmp_path / "signed.nii.gz")
     assert nib.load(tmp_path / "signed.nii.gz").get_data_dtype() == np.float32
     np.testing.assert_array_equal(volcam.load(tmp_path / "signed.nii.gz")[0].numpy(), signed)
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("isal", [True, False])
+def test_a_map_in_many_gzip_members_is_one_standard_file(tmp_path, monkeypatch, layout, isal) -> None:
+    """Blocks compressed in parallel (ISA-L, or zlib where python-isal is missing) make one valid
+    .nii.gz: a plain gzip stream of the header at offset 352 and the voxels x fastest, which nibabel
+    and SimpleITK read to the same values."""
+    import builtins
+    import gzip
+
+    import SimpleITK as sitk
+
+    from volcam.io import nifti
+
+    if not isal:
+        real_import = builtins.__import__
+
+        def no_isal(name, *args, **kwargs):
+            if name.startswith("isal"):
+                raise ImportError("no isal here")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_isal)
+    monkeypatch.setattr(nifti, "_BLOCK_BYTES", 3000)  # many members, of whole slices
+    rng = np.random.default_rng(5)
+    cam = np.asarray(rng.random((37, 29, 23), dtype=np.float32), order=layout)
+    affine = _oblique_affine()
+    path = tmp_path / "cam.nii.gz"
+    save_nifti(cam, affine, path)
+    raw = gzip.decompress(path.read_bytes())  # zlib reads every member as one stream
+    expected = np.floor(cam * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+    assert len(raw) == 352 + cam.size
+    assert np.frombuffer(raw[108:112], "<f4")[0] == 352  # vox_offset as written (nibabel resets it on load)
+    assert raw[352:] == expected.tobytes(order="F")
+    written = nib.load(path)
+    assert written.get_data_dtype() == np.uint8
+    back = np.asarray(written.dataobj)
+    assert np.abs(back - cam).max() <= 0.5 / 255 + 1e-6
+    itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
+    np.testing.assert_allclose(itk, back, atol=1e-6)

@@ -5,7 +5,6 @@ The DICOM objects' validity (dciodvfy), highdicom read-back and provenance: ``te
 
 from __future__ import annotations
 
-import gzip
 import os
 
 import nibabel as nib
@@ -175,25 +174,24 @@ def test_failed_writes_leave_nothing_half_written(tmp_path, series, monkeypatch)
     with pytest.raises(RuntimeError, match="disk full"):
         write_dicom(blob(image), tmp_path / "derived", like=image, kind="overlay")
 
-    def half_save(img, filename):
-        with open(filename, "wb") as handle:
-            handle.write(b"\0" * 100)
-        raise OSError(28, "No space left on device")
+    from volcam.io import nifti
 
-    monkeypatch.setattr(nib, "save", half_save)
-    with pytest.raises(OutputError, match="No space left on device"):
-        write_nifti(blob(image), tmp_path / "map.nii", like=image)
+    real_voxel_bytes = nifti._voxel_bytes
+    blocks = {"n": 0}
 
-    real_compress = gzip.compress
-
-    def fail_after_the_header(data, *args, **kwargs):  # .nii.gz: the header written, then the disk fills
-        if len(data) > 1024:
+    def disk_fills_after_the_first_block(block):  # the header and one block written, then the disk is full
+        blocks["n"] += 1
+        if blocks["n"] > 1:
             raise OSError(28, "No space left on device")
-        return real_compress(data, *args, **kwargs)
+        return real_voxel_bytes(block)
 
-    monkeypatch.setattr(gzip, "compress", fail_after_the_header)
-    with pytest.raises(OutputError, match="No space left on device"):
-        write_nifti(blob(image), tmp_path / "map.nii.gz", like=image)
+    monkeypatch.setattr(nifti, "_BLOCK_BYTES", 1024)  # the small CT's map in many blocks
+    monkeypatch.setattr(nifti, "_voxel_bytes", disk_fills_after_the_first_block)
+    for name in ("map.nii", "map.nii.gz"):
+        blocks["n"] = 0
+        with pytest.raises(OutputError, match="No space left on device"):
+            write_nifti(blob(image), tmp_path / name, like=image)
+        assert blocks["n"] > 1
     assert sorted(os.listdir(tmp_path)) == ["ct"]
 
 
