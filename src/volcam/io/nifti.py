@@ -299,7 +299,7 @@ def _voxel_bytes(block: np.ndarray) -> memoryview:
     return memoryview(np.asfortranarray(block).T.reshape(-1)).cast("B")
 
 
-def _as_is(view: memoryview) -> memoryview:
+def _as_is(view: bytes | memoryview) -> bytes | memoryview:
     return view
 
 
