@@ -202,3 +202,17 @@ def test_a_map_in_many_gzip_members_is_one_standard_file(tmp_path, monkeypatch, 
     assert np.abs(back - cam).max() <= 0.5 / 255 + 1e-6
     itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
     np.testing.assert_allclose(itk, back, atol=1e-6)
+
+
+@pytest.mark.parametrize("where", [0, -1])
+def test_a_map_with_nan_or_infinity_in_any_block_is_stored_as_it_is(tmp_path, monkeypatch, where) -> None:
+    from volcam.io import nifti
+
+    monkeypatch.setattr(nifti, "_BLOCK_BYTES", 2000)  # many blocks: the bad voxel in the first or the last
+    for bad in (np.nan, np.inf):
+        cam = np.random.default_rng(6).random((20, 20, 30), dtype=np.float32)
+        cam[3, 4, where] = bad
+        save_nifti(cam, np.eye(4), tmp_path / "cam.nii.gz")
+        written = nib.load(tmp_path / "cam.nii.gz")
+        assert written.get_data_dtype() == np.float32
+        np.testing.assert_array_equal(np.asarray(written.dataobj), cam)

@@ -35,8 +35,6 @@ from volcam.io.paths import check_fits_file, require_regular_file
 
 __all__ = ["load_nifti", "save_nifti"]
 
-_GZIP_BLOCK = 4 << 20  # bytes of voxels per gzip member: compressed in parallel, a few MiB in flight
-
 
 class _Collect(logging.Handler):
     """Keeps what nibabel logs while it checks a header (``pixdim[1,2,3] should be non-zero; setting 0
@@ -275,8 +273,8 @@ def _storage(volume: np.ndarray, blocks: list[slice], pool: ThreadPoolExecutor) 
         return low, high, binary
 
     found = list(pool.map(summary, blocks)) if volume.size else [(np.nan, np.nan, False)]
-    low, high = min(f[0] for f in found), max(f[1] for f in found)
-    if not (np.isfinite(low) and np.isfinite(high)) or low < 0.0 or high > 1.0:
+    finite = all(math.isfinite(f[0]) and math.isfinite(f[1]) for f in found)  # per block: min() skips NaN
+    if not finite or min(f[0] for f in found) < 0.0 or max(f[1] for f in found) > 1.0:
         return _Storage(np.dtype(np.float32), None, _float32)
     if all(f[2] for f in found):
         return _Storage(np.dtype(np.uint8), None, _ones)
