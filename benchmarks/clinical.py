@@ -268,6 +268,23 @@ def run_forward(data: Path, clock: Clock, extra: dict) -> None:
     extra["logits"] = [round(float(v), 5) for v in logits[0]]
 
 
+def reload_check(path: Path, scan, cam) -> dict:
+    """The written map read back (header, and one slice: no second full-size copy in this process's
+    peak): its affine against the scan's as a NIfTI sform holds it (float32), its values within 1/255."""
+    import nibabel as nib
+    import numpy as np
+
+    written = nib.load(path)
+    expected = np.asarray(scan.affine, dtype=np.float64).astype(np.float32).astype(np.float64)
+    k = cam.shape[-1] // 2
+    error = np.abs(np.asarray(written.dataobj[..., k], dtype=np.float64) - cam[0, ..., k].numpy()).max()
+    return {
+        "shape": list(written.shape),
+        "affine_exact": bool(np.array_equal(written.affine, expected)),
+        "max_error_middle_slice": round(float(error), 6),
+    }
+
+
 def run_volcam_e2e(data: Path, clock: Clock, extra: dict) -> None:
     import monai  # noqa: F401  (imported before the clock, as in the forward's process: both need the network library)
     import torch  # noqa: F401
@@ -285,6 +302,7 @@ def run_volcam_e2e(data: Path, clock: Clock, extra: dict) -> None:
         extra["prediction"] = explanation.prediction
         extra["map_shape"] = list(explanation.map.shape)
         clock("write_nifti", lambda: write_nifti(explanation.map, out / "cam.nii.gz", like=scan))
+        extra["nifti_check"] = reload_check(out / "cam.nii.gz", scan, explanation.map)
         clock("write_dicom", lambda: write_dicom(explanation, out / "cam-dicom", like=scan))
         extra["written_mib"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / MIB, 1)
         extra["dicom_files"] = len(list((out / "cam-dicom").glob("*")))
@@ -665,7 +683,7 @@ def table(results: dict[str, dict]) -> list[str]:
             lines.append(f"| {title} | {name} | {seconds:.2f} | | | {before} | |")
         if variant in ("volcam-e2e", "monai-e2e"):
             seconds = total(r)
-        elif variant == "review-next-class":
+        elif variant in ("review-next-class", "dock"):
             seconds = None
         else:
             seconds = total(r, ("load network",))
@@ -685,6 +703,13 @@ def notes(results: dict[str, dict]) -> list[str]:
             + ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
             + f"; prediction {e2e.get('prediction')!r}; map {e2e.get('map_shape')}; "
             f"{e2e.get('dicom_files')} DICOM files; {e2e.get('written_mib')} MiB written"
+        )
+    if "nifti_check" in e2e:
+        check = e2e["nifti_check"]
+        lines.append(
+            f"- the NIfTI map read back: shape {check['shape']}, affine equal to the scan's (as float32, what an "
+            f"sform holds): {check['affine_exact']}; largest error on the middle slice "
+            f"{check['max_error_middle_slice']} (≤ 0.5/255 ≈ 0.00196, plus float32 rounding)"
         )
     if "error" not in e2e and e2e.get("steps"):
         whole = total(e2e)
