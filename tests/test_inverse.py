@@ -125,3 +125,22 @@ def test_the_model_takes_the_fast_route(monkeypatch) -> None:
     monkeypatch.setattr(type(model.preprocessing.compose), "inverse", refuse)
     explained = model.explain(scan, "gradcam")
     assert explained.map.shape == scan.shape and torch.equal(explained.map.affine, scan.affine)
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LPI"])
+def test_a_cards_orientation_runs_without_monais_labels_warning_and_means_what_it_did(axcodes) -> None:
+    """MONAI 1.6 warns on every Orientation that leaves ``labels`` out (its default changed); a card's step
+    gets the labels cards were written against, silently, to the same grid as MONAI's own step."""
+    import warnings
+
+    from monai.transforms import Orientation
+
+    scan = odd_scan()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        prepared = Preprocessing([{"name": "Orientation", "args": {"axcodes": axcodes}}])(scan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = Orientation(axcodes=axcodes)(scan.clone())
+    np.testing.assert_array_equal(prepared.affine.numpy(), expected.affine.numpy())
+    np.testing.assert_array_equal(prepared.as_tensor().numpy(), expected.as_tensor().numpy())

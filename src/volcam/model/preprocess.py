@@ -76,6 +76,12 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
+# What a card's step means where its args are silent: the defaults cards were written against. MONAI 1.6
+# changes Orientation's ``labels`` default (to the MetaTensor's own space, RAS for every volcam scan) and
+# warns on every card that leaves it out; the labels MONAI 1.3–1.5 used say the same thing, silently.
+_CARD_DEFAULTS: dict[str, dict[str, Any]] = {"Orientation": {"labels": (("L", "R"), ("P", "A"), ("I", "S"))}}
+
+
 def _build(step: Mapping[str, Any], where: str, index: int) -> Any:
     import monai.transforms as mt
 
@@ -97,7 +103,7 @@ def _build(step: Mapping[str, Any], where: str, index: int) -> Any:
         if sizes is not None and not all(isinstance(v, int | float) and abs(v) <= 4096 for v in values):
             raise CardError(f"{where}: preprocessing.{index}.args.{key}: sizes are whole numbers up to 4096")
     try:
-        return getattr(mt, name)(**dict(args))
+        return getattr(mt, name)(**{**_CARD_DEFAULTS.get(name, {}), **args})
     except Exception as error:  # MONAI checks arguments in many ways
         raise CardError(f"{where}: preprocessing.{index} ({name}): {first_line(error)}") from None
 
