@@ -87,8 +87,9 @@ _ROW = 32  # contiguous elements after the interpolated axis from which a pass g
 
 def _take(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
     """``x.index_select(axis, index)`` through a 3D view (before, axis, after): PyTorch's CPU gather
-    is an order of magnitude faster on that shape than on a 3D tensor's first axis. ``x`` is
-    contiguous (a permuted view of contiguous memory whose axes are in memory order)."""
+    is an order of magnitude faster on that shape than on a 3D tensor's first axis. ``x`` is usually a
+    permuted view of contiguous memory whose axes are in memory order: the view then costs nothing
+    (any other layout is copied by ``reshape``)."""
     before = math.prod(x.shape[:axis])
     flat = x.reshape(before, x.shape[axis], -1)[:, index, :]
     return flat.reshape(*x.shape[:axis], index.numel(), *x.shape[axis + 1 :])
