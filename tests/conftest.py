@@ -39,6 +39,24 @@ class GapNet(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+class SwinClassifier(nn.Module):
+    """MONAI's Swin encoder (SwinUNETR's), global average pooling of its last, normalised stage, one linear
+    layer: a transformer whose stages are channels-last with a LayerNorm before the head."""
+
+    def __init__(self, embed_dim: int = 6) -> None:
+        super().__init__()
+        from monai.networks.nets.swin_unetr import SwinTransformer
+
+        self.encoder = SwinTransformer(
+            in_chans=1, embed_dim=embed_dim, window_size=(4, 4, 4), patch_size=(2, 2, 2), depths=(1, 1, 1, 1),
+            num_heads=(1, 1, 2, 2), spatial_dims=3,
+        )  # fmt: skip
+        self.fc = nn.Linear(16 * embed_dim, 2)  # four patch mergings double the channels each time
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.encoder(x, normalize=True)[-1].mean((2, 3, 4)))
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

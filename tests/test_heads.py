@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import volcam
-from conftest import GapNet
+from conftest import GapNet, SwinClassifier
 from volcam import CamEngine
 from volcam import sample_data as sd
 
@@ -27,26 +27,6 @@ class SwinLike(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.norm(self.stage(x).movedim(1, -1)).movedim(-1, 1)
         return self.fc(a.mean((2, 3, 4)))
-
-
-def swin_encoder_classifier() -> nn.Module:
-    """MONAI's Swin encoder (SwinUNETR's) with a pooling + linear head on its normalised last stage."""
-    from monai.networks.nets.swin_unetr import SwinTransformer
-
-    class SwinClassifier(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = SwinTransformer(
-                in_chans=1, embed_dim=12, window_size=(4, 4, 4), patch_size=(2, 2, 2), depths=(1, 1, 1, 1),
-                num_heads=(1, 1, 2, 2), spatial_dims=3,
-            )  # fmt: skip
-            self.fc = nn.Linear(12 * 16, 2)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.encoder(x, normalize=True)[-1].mean((2, 3, 4)))
-
-    torch.manual_seed(0)
-    return SwinClassifier().eval()
 
 
 def test_cam_on_a_resnet_is_accepted_and_is_the_linear_rows_times_the_layer():
@@ -77,7 +57,8 @@ def test_cam_is_refused_where_something_sits_between_the_layer_and_the_pooling()
 
 
 def test_a_swin_encoder_with_a_linear_head_is_refused_for_cam_and_hirescam_says_its_map_is_zero():
-    net = swin_encoder_classifier()
+    torch.manual_seed(0)
+    net = SwinClassifier(embed_dim=12).eval()
     x = torch.randn(1, 1, 64, 64, 64)
     with CamEngine(net, "encoder.layers4.0", progress=False) as engine:
         with pytest.raises(volcam.MethodError) as refused:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import volcam
+from conftest import SwinClassifier
 from volcam.engine.tokens import Layout, from_grid, infer_layout, to_grid
 from volcam.errors import LayerError, MethodError, VolcamError
 from volcam.methods.attention import rollout
@@ -27,23 +28,6 @@ def vit(dims: int, **kwargs) -> nn.Module:
     torch.manual_seed(0)
     args = dict(hidden_size=HIDDEN, mlp_dim=48, num_layers=2, num_heads=4, classification=True, num_classes=2)
     return ViT(in_channels=1, img_size=32, patch_size=8, spatial_dims=dims, **{**args, **kwargs}).eval()
-
-
-class SwinClassifier(nn.Module):
-    """MONAI's Swin encoder, global average pooling of its last (normalised) stage, one linear layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from monai.networks.nets.swin_unetr import SwinTransformer
-
-        self.encoder = SwinTransformer(
-            in_chans=1, embed_dim=6, window_size=(4, 4, 4), patch_size=(2, 2, 2), depths=(1, 1, 1, 1),
-            num_heads=(1, 1, 2, 2), spatial_dims=3,
-        )  # fmt: skip
-        self.fc = nn.Linear(96, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.encoder(x)[-1].mean((2, 3, 4)))
 
 
 def _manual_token_gradients(net: nn.Module, x: torch.Tensor, layer: str, klass: int) -> tuple[torch.Tensor, ...]:
