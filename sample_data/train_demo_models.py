@@ -201,6 +201,22 @@ def pointing(model: Model, phantoms: list, layer: str, method: str = "gradcam") 
     return float(np.mean(hits))
 
 
+def train_on_ct(
+    what: str, card: dict, network_args: dict, out: Path, n_train: int, epochs: int, lr: float
+) -> tuple[torch.nn.Module, Preprocessing, Model]:
+    """Build the card's network, train it on CT phantoms and write its weights and card (named after the
+    card); the trained network, the card's preprocessing and the card loaded as a volcam Model."""
+    name = card["name"]
+    net, pre = build(name, card, network_args, out)
+    log(f"{what}: {n_train} training phantoms (seeds {CT_SEEDS['train']}+)")
+    x, y, _ = ct_set(CT_SEEDS["train"], n_train, pre)
+    log(f"{what}: training {sum(p.numel() for p in net.parameters())} parameters on {tuple(x.shape)}")
+    train(net, x, y, epochs=epochs, batch=8, lr=lr)
+    torch.save(net.state_dict(), out / f"{name}.pt")
+    write_json(out / f"{name}.card.json", card)
+    return net, pre, load_model(out / f"{name}.card.json")
+
+
 def make_ct(out: Path, n_train: int, n_val: int, n_test: int, epochs: int) -> dict:
     card = card_dict(
         "ct_covid", "volume", CT_LABELS, "layer2", CT_NETWORK, CT_PREPROCESSING,
@@ -208,14 +224,7 @@ def make_ct(out: Path, n_train: int, n_val: int, n_test: int, epochs: int) -> di
         description="Demo 3D CNN (MONAI ResNet, 4 basic blocks, GAP + linear) on synthetic chest-CT phantoms: "
         "COVID-like ground-glass/consolidation vs normal. For demonstration only, not for diagnosis.",
     )  # fmt: skip
-    net, pre = build("ct_covid", card, CT_NETWORK, out)
-    log(f"CT: {n_train} training phantoms (seeds {CT_SEEDS['train']}+)")
-    x, y, _ = ct_set(CT_SEEDS["train"], n_train, pre)
-    log(f"CT: training {sum(p.numel() for p in net.parameters())} parameters on {tuple(x.shape)}")
-    train(net, x, y, epochs=epochs, batch=8, lr=3e-3)
-    torch.save(net.state_dict(), out / "ct_covid.pt")
-    write_json(out / "ct_covid.card.json", card)
-    model = load_model(out / "ct_covid.card.json")
+    net, pre, model = train_on_ct("CT", card, CT_NETWORK, out, n_train, epochs, lr=3e-3)
 
     log(f"CT: choosing the default layer by Grad-CAM pointing on {n_val} validation phantoms")
     _, _, val = ct_set(CT_SEEDS["validation"], n_val, pre)
@@ -259,14 +268,7 @@ def make_ct_vit(out: Path, n_train: int, n_test: int, epochs: int) -> dict:
         "synthetic chest-CT phantoms: COVID-like ground-glass/consolidation vs normal. For demonstration only, "
         "not for diagnosis.",
     )  # fmt: skip
-    net, pre = build("ct_covid_vit", card, CT_VIT_NETWORK, out)
-    log(f"CT ViT: {n_train} training phantoms (seeds {CT_SEEDS['train']}+)")
-    x, y, _ = ct_set(CT_SEEDS["train"], n_train, pre)
-    log(f"CT ViT: training {sum(p.numel() for p in net.parameters())} parameters on {tuple(x.shape)}")
-    train(net, x, y, epochs=epochs, batch=8, lr=VIT_LR)
-    torch.save(net.state_dict(), out / "ct_covid_vit.pt")
-    write_json(out / "ct_covid_vit.card.json", card)
-    model = load_model(out / "ct_covid_vit.card.json")
+    net, pre, model = train_on_ct("CT ViT", card, CT_VIT_NETWORK, out, n_train, epochs, lr=VIT_LR)
 
     log(f"CT ViT: scoring on {n_test} held-out phantoms (seeds {CT_SEEDS['test']}+)")
     xt, yt, test = ct_set(CT_SEEDS["test"], n_test, pre)
