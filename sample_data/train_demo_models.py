@@ -386,7 +386,7 @@ def make_samples(out: Path) -> None:
     mask.set_qform(ct.affine, code=1)
     mask.set_sform(ct.affine, code=1)
     nib.save(mask, out / "ct_covid_sample_mask.nii.gz")
-    write_ct_dicom(ct, out / "ct_covid_sample_dicom", key=SAMPLE_CT_SEED, deflate=True)
+    write_ct_dicom(ct, out / "ct_covid_sample_dicom", key=SAMPLE_CT_SEED)
     clip = lung_ultrasound(SAMPLE_LUS_SEED, covid=True)
     write_ultrasound_dicom(clip, out / "lus_covid_sample.dcm", key=SAMPLE_LUS_SEED)
     # The clip's mask as (T, H, W) with the clip's spacing (s, mm, mm) on the diagonal.

@@ -190,6 +190,34 @@ def test_shuffled_series_mixed_with_another_is_listed_then_picked_and_ordered_by
     assert_same_geometry(ct, sitk_series(tmp_path, uid))
 
 
+def test_a_deflated_series_reads_as_its_plain_twin(tmp_path) -> None:
+    # The shipped CT is Explicit VR Little Endian (what every PACS serves); Deflated Explicit VR Little
+    # Endian, lossless and a third smaller, is still read: the phantom written both ways loads the same.
+    from volcam.testing.phantoms import chest_ct, write_ct_dicom
+
+    phantom = chest_ct(7, covid=True)
+    deflated = write_ct_dicom(phantom, tmp_path / "deflated", key=7, deflate=True)
+    plain = write_ct_dicom(phantom, tmp_path / "plain", key=7)
+    assert (
+        pydicom.dcmread(next(deflated.glob("*.dcm"))).file_meta.TransferSyntaxUID
+        == pydicom.uid.DeflatedExplicitVRLittleEndian
+    )
+    a, b = volcam.load(deflated), volcam.load(plain)
+    assert a.dtype == torch.int16
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(a.affine.numpy(), b.affine.numpy())
+    np.testing.assert_array_equal(a[0].numpy(), phantom.image)
+
+
+def test_a_deflated_single_file_from_pydicom() -> None:
+    ds = pydicom.dcmread(pydicom_file("image_dfl.dcm"))
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VolcamWarning)  # a secondary capture: no geometry
+        image = volcam.load(pydicom_file("image_dfl.dcm"))
+    np.testing.assert_array_equal(image[0, :, :, 0].numpy().T, ds.pixel_array)
+
+
 def test_series_order_ignores_instance_numbers_on_a_real_series() -> None:
     # CT5N: InstanceNumber 6..10 run from z = 8.76 down to z = -1.24.
     folder = dicomdir_tests() / "98892001" / "CT5N"
