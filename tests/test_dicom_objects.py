@@ -275,6 +275,19 @@ def test_segmentation_reads_back_with_highdicom_by_source_instance(tmp_path, ct,
         np.testing.assert_allclose(frame_position(seg, index), np.array(sources[uid][1].ImagePositionPatient, float))
 
 
+@pytest.mark.parametrize("fractional", [False, True], ids=["binary", "fractional"])
+def test_the_segment_recommends_the_overlays_colour_for_its_values(tmp_path, ct, explained, fractional) -> None:
+    # OHIF warns "RecommendedDisplayCIELabValue not found" and picks a colour of its own without it.
+    from volcam.maps.colour import colour_at
+
+    (path,) = write(explained, tmp_path / "seg", ct, kind="segmentation", fractional=fractional, threshold=0.6)
+    (segment,) = hd.seg.segread(path).SegmentSequence
+    colour = hd.color.CIELabColor.from_dicom_value(segment.RecommendedDisplayCIELabValue).to_rgb()
+    expected = colour_at(0.75 if fractional else 0.8)  # the middle of the values the segment holds
+    assert np.abs(np.array(colour, dtype=int) - expected).max() <= 1
+    assert expected[0] > 200 and expected[2] < 50  # the warm end of the colormap, not a default grey
+
+
 def test_overlay_reads_back_with_highdicom_one_image_per_source_slice(tmp_path, ct, explained) -> None:
     files = write(explained, tmp_path / "overlay", ct, kind="overlay")
     sources = source_slices(ct)

@@ -10,8 +10,10 @@
   slice, for a PACS that shows pictures only.
 
 Each object shares the source's study, patient module and frame of reference, refers to the source
-instances its frames come from, and records how it was made (:class:`Provenance`). Nothing here
-touches files: the datasets are written by :func:`volcam.io.write_dicom`.
+instances its frames come from, and records how it was made (:class:`Provenance`). Frames (and the
+overlay's instance numbers) go in the order viewers stack them, ascending along the slice normal
+(:func:`volcam.io.dicom_placement.viewer_order`). Nothing here touches files: the datasets are
+written by :func:`volcam.io.write_dicom`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from volcam.errors import InputError
-from volcam.io.dicom_placement import Placement
+from volcam.io.dicom_placement import Placement, viewer_order
+from volcam.maps.colour import colour_at
 from volcam.maps.result import MapInfo
 
 if TYPE_CHECKING:
@@ -158,9 +161,61 @@ def _plane_arguments(placement: Placement) -> dict[str, Any]:
     }
 
 
+_POSITION = 0x00200032  # ImagePositionPatient, the spatial dimension of a multi-frame object
+_SAME_PLANE_MM = 1e-4  # frames of several segments on one plane share its position
+
+
+def _reorder_pixels(ds: Dataset, order: np.ndarray) -> None:
+    """The native (uncompressed) frames of ``ds`` rearranged so that frame ``k`` is the old frame
+    ``order[k]``; 1-bit frames (a BINARY segmentation) are packed without padding between them."""
+    keyword = next(k for k in ("FloatPixelData", "DoubleFloatPixelData", "PixelData") if k in ds)
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        raise RuntimeError("frames of a compressed object cannot be reordered")  # volcam writes them native
+    count, pixels = len(order), int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+    stored = np.frombuffer(ds[keyword].value, dtype=np.uint8)
+    if int(ds.BitsAllocated) == 1:
+        bits = np.unpackbits(stored, count=count * pixels, bitorder="little").reshape(count, pixels)
+        frames = np.packbits(bits[order], bitorder="little")
+    else:
+        size = pixels * int(ds.BitsAllocated) // 8
+        frames = stored[: count * size].reshape(count, size)[order]
+    data = frames.tobytes()
+    ds[keyword].value = data + b"\0" if len(data) % 2 else data  # DICOM values have even length
+
+
+def _in_viewer_order(ds: Dataset) -> Dataset:
+    """``ds``, a multi-frame object from highdicom (which sorts frames descending along the normal),
+    with its frames in :func:`viewer_order`, in place: per-frame functional groups (positions,
+    source references), pixel data, and the position dimension's index values, renumbered so that
+    index ``k`` is the ``k``-th plane along the normal. Other dimensions (a segment number) keep
+    their precedence: a segmentation's frames stay grouped by segment."""
+    items = list(ds.PerFrameFunctionalGroupsSequence)
+    orientation = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    positions = np.array([item.PlanePositionSequence[0].ImagePositionPatient for item in items], dtype=float)
+    along = viewer_order(positions, np.asarray(orientation, dtype=float))
+    new_plane = np.any(np.abs(np.diff(positions[along], axis=0)) > _SAME_PLANE_MM, axis=1)
+    plane = np.empty(len(items), dtype=int)
+    plane[along] = np.cumsum(np.concatenate([[1], new_plane]))  # 1-based plane number along the normal
+    pointers = [int(dimension.DimensionIndexPointer) for dimension in ds.DimensionIndexSequence]
+    indices = np.array(
+        [np.atleast_1d(item.FrameContentSequence[0].DimensionIndexValues) for item in items], dtype=np.int64
+    ).reshape(len(items), len(pointers))
+    indices[:, pointers.index(_POSITION)] = plane
+    order = np.lexsort(indices.T[::-1])  # by the first dimension, then the next ...
+    for item, values in zip(items, indices, strict=True):
+        item.FrameContentSequence[0].DimensionIndexValues = (
+            [int(v) for v in values] if len(pointers) > 1 else int(values[0])
+        )
+    if not np.array_equal(order, np.arange(len(items))):
+        ds.PerFrameFunctionalGroupsSequence = [items[i] for i in order]
+        _reorder_pixels(ds, order)
+    return ds
+
+
 def _finish(ds: Dataset, placement: Placement, provenance: Provenance, detail: str) -> Dataset:
-    """What highdicom leaves to the caller: the derivation description, and no reference at all to a
-    stand-in source (a scan that was not DICOM)."""
+    """What highdicom leaves to the caller: frames in the order viewers stack them, the derivation
+    description, and no reference at all to a stand-in source (a scan that was not DICOM)."""
+    _in_viewer_order(ds)
     ds.DerivationDescription = provenance.derivation(detail)
     if placement.stand_in:
         for keyword in ("SourceImageSequence", "ReferencedSeriesSequence"):
@@ -239,6 +294,9 @@ def segmentation(
         parameters={**provenance.parameters(), **({} if fractional else {"threshold": f"{threshold:g}"})},
     )
     label = f"{provenance.method} '{provenance.info.label}'" if provenance.info.label is not None else provenance.method
+    # Viewers colour a segment as it recommends (OHIF warns and picks one when it does not): the colour
+    # volcam's overlay gives the values the segment holds, at their middle.
+    colour = colour_at(0.75 if fractional else (1.0 + threshold) / 2.0)
     segment = highdicom.seg.SegmentDescription(
         segment_number=1,
         segment_label=_lo(label + ("" if fractional else f" > {threshold:g}")),
@@ -246,6 +304,7 @@ def segmentation(
         segmented_property_type=codes.DCM.ClassActivation,
         algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
+        display_color=highdicom.color.CIELabColor.from_rgb(*colour),
     )
     with _quiet_highdicom():
         seg = highdicom.seg.Segmentation(

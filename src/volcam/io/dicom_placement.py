@@ -1,14 +1,19 @@
 """Where a map's slices go in a derived DICOM object, and which source instances they come from.
 
 A map written as DICOM (parametric map, segmentation, overlay) lies on its source's frame of
-reference. :func:`place_map` decides, from the map's affine and the scan's metadata alone:
+reference. Its frames go in the order viewers stack them (:func:`viewer_order`): ascending position
+along the slice normal ``row × column``, as a series' own instances sort. OHIF puts a parametric
+map's frames into the source volume in file order and dcmqi (3D Slicer) stacks them in file order,
+so any other order shows the map on the mirrored slices. :func:`place_map` decides, from the map's
+affine and the scan's metadata alone:
 
 - when the map's grid is the source series' own grid, or that grid flipped or with its axes
   permuted (a ``Flip``/``Orientation`` transform), the frames are a *view* of the map in the
   source's own row/column/slice layout, each at its source slice's own position (also past a gap
   in the series, which a regular grid cannot hold) and referring to that slice's instance;
-- any other grid (resampled, cropped) is written as it is, each frame placed from the affine;
-  highdicom still refers frames to the source slices they coincide with;
+- any other grid (resampled, cropped) is written slice by slice, each frame placed from the affine
+  (its slice axis reversed when it runs against the normal); highdicom still refers frames to the
+  source slices they coincide with;
 - a scan that was not DICOM gets a stand-in source with a new study and frame of reference, and
   the derived object refers to no instance.
 
@@ -24,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from volcam.errors import InputError
+from volcam.io.dicom_geometry import directions
 from volcam.io.dicom_series import slice_geometry
 from volcam.io.image import LPS_TO_RAS
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["Placement", "place_map"]
+__all__ = ["Placement", "place_map", "viewer_order"]
 
 # Type 2 attributes the derived objects copy from their source (highdicom reads them as attributes):
 # a source without them gets them empty, which is what DICOM asks for an unknown value and adds no
@@ -49,15 +55,24 @@ _TYPE_2 = (
 _ON_GRID = 1e-3  # voxels: how close the map's grid must lie to the source's to be the same grid
 
 
+def viewer_order(positions: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """The order viewers stack frames in: indices sorting ``positions`` ``(N, 3)`` (LPS mm) ascending
+    along the normal ``row × column`` of ``orientation`` (ImageOrientationPatient), as OHIF
+    (cornerstone), dcmqi and volcam's own reader sort a series' instances; stable for equal positions."""
+    distance = np.asarray(positions, dtype=float).reshape(-1, 3) @ directions(np.asarray(orientation, dtype=float))[2]
+    return np.argsort(distance, kind="stable")
+
+
 @dataclass
 class Placement:
-    """The map's frames and the geometry and sources a derived DICOM object needs.
+    """The map's frames and the geometry and sources a derived DICOM object needs, frames in
+    :func:`viewer_order` (ascending along the slice normal).
 
     Attributes:
         values: the map ``(x, y, z)`` float32 (its :attr:`frames` are views of it).
         references: source headers for highdicom, one per instance (patient, study, frame of
             reference, geometry; Type 2 patient and study attributes present, empty if unknown).
-        positions: ``(slices, 3)`` ImagePositionPatient per frame, mm (LPS).
+        positions: ``(slices, 3)`` ImagePositionPatient per frame, mm (LPS), ascending along the normal.
         orientation: ImageOrientationPatient (row direction, then column direction).
         pixel_spacing: (between rows, between columns) mm.
         thickness: mm between slices along their normal.
@@ -230,7 +245,7 @@ def place_map(values: np.ndarray, affine: np.ndarray, meta: dict) -> Placement:
     if source is not None:
         references, geometry, shape, multiframe = source
         layout = _source_layout(values.shape, affine, LPS_TO_RAS @ geometry.affine_lps, shape)
-        if layout is not None:
+        if layout is not None:  # the source's slices, which its geometry holds in viewer order
             _, orientation, spacing, thickness = _from_affine(LPS_TO_RAS @ geometry.affine_lps, 1)
             return Placement(
                 values=values,
@@ -246,6 +261,10 @@ def place_map(values: np.ndarray, affine: np.ndarray, meta: dict) -> Placement:
                 flips=layout[1],
             )
     positions, orientation, spacing, thickness = _from_affine(affine, values.shape[2])
+    flips = (False, False, False)
+    if values.shape[2] > 1 and viewer_order(positions[[0, -1]], orientation)[0] == 1:
+        # The map's slice axis runs against the normal: its frames are its slices from the last.
+        positions, flips = positions[::-1].copy(), (False, False, True)
     if source is not None:
         references = source[0]
         stand_in = False
@@ -254,4 +273,4 @@ def place_map(values: np.ndarray, affine: np.ndarray, meta: dict) -> Placement:
         rows, columns = values.shape[1], values.shape[0]
         references = [_stand_in((rows, columns), positions, orientation, spacing, thickness, modality)]
         stand_in = True
-    return Placement(values, references, positions, orientation, spacing, thickness, stand_in, False)
+    return Placement(values, references, positions, orientation, spacing, thickness, stand_in, False, flips=flips)

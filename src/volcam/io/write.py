@@ -20,7 +20,7 @@ import numpy as np
 from volcam.errors import InputError, first_line
 from volcam.io.atomic import atomic_file, atomic_folder, is_temporary, output_folder, source_paths
 from volcam.maps.arrays import image_array, map_array
-from volcam.maps.colour import fuse
+from volcam.maps.colour import COLORMAP, fuse
 from volcam.maps.result import MapInfo
 from volcam.maps.windowing import Window
 
@@ -128,7 +128,7 @@ def write_dicom(
     threshold: float | None = None,
     fractional: bool = False,
     window: Window | None = None,
-    colormap: str = "jet",
+    colormap: str = COLORMAP,
     alpha: float = 0.5,
     description: str | None = None,
     series_number: int | None = None,

@@ -11,7 +11,10 @@ import numpy as np
 from volcam.errors import InputError
 from volcam.maps.windowing import Window, apply_window
 
-__all__ = ["display_range", "fuse"]
+__all__ = ["COLORMAP", "colour_at", "display_range", "fuse"]
+
+#: The colormap a map is shown in (pictures, the DICOM overlay, a segment's display colour).
+COLORMAP = "jet"
 
 
 def display_range(image: np.ndarray, modality: str | None, window: Window | None) -> np.ndarray:
@@ -43,8 +46,16 @@ def _lut(colormap: str) -> np.ndarray:
 _LUTS: dict[str, np.ndarray] = {}
 
 
+def colour_at(value: float, colormap: str = COLORMAP) -> tuple[int, int, int]:
+    """The 8-bit RGB colour :func:`fuse` gives a map ``value`` in [0, 1] (before blending)."""
+    lut = _lut(colormap)
+    index = min(int(np.clip(value, 0.0, 1.0) * len(lut)), len(lut) - 1)
+    red, green, blue = (round(255.0 * float(c)) for c in lut[index])
+    return red, green, blue
+
+
 def fuse(
-    gray: np.ndarray, cam: np.ndarray, *, colormap: str = "jet", alpha: float = 0.5, threshold: float = 0.0
+    gray: np.ndarray, cam: np.ndarray, *, colormap: str = COLORMAP, alpha: float = 0.5, threshold: float = 0.0
 ) -> np.ndarray:
     """A map coloured over a grey (or RGB) image → ``(*S, 3)`` uint8 RGB.
 

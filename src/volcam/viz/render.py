@@ -18,7 +18,7 @@ import numpy as np
 from volcam.errors import InputError
 from volcam.io.atomic import atomic_file
 from volcam.maps.arrays import image_array, map_array
-from volcam.maps.colour import display_range, fuse
+from volcam.maps.colour import COLORMAP, display_range, fuse
 from volcam.maps.windowing import Window
 
 __all__ = ["display_range", "fuse", "montage"]  # the first two live in maps.colour
@@ -76,7 +76,7 @@ def montage(
     hottest: int | None = None,
     max_panels: int = 16,
     columns: int | None = None,
-    colormap: str = "jet",
+    colormap: str = COLORMAP,
     alpha: float = 0.5,
     threshold: float = 0.05,
     title: str | None = None,
