@@ -175,11 +175,10 @@ def _reorder_pixels(ds: Dataset, order: np.ndarray) -> None:
     stored = np.frombuffer(ds[keyword].value, dtype=np.uint8)
     if int(ds.BitsAllocated) == 1:
         bits = np.unpackbits(stored, count=count * pixels, bitorder="little").reshape(count, pixels)
-        frames = np.packbits(bits[order], bitorder="little")
-    else:
+        data = np.packbits(bits[order], bitorder="little").tobytes()
+    else:  # one copy of the frames, straight into the new value
         size = pixels * int(ds.BitsAllocated) // 8
-        frames = stored[: count * size].reshape(count, size)[order]
-    data = frames.tobytes()
+        data = b"".join(stored[i * size : (i + 1) * size].data for i in order)
     ds[keyword].value = data + b"\0" if len(data) % 2 else data  # DICOM values have even length
 
 
