@@ -95,3 +95,12 @@ def copy_tree(source: Path, target: Path) -> Path:
 
 def file_count(folder: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(folder))
+
+
+def as_stored_in_parametric_map(cam) -> np.ndarray:
+    """A map's values as a parametric map written with the default threshold holds them: those at or
+    below it 0, the rest as computed."""
+    from volcam.io.dicom_objects import THRESHOLDS
+
+    values = np.asarray(cam, dtype=np.float32)
+    return np.where(values > THRESHOLDS["parametric-map"], values, np.float32(0.0))

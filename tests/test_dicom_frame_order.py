@@ -28,7 +28,7 @@ from monai.transforms import Flip, Orientation, Spacing
 from pydicom.uid import generate_uid
 
 import volcam
-from io_fixtures import make_series
+from io_fixtures import as_stored_in_parametric_map, make_series
 from volcam.errors import VolcamWarning
 from volcam.io.image import LPS_TO_RAS
 from volcam.io.write import dicom_instances, write_dicom
@@ -120,7 +120,7 @@ def assert_multiframe_in_viewer_order(
         if segmentation:
             np.testing.assert_array_equal(frames[k], values > 0.5)
         else:
-            np.testing.assert_allclose(frames[k], values, atol=1e-6)
+            np.testing.assert_allclose(frames[k], as_stored_in_parametric_map(values), atol=1e-6)
 
 
 def assert_overlay_in_viewer_order(files: list[Path], scan: torch.Tensor, referenced: bool = True) -> None:

@@ -24,7 +24,7 @@ from monai.transforms import Flip, Orientation, Spacing
 from typer.testing import CliRunner
 
 import volcam
-from io_fixtures import CT_SMALL_IDENTIFIERS, pydicom_file
+from io_fixtures import CT_SMALL_IDENTIFIERS, as_stored_in_parametric_map, pydicom_file
 from volcam import sample_data as sd
 from volcam._version import __version__
 from volcam.cli import app
@@ -175,7 +175,7 @@ def test_a_scan_that_was_not_dicom_gets_a_new_study_and_refers_to_nothing(tmp_pa
         assert dciodvfy(path)[0] == []
     if kind == "parametric-map":  # the frames where the NIfTI's affine puts its slices, values as they were
         volume = hd.pm.ParametricMap.from_dataset(datasets[0]).get_volume()
-        assert_same_values_at_scan_voxels(volume, scan, cam.numpy())
+        assert_same_values_at_scan_voxels(volume, scan, as_stored_in_parametric_map(cam))
 
 
 # -- geometry and values ---------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def test_parametric_map_reads_back_with_highdicom_on_the_source_slices(tmp_path,
     ds = pydicom.dcmread(path)
     pm = hd.pm.ParametricMap.from_dataset(ds)
     slices = assert_frames_on_source_slices(ds, ct)
-    cam = explained.map[0].numpy()
+    cam = as_stored_in_parametric_map(explained.map[0])
     assert_same_values_at_scan_voxels(pm.get_volume(), ct, cam)  # float32 as computed: exact
     frames = ds.pixel_array  # frame by frame too (highdicom 0.28 reads float frames only as a volume)
     for index, k in enumerate(slices):
@@ -211,6 +211,29 @@ def test_parametric_map_reads_back_with_highdicom_on_the_source_slices(tmp_path,
         1,
     )
     assert mapping.QuantityDefinitionSequence[0].ConceptCodeSequence[0].CodeMeaning == "Class activation"
+
+
+def test_the_parametric_map_stores_low_values_as_zero_and_says_so(tmp_path, ct, explained) -> None:
+    # OHIF reads no window or LUT from a parametric map and tints the CT wherever a value is positive:
+    # values at or below the threshold (0.1 by default) are stored as 0, the rest exactly as computed.
+    cam = explained.map[0].numpy()
+    assert ((cam > 0) & (cam <= 0.1)).mean() > 0.5  # most of this map is faint, positive evidence
+    for threshold, expected in (
+        (None, as_stored_in_parametric_map(cam)),
+        (0.0, cam),
+        (0.3, np.where(cam > 0.3, cam, 0)),
+    ):
+        options = {} if threshold is None else {"threshold": threshold}
+        (path,) = write(explained, tmp_path / f"pm-{threshold}", ct, **options)
+        ds = pydicom.dcmread(path)
+        volume = hd.pm.ParametricMap.from_dataset(ds).get_volume()
+        assert_same_values_at_scan_voxels(volume, ct, expected)
+        said = "stored as 0" in ds.DerivationDescription
+        assert said == (threshold != 0.0), ds.DerivationDescription
+        assert f"at or below {0.1 if threshold is None else threshold:g}" in ds.DerivationDescription or not said
+    with pytest.raises(InputError, match=r"threshold=1.5: .*\[0, 1\)"):
+        write(explained, tmp_path / "bad", ct, threshold=1.5)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_every_object_says_how_it_was_made(tmp_path, ct, explained) -> None:
@@ -251,9 +274,10 @@ def test_a_flipped_scan_keeps_every_frame_on_its_source_slice(tmp_path, ct, tran
         ds = pydicom.dcmread(path)
         slices = assert_frames_on_source_slices(ds, ct, every=kind == "parametric-map")
         if kind == "parametric-map":
+            stored = as_stored_in_parametric_map(cam)
             for index, k in enumerate(slices):
-                np.testing.assert_array_equal(ds.pixel_array[index], cam[:, :, k].T.numpy())
-            assert_same_values_at_scan_voxels(hd.pm.ParametricMap.from_dataset(ds).get_volume(), ct, cam.numpy())
+                np.testing.assert_array_equal(ds.pixel_array[index], stored[:, :, k].T)
+            assert_same_values_at_scan_voxels(hd.pm.ParametricMap.from_dataset(ds).get_volume(), ct, stored)
 
 
 @pytest.mark.parametrize("fractional", [False, True], ids=["binary", "fractional"])
@@ -310,7 +334,8 @@ def test_a_resampled_map_is_placed_by_its_affine_on_the_source_frame_of_referenc
     ds = pydicom.dcmread(path)
     assert ds.FrameOfReferenceUID == ct.meta["frame_of_reference_uid"] and (ds.Rows, ds.Columns) == (64, 64)
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.meta["series_uid"]
-    assert_same_values_at_scan_voxels(hd.pm.ParametricMap.from_dataset(ds).get_volume(), resampled, cam.numpy())
+    volume = hd.pm.ParametricMap.from_dataset(ds).get_volume()
+    assert_same_values_at_scan_voxels(volume, resampled, as_stored_in_parametric_map(cam))
 
 
 # -- refusals, identifiers, the command line -------------------------------------------------------------

@@ -35,10 +35,14 @@ from volcam.maps.result import MapInfo
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["KINDS", "Provenance", "overlay_images", "parametric_map", "segmentation"]
+__all__ = ["KINDS", "THRESHOLDS", "Provenance", "overlay_images", "parametric_map", "segmentation"]
 
 #: The objects a map can be written as, and the series number each adds to its source's.
 KINDS = {"parametric-map": 2000, "segmentation": 3000, "overlay": 1000}
+#: Each kind's default threshold on the map (0 to 1): a parametric map stores values at or below it as 0
+#: (OHIF colours every positive value, and its slab rendering makes even 0.03 a tint over the whole
+#: CT), a segmentation holds what exceeds it, an overlay colours only what exceeds it.
+THRESHOLDS = {"parametric-map": 0.1, "segmentation": 0.5, "overlay": 0.05}
 MANUFACTURER = "volcam"  # also how write_dicom tells its own output folders from a user's
 
 
@@ -225,14 +229,28 @@ def _finish(ds: Dataset, placement: Placement, provenance: Provenance, detail: s
     return ds
 
 
-def parametric_map(placement: Placement, provenance: Provenance, series_number: int | None = None) -> Dataset:
-    """The map as one multi-frame Parametric Map (float32, values as computed; a real-world value
-    mapping of slope 1 over their range, which is 0 to 1 for every volcam map)."""
+def parametric_map(
+    placement: Placement,
+    provenance: Provenance,
+    threshold: float = THRESHOLDS["parametric-map"],
+    series_number: int | None = None,
+) -> Dataset:
+    """The map as one multi-frame Parametric Map (float32, values as computed, those at or below
+    ``threshold`` as 0; a real-world value mapping of slope 1 over their range, which is 0 to 1 for
+    every volcam map).
+
+    The threshold is for the viewers: OHIF's parametric map viewport reads no window, LUT or palette
+    from the object (rainbow colormap, opacity rising with the value, window 0-1, all in its code), so
+    the values alone decide where the CT stays clear. ``threshold=0`` keeps every value."""
     import highdicom
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
+    if not 0.0 <= threshold < 1.0:
+        raise InputError(f"threshold={threshold}: a parametric map's threshold lies in [0, 1)")
     frames = placement.frames
+    if threshold > 0.0:
+        frames = np.where(frames > threshold, frames, np.float32(0.0))
     low, high = float(frames.min()), float(frames.max())
     mapping = highdicom.pm.RealWorldValueMapping(
         lut_label=provenance.label,
@@ -261,13 +279,18 @@ def parametric_map(placement: Placement, provenance: Provenance, series_number: 
             **_plane_arguments(placement),
         )
     pm.Laterality = placement.first.get("Laterality")  # General Series, Type 2C: the source's, else empty
-    return _finish(pm, placement, provenance, "Map values 0 to 1 as computed (float), high where the evidence is.")
+    detail = "Map values 0 to 1 as computed (float), high where the evidence is" + (
+        f"; values at or below {threshold:g} stored as 0, so that viewers leave the image clear there."
+        if threshold
+        else "."
+    )
+    return _finish(pm, placement, provenance, detail)
 
 
 def segmentation(
     placement: Placement,
     provenance: Provenance,
-    threshold: float = 0.5,
+    threshold: float = THRESHOLDS["segmentation"],
     fractional: bool = False,
     series_number: int | None = None,
 ) -> Dataset:

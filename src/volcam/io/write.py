@@ -148,8 +148,11 @@ def write_dicom(
             CT); ``"segmentation"`` (one multi-frame Segmentation: BINARY where the map exceeds
             ``threshold``, or with ``fractional`` the map itself in 1/255 steps); ``"overlay"`` (the
             map coloured over the windowed image, one RGB Secondary Capture per slice).
-        threshold: segmentation: the map value the segment exceeds (0.5 by default); overlay: map
-            values at or below it are not coloured (0.05 by default).
+        threshold: parametric map: values at or below it are stored as 0, so that viewers leave
+            the image clear there (0.1 by default; OHIF colours every positive value; 0 keeps them
+            all); segmentation: the map value the segment exceeds (0.5 by default); overlay: map
+            values at or below it are not coloured (0.05 by default). The defaults:
+            :data:`volcam.io.dicom_objects.THRESHOLDS`.
         window: the overlay's CT window (``"soft_tissue"`` by default for CT).
         description: SeriesDescription (64 characters at most); the default names method, kind,
             class and model.
@@ -173,7 +176,7 @@ def write_dicom(
     import pydicom
 
     from volcam._version import __version__
-    from volcam.io.dicom_objects import KINDS, Provenance, overlay_images, parametric_map, segmentation
+    from volcam.io.dicom_objects import KINDS, THRESHOLDS, Provenance, overlay_images, parametric_map, segmentation
     from volcam.io.dicom_placement import place_map
 
     if kind not in KINDS:
@@ -197,16 +200,15 @@ def write_dicom(
     )
     with writing as temporary:
         try:  # highdicom's (or pydicom's) refusal of what it is given is one line naming the output
+            cut = THRESHOLDS[kind] if threshold is None else threshold
             if kind == "overlay":
                 modality = str(meta.get("modality") or "OT")
-                cut = 0.05 if threshold is None else threshold
                 pixels = _overlay_pixels(placement, image, modality, window, colormap, alpha, cut)
                 datasets: Iterator[Any] = overlay_images(placement, pixels, provenance, series_number)
             elif kind == "segmentation":
-                cut = 0.5 if threshold is None else threshold
                 datasets = iter([segmentation(placement, provenance, cut, fractional, series_number)])
             else:
-                datasets = iter([parametric_map(placement, provenance, series_number)])
+                datasets = iter([parametric_map(placement, provenance, cut, series_number)])
             for number, ds in enumerate(datasets, start=1):
                 if description:
                     ds.SeriesDescription = description[:64]
