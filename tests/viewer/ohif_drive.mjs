@@ -113,6 +113,14 @@ function showSliceThrough(world) {
   viewport.render();
 }
 
+/** Whether the active viewport draws the volume `volumeId` (one of its actors). */
+function showsVolume(volumeId) {
+  const engine = window.cornerstone.getRenderingEngines()[0];
+  const viewport = engine?.getViewport(window.services.viewportGridService.getActiveViewportId());
+  const actors = viewport?.getActors?.() ?? [];
+  return actors.some(a => a.referencedId === volumeId || a.uid === volumeId || String(a.referencedId).endsWith(volumeId));
+}
+
 /** The segmentation's labelmap as OHIF holds it: per labelmap image, the plane of the CT image it lies on
  *  and the (row, column) of its non-zero voxels, with their label. */
 function labelmap(segUid) {
@@ -199,6 +207,8 @@ async function drive(page) {
   report.pmap = await page.evaluate(volumeSlices, uid.PMAP);
   const hottest = report.pmap.slices.reduce((b, s, k, all) => (s.max > all[b].max ? k : b), 0);
   const lesion = report.pmap.slices[hottest].position;
+  // the map's layer is added to the viewport after its volume loaded: a screenshot before shows the bare CT
+  await page.waitForFunction(showsVolume, uid.PMAP, { timeout, polling: 200 });
   await page.evaluate(showSliceThrough, lesion);
   await screenshot(page, 'parametric-map');
   await keepNotifications(page);
