@@ -156,3 +156,85 @@ def test_the_model_card_names_its_output(tmp_path):
     for call in (lambda: silent.explain(scan, "gradcam"), lambda: silent.predict(scan)):
         with pytest.raises(volcam.CardError, match=r"silent\.json: the model returned a dict of 'aux' \(1, 3\)"):
             call()
+
+
+# -- every metric scores the output the card names --------------------------------------------------------
+
+
+class WithAuxiliaryHead(nn.Module):
+    """The shipped CT network behind an auxiliary head that comes first: ``(aux, logits)``. The auxiliary
+    head disagrees with the classifier (its classes reversed, three of them), so a metric that reads it
+    instead of the logits the card names gives other numbers."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(x)
+        return 3.0 * torch.cat([logits.flip(1), logits[:, :1]], dim=1), logits
+
+
+def shipped_and_tuple_models(tmp_path):
+    """The shipped CT model, and the same network returning ``(aux, logits)`` with a card saying
+    ``"output": 1`` (its layer named through the wrapper)."""
+    from volcam import sample_data as sd
+    from volcam.model.model import Model
+
+    plain = volcam.load_model(sd.file(sd.CT_CARD))
+    card = json.loads(sd.file(sd.CT_CARD).read_text())
+    card.update(layer=f"net.{card['layer']}", output=1)
+    card.pop("lcam")
+    path = tmp_path / "ct_covid_aux.card.json"
+    path.write_text(json.dumps(card))
+    return plain, Model(WithAuxiliaryHead(plain.network), read_card(path))
+
+
+def test_evaluate_scores_the_output_the_card_names(tmp_path):
+    from volcam import sample_data as sd
+    from volcam.workflows.evaluate import evaluate_to_folder
+
+    plain, tupled = shipped_and_tuple_models(tmp_path)
+    scan, mask = volcam.load(sd.file(sd.CT_DICOM)), volcam.load(sd.file(sd.CT_MASK))
+    options = {"methods": ["gradcam"], "steps": 5, "road": True, "robustness": True}
+    (expected,) = evaluate_to_folder(scan, plain, mask, tmp_path / "plain", **options)
+    (row,) = evaluate_to_folder(scan, tupled, mask, tmp_path / "tuple", **options)
+    for column in ("deletion_auc", "insertion_auc", "average_drop", "road", "sanity_spearman", "max_sensitivity"):
+        assert row[column] == pytest.approx(expected[column], rel=1e-5, abs=1e-6), column
+    assert row["pointing_hit"] == expected["pointing_hit"]
+
+
+def test_a_cohort_scores_the_output_the_card_names(tmp_path, monkeypatch):
+    from volcam.testing.cohorts import synthetic_cohort
+    from volcam.workflows.cohort import run
+
+    plain, tupled = shipped_and_tuple_models(tmp_path)
+    manifest = synthetic_cohort(tmp_path / "data", 2)
+    options = {"methods": ["gradcam"], "faithfulness_steps": 4, "progress": False, "prefetch": False}
+    tables = {}
+    for name, model in (("plain", plain), ("tuple", tupled)):
+        monkeypatch.setattr(run, "cached_model", lambda *_, model=model: model)
+        tables[name] = volcam.run_cohort(manifest, tmp_path / "ct_covid_aux.card.json", tmp_path / name, **options)
+    expected, table = (tables[n].sort_values("case").reset_index(drop=True) for n in ("plain", "tuple"))
+    assert (table["status"] == "ok").all() and table["prediction"].tolist() == expected["prediction"].tolist()
+    for column in ("p_covid", "gradcam.deletion_auc", "gradcam.insertion_auc", "gradcam.average_drop"):
+        assert table[column].tolist() == pytest.approx(expected[column].tolist(), rel=1e-5), column
+
+
+@pytest.mark.parametrize("variant", ["fm", "img"])
+def test_lcam_trains_on_the_output_the_card_names(tmp_path, variant):
+    from volcam import sample_data as sd
+    from volcam.workflows.lcam_training import train_lcam
+
+    plain, tupled = shipped_and_tuple_models(tmp_path)
+    scan = volcam.load(sd.file(sd.CT_DICOM))
+    images = plain.prepare(scan)[None].as_tensor().repeat(4, 1, 1, 1, 1)
+    images = images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    options = {"epochs": 2, "batch_size": 2, "save": False, "progress": False}
+    expected = train_lcam(plain, images, variant, **options)
+    trained = train_lcam(tupled, images, variant, **options)
+    assert [row["train_loss"] for row in trained.history] == pytest.approx(
+        [row["train_loss"] for row in expected.history], rel=1e-5
+    )
+    for name, value in expected.module.state_dict().items():
+        assert torch.allclose(trained.module.state_dict()[name], value, atol=1e-6), name

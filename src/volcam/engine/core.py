@@ -35,13 +35,14 @@ import math
 import sys
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, TypeVar
 
 import torch
 from torch import nn
 
+from volcam.engine.drive import frozen, module_device, module_dtype
 from volcam.engine.head import attributes_kept, checked_head
 from volcam.engine.layers import (
     LayerRecord,
@@ -203,8 +204,8 @@ class CamEngine:
         self.batch_size = batch_size
         self.progress = progress
         self._heads: dict[str, nn.Module | None] = {}
-        self.device = torch.device(device) if device is not None else _module_device(model)
-        if device is not None and _module_device(model) != self.device:
+        self.device = torch.device(device) if device is not None else module_device(model)
+        if device is not None and module_device(model) != self.device:
             model.to(self.device)
         if isinstance(target_layers, str):
             target_layers = [target_layers]
@@ -345,7 +346,7 @@ class CamEngine:
 
     def _freeze(self) -> contextlib.AbstractContextManager[None]:
         """The model in eval mode with no trainable parameter for one pass, restored after it."""
-        return _frozen(self.model, self.eval_mode, *self._parts)
+        return frozen(self.model, self.eval_mode, *self._parts)
 
     # -- forward and gradients -------------------------------------------------------------------
     def forward(self, x: torch.Tensor, graph: bool = True, attention: bool = False) -> ForwardPass:
@@ -943,7 +944,7 @@ class CamEngine:
         monai_data = sys.modules.get("monai.data")
         if monai_data is not None and isinstance(x, monai_data.MetaTensor):
             x = x.as_tensor()  # plain tensors skip MetaTensor's per-op bookkeeping in the forward
-        dtype = _module_dtype(self.model)
+        dtype = module_dtype(self.model)
         return x.detach().to(device=self.device, dtype=dtype)
 
 
@@ -1063,59 +1064,3 @@ def _method_options(info: MethodInfo, options: Mapping[str, Any]) -> dict[str, A
         takes = ", ".join(info.options) if info.options else "no options"
         raise MethodError(f"{info.name!r} does not take {', '.join(sorted(unknown))}; it takes {takes}")
     return {**info.options, **options}
-
-
-@contextlib.contextmanager
-def _frozen(
-    model: nn.Module,
-    eval_mode: bool,
-    modules: Sequence[nn.Module] | None = None,
-    parameters: Sequence[nn.Parameter] | None = None,
-) -> Iterator[None]:
-    """Eval mode and ``requires_grad=False`` on every parameter, restored exactly on exit.
-
-    Only what differs is touched: a model already in eval mode without trainable parameters (as
-    :func:`volcam.load_model` gives it) costs two scans of its modules, not thousands of attribute
-    writes, which matters beside a small network's forward of a few milliseconds. ``modules`` and
-    ``parameters`` are the model's, listed by a caller that freezes it often.
-    """
-    all_modules: Iterable[nn.Module] = model.modules() if modules is None else modules
-    all_parameters: Iterable[nn.Parameter] = model.parameters() if parameters is None else parameters
-    training = [m for m in all_modules if m.training] if eval_mode else []
-    trainable = [p for p in all_parameters if p.requires_grad]
-    try:
-        if training:
-            model.eval()  # through the model's own train() override, if it has one
-        for p in trainable:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for m in training:
-            m.training = True
-        for p in trainable:
-            p.requires_grad_(True)
-
-
-def first_tensor(output: Any, why: str = "volcam explains models that return a tensor") -> torch.Tensor:
-    """The model's output tensor (the first one, for models that return a tuple or list); ``why``
-    ends the error for anything else."""
-    if torch.is_tensor(output):
-        return output
-    if isinstance(output, (tuple, list)) and output and torch.is_tensor(output[0]):
-        return output[0]
-    raise InputError(f"the model returned a {type(output).__name__}; {why}")
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-def _module_dtype(model: nn.Module) -> torch.dtype:
-    for t in model.parameters():
-        if t.is_floating_point():
-            return t.dtype
-    return torch.get_default_dtype()

@@ -6,20 +6,19 @@ are boolean (or 0/1) on the same grid, ``(*S)``, ``(B, *S)`` or ``(B, 1, *S)``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from volcam.engine.core import first_tensor
+from volcam.engine.drive import frozen, read_output
 from volcam.errors import InputError
 from volcam.maps.result import Explanation, batch_map
-from volcam.targets import ClassProbability, TargetSpec, resolve_target
+from volcam.targets import ClassProbability, OutputSpec, TargetSpec, resolve_target
 
 __all__ = ["MetricInputError", "as_map", "as_mask", "spacing_of", "spearman", "ssim"]
 
@@ -83,43 +82,24 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 
 
 # -- the model, batched and without gradients -------------------------------------------------------
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """The model in eval mode for the duration; each module's own mode is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a plain tensor on the model's device, in its floating dtype."""
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    device = param.device if param is not None else x.device
-    dtype = param.dtype if param is not None else torch.get_default_dtype()
-    return _plain(x).to(device=device, dtype=dtype)
-
-
 class Scorer:
-    """Class probabilities of batches of copies of one input, ``batch_size`` rows per model call.
+    """Class probabilities of batches of copies of one input, ``batch_size`` rows per model call, read
+    from the model's output as ``output`` picks it (what the engine explained; a card's ``"output"``).
 
     Counts the rows it scores (``forwards``) so benchmarks can compare a metric with its floor.
     """
 
-    def __init__(self, model: nn.Module, batch_size: int = 16) -> None:
+    def __init__(self, model: nn.Module, batch_size: int = 16, output: OutputSpec = None) -> None:
         if batch_size < 1:
             raise MetricInputError(f"batch_size must be at least 1, not {batch_size}")
         self.model = model
         self.batch_size = batch_size
+        self.output = output
         self.forwards = 0
 
     def outputs(self, batch: torch.Tensor) -> torch.Tensor:
-        with eval_mode(self.model), torch.no_grad():
-            chunks = batch.split(self.batch_size)
-            out = [first_tensor(self.model(c), "volcam's metrics need a tensor") for c in chunks]
+        with frozen(self.model), torch.no_grad():
+            out = [read_output(self.model, chunk, self.output) for chunk in batch.split(self.batch_size)]
         self.forwards += batch.shape[0]
         return torch.cat(out)
 

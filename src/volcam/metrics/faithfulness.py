@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from volcam.metrics._common import MetricInputError, Scorer, as_map, as_mask, model_input, spacing_of
+from volcam.engine.drive import model_input
+from volcam.metrics._common import MetricInputError, Scorer, as_map, as_mask, spacing_of
 from volcam.metrics.imputation import noisy_linear_imputation
-from volcam.targets import ClassProbability, TargetSpec
+from volcam.targets import ClassProbability, OutputSpec, TargetSpec
 
 __all__ = [
     "ConfidenceChange",
@@ -108,6 +109,7 @@ def deletion_insertion(
     spacing: float | Sequence[float] | None = None,
     batch_size: int = 16,
     seed: int = 0,
+    output: OutputSpec = None,
 ) -> DeletionInsertion:
     """Deletion and insertion curves (RISE, Petsiuk et al., BMVC 2018) in ``1/steps`` steps.
 
@@ -131,6 +133,8 @@ def deletion_insertion(
         spacing: voxel size in mm; default: the ``MetaTensor``'s, else 1.
         batch_size: model rows per call.
         seed: for the tie-breaking.
+        output: the tensor scored, of a model returning several (a key, an index or a callable: the
+            engine's ``output=``, a card's ``"output"``); ``None``: the model's only tensor.
 
     Returns:
         :class:`DeletionInsertion`.
@@ -143,7 +147,7 @@ def deletion_insertion(
     _check_grid(cam, xp)
     regions = as_mask(region, cam, "region") if region is not None else None
     sp = spacing_of(x, spacing, xp.ndim - 2)
-    scorer = Scorer(model, batch_size)
+    scorer = Scorer(model, batch_size, output)
     classes, base = scorer.resolve(xp, target)
     generator = torch.Generator().manual_seed(seed)
     fractions = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
@@ -251,6 +255,7 @@ def average_drop_increase(
     *,
     window: tuple[float, float] | None = None,
     batch_size: int = 16,
+    output: OutputSpec = None,
 ) -> ConfidenceChange:
     """Average Drop and Increase in Confidence of maps ``(B, 1, *S)`` with values in [0, 1].
 
@@ -275,7 +280,7 @@ def average_drop_increase(
         low, high = (torch.tensor(float(v), device=xp.device, dtype=xp.dtype) for v in window)
     span = torch.where(high > low, high - low, torch.ones_like(high))
     explained_image = low + span * cam * ((xp - low) / span).clamp(0, 1)
-    scorer = Scorer(model, batch_size)
+    scorer = Scorer(model, batch_size, output)
     classes, y = scorer.resolve(xp, target)
     o = ClassProbability(classes)(scorer.outputs(explained_image)).float()
     y, o = y.double().cpu(), o.double().cpu()
@@ -323,6 +328,7 @@ def road(
     region: torch.Tensor | None = None,
     batch_size: int = 16,
     seed: int = 0,
+    output: OutputSpec = None,
 ) -> Road:
     """ROAD MoRF and LeRF curves with noisy linear imputation (:mod:`volcam.metrics.imputation`).
 
@@ -337,7 +343,7 @@ def road(
     xp = model_input(model, x)
     cam = _maps_for(cam, xp)
     regions = as_mask(region, cam, "region") if region is not None else None
-    scorer = Scorer(model, batch_size)
+    scorer = Scorer(model, batch_size, output)
     classes, _ = scorer.resolve(xp, target)
     generator = torch.Generator().manual_seed(seed)
     fractions = torch.tensor([float(p) / 100 for p in percentages], dtype=torch.float64)

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from volcam.engine.core import CamEngine
+from volcam.engine.drive import model_input
 from volcam.methods.registry import get_method
-from volcam.metrics._common import MetricInputError, model_input, ssim
-from volcam.targets import Target, TargetSpec
+from volcam.metrics._common import MetricInputError, ssim
+from volcam.targets import OutputSpec, Target, TargetSpec
 
 __all__ = ["GradientNoise", "Sensitivity", "gradient_noise_stability", "max_sensitivity"]
 
@@ -49,6 +50,7 @@ def max_sensitivity(
     n_samples: int = 8,
     batch_size: int = 4,
     seed: int = 0,
+    output: OutputSpec = None,
     **options: Any,
 ) -> Sensitivity:
     """Max-sensitivity of ``method``'s normalised maps on ``x`` ``(B, C, *S)``.
@@ -58,6 +60,7 @@ def max_sensitivity(
             input scaled to [0, 1], 0.02 is 2% of the range).
         n_samples: draws of the noise.
         batch_size: noisy copies of the batch explained at once.
+        output: the tensor explained, of a model returning several (the engine's ``output=``).
         options: the method's options.
     """
     if radius < 0 or n_samples < 1 or batch_size < 1:
@@ -65,7 +68,7 @@ def max_sensitivity(
     xp = model_input(model, x)
     b = xp.shape[0]
     gen = torch.Generator(device=xp.device).manual_seed(seed)
-    with CamEngine(model, layer, progress=False) as engine:
+    with CamEngine(model, layer, progress=False, output=output) as engine:
         clean = engine.explain(xp, method, target, **options)
         classes = clean.classes
         reference = clean.map.flatten(1).double()
@@ -123,9 +126,11 @@ def gradient_noise_stability(
     noise: float = 0.1,
     n_samples: int = 8,
     seed: int = 0,
+    output: OutputSpec = None,
     **options: Any,
 ) -> GradientNoise:
-    """SSIM of ``method``'s map with noisy gradients against its clean map (gradient methods only)."""
+    """SSIM of ``method``'s map with noisy gradients against its clean map (gradient methods only);
+    ``output``: the tensor explained, of a model returning several (the engine's ``output=``)."""
     info = get_method(method)
     if "gradients" not in info.needs:
         raise MetricInputError(f"{info.name!r} does not use the target layer's gradients; there is nothing to perturb")
@@ -133,7 +138,7 @@ def gradient_noise_stability(
         raise MetricInputError("noise must be >= 0 and n_samples >= 1")
     xp = model_input(model, x)
     scores = []
-    with _NoisyGradients(model, layer, progress=False) as engine:
+    with _NoisyGradients(model, layer, progress=False, output=output) as engine:
         clean = engine.explain(xp, method, target, **options)
         engine.noise = float(noise)
         engine.generator = torch.Generator(device=xp.device).manual_seed(seed)

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from volcam.metrics._common import MetricInputError, as_map, model_input, spearman, ssim
-from volcam.targets import TargetSpec
+from volcam.engine.drive import frozen, model_input, read_output
+from volcam.metrics._common import MetricInputError, as_map, spearman, ssim
+from volcam.targets import OutputSpec, TargetSpec
 
 __all__ = ["SanityCheck", "parameter_randomization", "randomization_blocks"]
 
@@ -94,6 +95,7 @@ def parameter_randomization(
     blocks: Sequence[str] | None = None,
     threshold: float = 0.5,
     seed: int = 0,
+    output: OutputSpec = None,
     **options: Any,
 ) -> SanityCheck:
     """Cascading parameter randomization of ``method`` on ``x`` ``(B, C, *S)``.
@@ -108,12 +110,14 @@ def parameter_randomization(
         threshold: the check fails when, with every block random, both the mean Spearman
             correlation and the mean SSIM are still ``>= threshold``.
         seed: for the re-initialisation (the global RNG is left alone).
+        output: the tensor explained, of a model returning several (the engine's ``output=``, a
+            card's ``"output"``); ``None``: the model's only tensor.
         options: the method's options.
 
     Returns:
         :class:`SanityCheck`; its ``report()`` says whether the method passed.
     """
-    explain = _explainer(method, layer, options)
+    explain = _explainer(method, layer, output, options)
     xp = model_input(model, x)
     clone = copy.deepcopy(model)
     names = list(blocks) if blocks is not None else randomization_blocks(clone)
@@ -124,13 +128,10 @@ def parameter_randomization(
             clone.get_submodule(name)
         except AttributeError:
             raise MetricInputError(f"the model has no module named {name!r} to randomise") from None
-    from volcam.targets import predicted_classes, resolve_target, select_output
+    from volcam.targets import predicted_classes, resolve_target
 
-    with torch.no_grad():
-        was_training = clone.training
-        clone.eval()
-        out = select_output(clone(xp))  # MONAI's ViT returns (logits, hidden states)
-        clone.train(was_training)
+    with frozen(clone), torch.no_grad():
+        out = read_output(clone, xp, output)
     _, classes = resolve_target(target if target is not None else predicted_classes(out), out)
     original = as_map(explain(clone, xp, classes)).cpu()
     rhos, ssims = [], []
@@ -147,13 +148,15 @@ def parameter_randomization(
     return SanityCheck(label, tuple(names), rho, s, threshold, passed)
 
 
-def _explainer(method: str | Explainer, layer: str | Sequence[str], options: dict[str, Any]) -> Explainer:
+def _explainer(
+    method: str | Explainer, layer: str | Sequence[str], output: OutputSpec, options: dict[str, Any]
+) -> Explainer:
     if callable(method):
         return method
     from volcam.engine.core import CamEngine
 
     def explain(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        with CamEngine(model, layer, progress=False) as engine:
+        with CamEngine(model, layer, progress=False, output=output) as engine:
             return engine.explain(x, method, classes, **options).map
 
     return explain

@@ -107,7 +107,7 @@ def evaluate_to_folder(
         if not bool(within.any()):
             raise MetricInputError("the region mask is empty")
         on_net_region = model.preprocessing.mask(within, like=scan).to(model.device)
-    network = model.network
+    network, output = model.network, model.output_of  # every metric scores the tensor the engine explains
     x = model.prepare(scan)[None].as_tensor().to(model.device)
     rows: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
@@ -135,10 +135,10 @@ def evaluate_to_folder(
         )
         di = faithfulness.deletion_insertion(
             network, x, on_net, target=cls, steps=steps, baseline=baseline,
-            insertion_baseline=insertion_baseline, region=on_net_region,
+            insertion_baseline=insertion_baseline, region=on_net_region, output=output,
         )  # fmt: skip
         curves[explained.method] = di
-        confidence = faithfulness.average_drop_increase(network, x, on_net, target=cls)
+        confidence = faithfulness.average_drop_increase(network, x, on_net, target=cls, output=output)
         row.update(
             deletion_auc=float(di.deletion.auc[0]),
             insertion_auc=float(di.insertion.auc[0]),
@@ -146,9 +146,9 @@ def evaluate_to_folder(
             increase_in_confidence=confidence.increase,
         )
         if road:
-            row["road"] = float(faithfulness.road(network, x, on_net, target=cls).score[0])
+            row["road"] = float(faithfulness.road(network, x, on_net, target=cls, output=output).score[0])
         extra = model.method_options(method, chosen)  # a trained module (L-CAM) the card holds
-        check = sanity.parameter_randomization(network, x, method, target=cls, layer=chosen, **extra)
+        check = sanity.parameter_randomization(network, x, method, cls, chosen, output=output, **extra)
         checks[explained.method] = check
         row.update(
             sanity="pass" if check.passed else "FAIL",
@@ -156,7 +156,7 @@ def evaluate_to_folder(
             sanity_ssim=float(check.ssim[-1].mean()),
         )
         if robustness:
-            sensitivity = robust.max_sensitivity(network, x, method, cls, chosen, n_samples=4, **extra)
+            sensitivity = robust.max_sensitivity(network, x, method, cls, chosen, n_samples=4, output=output, **extra)
             row["max_sensitivity"] = float(sensitivity.value[0])
         row["seconds"] = time.perf_counter() - start
         rows.append(row)

@@ -188,7 +188,8 @@ def train_lcam(
     """
     from tqdm.auto import tqdm
 
-    from volcam.engine.core import CamEngine, _frozen
+    from volcam.engine.core import CamEngine
+    from volcam.engine.drive import frozen, read_output
     from volcam.engine.head import checked_head
     from volcam.model.model import Model, load_model
     from volcam.targets import num_classes, predicted_classes
@@ -221,7 +222,7 @@ def train_lcam(
     model.check_layer(chosen)
 
     # The activations and the decisions of the frozen network, once per image.
-    engine = CamEngine(network, chosen, device=dev, progress=False)
+    engine = CamEngine(network, chosen, device=dev, progress=False, output=model.output_of)  # the card's output
     chosen = engine.layers_for(x[:1].to(dev))[0]  # "auto" resolved
     feats, outputs = [], []
     for chunk in x.split(batch_size):
@@ -256,10 +257,10 @@ def train_lcam(
         if variant == "img":
             from volcam.maps.geometry import upsample
 
-            return network(x[idx] * upsample(mask, x.shape[2:])), mask
+            return read_output(network, x[idx] * upsample(mask, x.shape[2:]), model.output_of), mask
         if head is not None:
-            return head(a * mask), mask
-        return engine._forward_replacing(x[idx], chosen, a * mask), mask
+            return model.output_of(head(a * mask)), mask
+        return model.output_of(engine._forward_replacing(x[idx], chosen, a * mask)), mask
 
     def evaluate(idx: torch.Tensor) -> float:
         total = 0.0
@@ -274,8 +275,8 @@ def train_lcam(
     stopped_early = False
     bar = tqdm(range(epochs), desc=f"L-CAM-{variant.capitalize()} at {chosen}", unit="epoch", disable=not progress)
     # eval mode (batch-norm statistics stay as they are) and no parameter gradients, restored on exit
-    with _frozen(network, eval_mode=True), torch.enable_grad():
-        head = checked_head(network, chosen, activations[:1], output[:1]) if variant == "fm" else None
+    with frozen(network), torch.enable_grad():
+        head = checked_head(network, chosen, activations[:1], output[:1], model.output_of) if variant == "fm" else None
         for epoch in bar:
             module.train()
             sums = dict.fromkeys(("loss", "ce", "area", "tv"), 0.0)

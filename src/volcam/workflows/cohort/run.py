@@ -216,10 +216,11 @@ def _scores(
     if settings.faithfulness_steps > 0:
         on_net = explained.result.map
         target = int(explained.result.classes[0])
+        # scored on the tensor the engine explained (the card's "output"), as in volcam evaluate
         curves = faithfulness.deletion_insertion(
-            model.network, x, on_net, target=target, steps=settings.faithfulness_steps
+            model.network, x, on_net, target=target, steps=settings.faithfulness_steps, output=model.output_of
         )
-        confidence = faithfulness.average_drop_increase(model.network, x, on_net, target=target)
+        confidence = faithfulness.average_drop_increase(model.network, x, on_net, target=target, output=model.output_of)
         scores["deletion_auc"] = float(curves.deletion.auc[0])
         scores["insertion_auc"] = float(curves.insertion.auc[0])
         scores["average_drop"] = float(confidence.average_drop)
