@@ -16,17 +16,14 @@ The public API::
 For several methods or classes on one input keep a :class:`CamEngine`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from volcam._moved import install as _install_moved_names
 from volcam._version import __version__
-
-_install_moved_names()  # old module paths (volcam.models, volcam.render, ...) keep working for a release
-
-from volcam import metrics  # noqa: E402  (deletion/insertion, ROAD, pointing game, sanity: SciPy loads on use)
-from volcam.api import explain, methods  # noqa: E402
-from volcam.engine.clip import ClipResult, explain_clip  # noqa: E402
-from volcam.engine.core import CamEngine, ForwardPass  # noqa: E402
-from volcam.engine.layers import layer_names  # noqa: E402
-from volcam.errors import (  # noqa: E402
+from volcam.errors import (
     DependencyError,
     FileFormatError,
     InputError,
@@ -38,13 +35,65 @@ from volcam.errors import (  # noqa: E402
     VolcamError,
     VolcamWarning,
 )
-from volcam.io import load  # noqa: E402
-from volcam.maps.result import CamResult  # noqa: E402
-from volcam.model.model import CardError, Model, ModelCard, ScanExplanation, load_model  # noqa: E402
-from volcam.model.session import ScanSession  # noqa: E402
-from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target  # noqa: E402
-from volcam.workflows.cohort.run import run_cohort  # noqa: E402
-from volcam.workflows.lcam_training import train_lcam  # noqa: E402
+
+_install_moved_names()  # old module paths (volcam.models, volcam.render, ...) keep working for a release
+
+# The rest of the API is imported on first use (PEP 562): ``import volcam`` and the command line's
+# ``--help`` pay for torch and MONAI only when a name that needs them is touched.
+_LAZY = {
+    "metrics": "volcam.metrics",
+    "explain": "volcam.api",
+    "methods": "volcam.methods",  # the package, callable: volcam.methods() lists them
+    "ClipResult": "volcam.engine.clip",
+    "explain_clip": "volcam.engine.clip",
+    "CamEngine": "volcam.engine.core",
+    "ForwardPass": "volcam.engine.core",
+    "layer_names": "volcam.engine.layers",
+    "load": "volcam.io",
+    "CamResult": "volcam.maps.result",
+    "CardError": "volcam.model.model",
+    "Model": "volcam.model.model",
+    "ModelCard": "volcam.model.model",
+    "ScanExplanation": "volcam.model.model",
+    "load_model": "volcam.model.model",
+    "ScanSession": "volcam.model.session",
+    "ClassProbability": "volcam.targets",
+    "ClassTarget": "volcam.targets",
+    "RegionTarget": "volcam.targets",
+    "Target": "volcam.targets",
+    "run_cohort": "volcam.workflows.cohort.run",
+    "train_lcam": "volcam.workflows.lcam_training",
+}
+
+if TYPE_CHECKING:
+    from volcam import metrics
+    from volcam.api import explain, methods
+    from volcam.engine.clip import ClipResult, explain_clip
+    from volcam.engine.core import CamEngine, ForwardPass
+    from volcam.engine.layers import layer_names
+    from volcam.io import load
+    from volcam.maps.result import CamResult
+    from volcam.model.model import CardError, Model, ModelCard, ScanExplanation, load_model
+    from volcam.model.session import ScanSession
+    from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
+    from volcam.workflows.cohort.run import run_cohort
+    from volcam.workflows.lcam_training import train_lcam
+
+
+def __getattr__(name: str) -> Any:
+    """A public name's value, imported from its home the first time it is asked for."""
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module 'volcam' has no attribute {name!r}")
+    module = importlib.import_module(home)
+    value = module if home == f"{__name__}.{name}" else getattr(module, name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CamEngine",

@@ -1,4 +1,12 @@
-"""CAM methods: pure tensor functions, one module per family, and the name registry."""
+"""CAM methods: pure tensor functions, one module per family, and the name registry.
+
+The package is also the listing: ``volcam.methods()`` returns every method with what it needs. The
+top-level ``volcam`` loads its names on first use, and importing this package binds ``volcam.methods``
+to it, so the package answers the call itself.
+"""
+
+import sys
+import types
 
 from volcam.methods.activation import cam
 from volcam.methods.base import LayerCapture
@@ -41,3 +49,13 @@ __all__ = [
     "tempered_softmax",
     "xgradcam",
 ]
+
+
+class _MethodsPackage(types.ModuleType):
+    """``volcam.methods()``: the package called is :func:`~volcam.methods.registry.methods`."""
+
+    def __call__(self) -> tuple[MethodInfo, ...]:
+        return methods()
+
+
+sys.modules[__name__].__class__ = _MethodsPackage
