@@ -309,6 +309,30 @@ def test_a_plain_image_layer_is_explained_from_its_data_and_scale(ct_viewer, qtb
     np.testing.assert_allclose(widget.cam_layer.data, reference, atol=1e-4)
 
 
+def test_a_ct_read_by_napari_own_reader_keeps_its_forward_across_class_switches(make_napari_viewer, qtbot, tmp_path):
+    # A layer volcam did not read: its scan is built once (kept with the layer, in the stored dtype), so the
+    # dock's session, keyed by the scan, serves two class switches from the one forward.
+    scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
+    geometry = display_geometry(scan)
+    np.save(tmp_path / "ct.npy", geometry.to_display(scan[0].numpy()))
+    viewer = make_napari_viewer(show=True)
+    (layer,) = viewer.open(str(tmp_path / "ct.npy"), plugin="napari")
+    layer.scale = geometry.scale
+    assert layer.data.dtype == np.int16 and not layer.metadata
+    widget = _widget(viewer, qtbot)
+    widget.explain_panel.card.setText(str(sample_data.file(sample_data.CT_CARD)))
+    sessions = []
+    for target in ("predicted", "normal", "covid"):
+        widget.explain_panel.target.setCurrentText(target)
+        _run(widget, qtbot)
+        assert widget.controller.last_error == ""
+        sessions += widget.controller.sessions
+    session = sessions[0]
+    assert all(other is session for other in sessions) and session.forwards == 1  # one session, one forward
+    assert session.scan.dtype == scan.dtype  # no float copy of the volume
+    assert {"gradcam · normal", "gradcam · covid"} <= {layer.name for layer in viewer.layers}
+
+
 def test_a_real_colour_ultrasound_cine_is_explained_frame_by_frame(make_napari_viewer, qtbot):
     from io_fixtures import pydicom_file
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from monai.data import MetaTensor
 
 SCAN_KEY = "volcam_scan"
+BUILT_KEY = "volcam_built_scan"  # a scan built from a layer volcam did not read, and what from
 INFO_KEY = "volcam"
 RESULT_KEY = "volcam_result"
 EXPLANATION_KEY = "volcam_explanation"
@@ -93,23 +94,34 @@ def mask_layer(mask: Any, like: dict[str, Any], name: str) -> tuple[np.ndarray, 
 
 
 def scan_of(layer: Any) -> Any:
-    """The scan behind an image layer: the one it was read from, else one rebuilt from its data and scale."""
+    """The scan behind an image layer: the one it was read from, else one built from its data and
+    scale, once per layer (kept in the layer's metadata beside what it was built from: the same data
+    object, scale and translation give the same scan, so the dock's session, keyed by the scan, keeps
+    its forward across class and method switches). The data keeps its stored type: no float copy."""
     scan = layer.metadata.get(SCAN_KEY)
     if scan is not None:
         return scan
+    built_from = (id(layer.data), tuple(np.asarray(layer.scale, float)), tuple(np.asarray(layer.translate, float)))
+    kept = layer.metadata.get(BUILT_KEY)
+    if kept is not None and kept[0] == built_from:
+        return kept[1]
     from volcam.errors import InputError
     from volcam.io.image import LPS_TO_RAS, make_volume
 
-    data = np.asarray(layer.data, dtype=np.float32)
+    data = np.asarray(layer.data)
     if data.ndim != 3 or layer.rgb:
         raise InputError(f"layer {layer.name!r}: a grey 3D volume is needed, this one has shape {data.shape}")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        data = data.astype(np.float32)
     scale, translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float)
     lps = np.eye(4)  # displayed (S, P, L) → source (L, P, S) voxel order, LPS world
     for source, display in enumerate((2, 1, 0)):
         lps[source, source] = scale[display]
         lps[source, 3] = translate[display]
-    volume = np.transpose(data, (2, 1, 0))[None]
-    return make_volume(volume, LPS_TO_RAS @ lps, path=layer.name, modality=None)
+    volume = np.transpose(data, (2, 1, 0))[None]  # a view
+    scan = make_volume(volume, LPS_TO_RAS @ lps, path=layer.name, modality=None)
+    layer.metadata[BUILT_KEY] = (built_from, scan)
+    return scan
 
 
 def map_colours(name: str, threshold: float, values: np.ndarray) -> np.ndarray:
