@@ -178,3 +178,65 @@ def test_layers_and_cycles_hold() -> None:
         pytest.skip("import-linter is not installed")
     done = subprocess.run([linter], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+# -- one home per default, one scoring -----------------------------------------------------------------
+
+
+def test_shared_defaults_are_read_from_volcam_defaults(monkeypatch) -> None:
+    """The pointing-game tolerance lived in five places and the L-CAM loss weights in three: a default
+    changed in volcam.defaults now changes the CLI's --help, the API and the dock."""
+    import importlib
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from volcam import defaults
+
+    monkeypatch.setattr(defaults, "TOLERANCE_MM", 7.25)
+    monkeypatch.setattr(defaults, "LCAM_LOSS", defaults.LCamLossWeights(area_weight=3.5, tv_weight=0.125))
+    reloaded = {}
+    for name in ("volcam.cli", "volcam.workflows.cohort.run", "volcam.workflows.evaluate", "volcam.workflows.scoring",
+                 "volcam.methods.learned", "volcam.workflows.lcam_training", "napari_volcam._controller"):  # fmt: skip
+        reloaded[name] = importlib.reload(importlib.import_module(name))
+    try:
+        runner = CliRunner()
+        for command in ("evaluate", "cohort"):
+            shown = runner.invoke(reloaded["volcam.cli"].app, [command, "--help"], env={"COLUMNS": "200"}).output
+            assert "7.25" in shown, command
+        shown = runner.invoke(reloaded["volcam.cli"].app, ["train-lcam", "--help"], env={"COLUMNS": "200"}).output
+        assert "3.5" in shown and "0.125" in shown
+        for module, function in (
+            ("volcam.workflows.cohort.run", "run_cohort"),
+            ("volcam.workflows.evaluate", "evaluate_to_folder"),
+            ("volcam.workflows.scoring", "score_map"),
+        ):
+            assert inspect.signature(getattr(reloaded[module], function)).parameters["tolerance_mm"].default == 7.25
+        for module, function in (
+            ("volcam.methods.learned", "lcam_loss"),
+            ("volcam.workflows.lcam_training", "train_lcam"),
+        ):
+            parameters = inspect.signature(getattr(reloaded[module], function)).parameters
+            assert (parameters["area_weight"].default, parameters["tv_weight"].default) == (3.5, 0.125)
+        assert reloaded["napari_volcam._controller"].TOLERANCE_MM == 7.25
+    finally:
+        monkeypatch.undo()
+        for name in reloaded:
+            importlib.reload(importlib.import_module(name))
+
+
+def test_evaluate_and_a_cohort_score_a_map_with_the_same_columns_and_numbers(tmp_path, ct) -> None:
+    """The metrics were computed twice (evaluate, cohorts) and their columns listed twice."""
+    from volcam.workflows.cohort.report import METRICS
+    from volcam.workflows.evaluate import COLUMNS, evaluate_to_folder
+    from volcam.workflows.scoring import column_descriptions
+
+    assert tuple(COLUMNS)[: len(METRICS)] == METRICS == tuple(column_descriptions())
+    scan, model = ct
+    mask = volcam.load(sd.file(sd.CT_MASK))
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case,image,mask\nct,{sd.file(sd.CT_NIFTI)},{sd.file(sd.CT_MASK)}\n")
+    table = volcam.run_cohort(manifest, sd.file(sd.CT_CARD), tmp_path / "cohort", faithfulness_steps=5, progress=False)
+    (row,) = evaluate_to_folder(scan, model, mask, tmp_path / "evaluate", steps=5)
+    for column in METRICS:
+        assert table[f"gradcam.{column}"][0] == pytest.approx(row[column], rel=1e-6, abs=1e-9), column

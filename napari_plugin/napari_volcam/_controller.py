@@ -32,12 +32,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from napari_volcam._layers import EXPLANATION_KEY, INFO_KEY, RESULT_KEY, SCAN_KEY, map_view, scan_layer, scan_of
+from volcam.defaults import TOLERANCE_MM
 
 PREDICTED = "predicted"  # the class entry meaning "the model's prediction"
 AUTO = "auto"  # the target-layer entry meaning "the card's layer"
 NO_MASK = "none"
 TOP_K = 5  # top slices the review steps through
-TOLERANCE_MM = 5.0  # pointing game tolerance
 
 
 class ImageLike(Protocol):

@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from volcam._version import __version__
+from volcam.defaults import LCAM_LOSS, TOLERANCE_MM
 from volcam.errors import InputError, VolcamError, first_line, one_line
 
 __all__ = ["app"]
@@ -369,7 +370,7 @@ def evaluate(
     ] = "gradcam,gradcam++",
     target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
     layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
-    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm.", min=0)] = 5.0,
+    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm.", min=0)] = TOLERANCE_MM,
     steps: Annotated[int, typer.Option(help="Deletion/insertion steps (100 = 1% each).", min=2, max=10000)] = 100,
     road: Annotated[bool, typer.Option("--road", help="Also ROAD (noisy linear imputation; slower).")] = False,
     robustness: Annotated[bool, typer.Option("--robustness", help="Also max-sensitivity to input noise.")] = False,
@@ -453,8 +454,12 @@ def train_lcam(
     ] = 0.2,
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.", min=1)] = 3,
     seed: Annotated[int, typer.Option(help="Split, shuffling and initial weights.")] = 0,
-    area_weight: Annotated[float, typer.Option(help="Weight of the mask-area penalty (paper: 2).")] = 2.0,
-    tv_weight: Annotated[float, typer.Option(help="Weight of the total-variation penalty (paper: 0.01).")] = 0.01,
+    area_weight: Annotated[
+        float, typer.Option(help="Weight of the mask-area penalty (the paper's).")
+    ] = LCAM_LOSS.area_weight,
+    tv_weight: Annotated[
+        float, typer.Option(help="Weight of the total-variation penalty (the paper's).")
+    ] = LCAM_LOSS.tv_weight,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Weights file; default: beside the card.")] = None,
     device: Device = None,
 ) -> None:
@@ -521,7 +526,7 @@ def cohort(
     ] = 10,
     tolerance_mm: Annotated[
         float, typer.Option(help="Pointing-game tolerance in mm (cases with a mask).", min=0)
-    ] = 5.0,
+    ] = TOLERANCE_MM,
     prefetch: Annotated[bool, typer.Option(help="Load the next case while this one computes.")] = True,
     store: Store = None,
     scheduler: Annotated[

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from volcam.defaults import LCAM_LOSS
 from volcam.errors import MethodError
 
 __all__ = ["LCamAttention", "area_loss", "lcam", "lcam_loss", "masked_logits_target", "select_class", "tv_loss"]
@@ -110,7 +111,7 @@ def lcam(activations: torch.Tensor, classes: torch.Tensor | None, module: LCamAt
 # -- training loss (the paper's: weighted cross-entropy + area + total variation) --------------------
 
 
-def area_loss(masks: torch.Tensor, power: float = 0.3, eps: float = 5e-4) -> torch.Tensor:
+def area_loss(masks: torch.Tensor, power: float = LCAM_LOSS.area_power, eps: float = 5e-4) -> torch.Tensor:
     """Mean of ``(m + eps) ** power`` over the selected maps ``(B, 1, *s)``: small masks are cheap.
 
     A power below 1 pushes weak values to exactly zero harder than a plain mean would; ``eps`` keeps
@@ -119,7 +120,7 @@ def area_loss(masks: torch.Tensor, power: float = 0.3, eps: float = 5e-4) -> tor
     return (masks + eps).pow(power).mean() if power != 1 else masks.mean()
 
 
-def tv_loss(masks: torch.Tensor, power: float = 2.0, border: float = 0.3) -> torch.Tensor:
+def tv_loss(masks: torch.Tensor, power: float = 2.0, border: float = LCAM_LOSS.tv_border) -> torch.Tensor:
     """Total variation of ``(B, 1, *s)`` maps: summed ``|Δm| ** power`` along every spatial axis,
     plus ``border`` × the mask on the faces of the grid, divided by ``power × B`` (as in the paper)."""
     total = masks.new_zeros(())
@@ -147,11 +148,11 @@ def lcam_loss(
     classes: torch.Tensor,
     masks: torch.Tensor,
     *,
-    ce_weight: float = 1.5,
-    area_weight: float = 2.0,
-    area_power: float = 0.3,
-    tv_weight: float = 0.01,
-    tv_border: float = 0.3,
+    ce_weight: float = LCAM_LOSS.ce_weight,
+    area_weight: float = LCAM_LOSS.area_weight,
+    area_power: float = LCAM_LOSS.area_power,
+    tv_weight: float = LCAM_LOSS.tv_weight,
+    tv_border: float = LCAM_LOSS.tv_border,
 ) -> dict[str, torch.Tensor]:
     """The L-CAM objective on one batch; the defaults are the paper's weights.
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from volcam.defaults import TOLERANCE_MM
 from volcam.metrics._common import MetricInputError, as_map, as_mask, spacing_of
 
 __all__ = [
@@ -246,7 +247,10 @@ def _nonempty(masks: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def localization(
-    cam: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor, spacing: Sequence[float], tolerance_mm: float = 5.0
+    cam: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor,
+    spacing: Sequence[float],
+    tolerance_mm: float = TOLERANCE_MM,
 ) -> dict[str, float | bool]:
     """One map's localization numbers for a person or a table: the pointing game and the energy.
 

@@ -19,21 +19,14 @@ from typing import Any
 
 import torch
 
+from volcam.defaults import TOLERANCE_MM
 from volcam.metrics._common import MetricInputError
+from volcam.workflows.scoring import column_descriptions, score_map
 
 __all__ = ["COLUMNS", "evaluate_to_folder"]
 
-COLUMNS = {
-    "pointing_hit": "pointing game hit (argmax within the tolerance of a lesion; 1 or 0)",
-    "energy_in_mask": "share of the map's energy inside the lesions",
-    "energy_random": "what a uniform map scores: the lesions' share of the volume (of the region with --region)",
-    "dice_matched": "Dice of the map's top-n voxels (n = lesion volume) with the lesions",
-    "iou_at_0.5": "IoU of the map >= 0.5 · max with the lesions",
-    "lesion_hit_rate": "lesions where the map reaches half its maximum",
-    "deletion_auc": "deletion AUC of the class probability (lower is better)",
-    "insertion_auc": "insertion AUC (higher is better)",
-    "average_drop": "Average Drop in %, lower is better",
-    "increase_in_confidence": "Increase in Confidence in %, higher is better",
+COLUMNS = {  # the per-map scores' columns (volcam.workflows.scoring), then what only evaluate measures
+    **column_descriptions(),
     "road": "ROAD (LeRF − MoRF)/2 over 10..90% (higher is better; --road)",
     "sanity": "pass/FAIL: does the map change when the weights are randomised",
     "sanity_spearman": "Spearman with the original map, every block random",
@@ -52,7 +45,7 @@ def evaluate_to_folder(
     *,
     target: str | int | None = None,
     layer: str | Sequence[str] | None = None,
-    tolerance_mm: float = 5.0,
+    tolerance_mm: float = TOLERANCE_MM,
     steps: int = 100,
     road: bool = False,
     robustness: bool = False,
@@ -88,7 +81,7 @@ def evaluate_to_folder(
         one row per method, as written to ``metrics.csv``.
     """
     from volcam.io.atomic import check_output_folder
-    from volcam.metrics import faithfulness, localization, sanity
+    from volcam.metrics import faithfulness, sanity
     from volcam.metrics import robustness as robust
     from volcam.workflows.explain_folder import input_paths
 
@@ -117,34 +110,13 @@ def evaluate_to_folder(
         explained = model.explain(scan, method, target=target, layer=layer)
         cls = int(explained.result.classes[0])
         chosen = list(explained.layers) if len(explained.layers) > 1 else explained.layers[0]
-        on_scan = (explained.map.as_tensor() if hasattr(explained.map, "as_tensor") else explained.map)[0]  # (X, Y, Z)
         on_net = explained.result.map
         on_net = on_net.as_tensor() if hasattr(on_net, "as_tensor") else on_net
-        row: dict[str, Any] = {"method": explained.method, "target": explained.target}
-        hit = localization.pointing_game(on_scan, lesions, tolerance_mm=tolerance_mm, spacing=scan_spacing)
-        energy = localization.energy_pointing_game(on_scan, lesions, region=within)
-        overlap = localization.overlap(on_scan, lesions, thresholds=(0.5,))
-        lesion = localization.lesion_hits(on_scan, lesions, tolerance_mm=tolerance_mm, spacing=scan_spacing)
-        row.update(
-            pointing_hit=int(hit.hits[0]),
-            energy_in_mask=float(energy.energy[0]),
-            energy_random=float(energy.baseline[0]),
-            dice_matched=float(overlap.matched_dice[0]),
-            **{"iou_at_0.5": float(overlap.iou[0, 0])},
-            lesion_hit_rate=lesion.hit_rate,
-        )
-        di = faithfulness.deletion_insertion(
-            network, x, on_net, target=cls, steps=steps, baseline=baseline,
-            insertion_baseline=insertion_baseline, region=on_net_region, output=output,
+        scores, curves[explained.method] = score_map(
+            explained, lesions, scan_spacing, tolerance_mm=tolerance_mm, region=within, model=model, x=x,
+            steps=steps, baseline=baseline, insertion_baseline=insertion_baseline, network_region=on_net_region,
         )  # fmt: skip
-        curves[explained.method] = di
-        confidence = faithfulness.average_drop_increase(network, x, on_net, target=cls, output=output)
-        row.update(
-            deletion_auc=float(di.deletion.auc[0]),
-            insertion_auc=float(di.insertion.auc[0]),
-            average_drop=confidence.average_drop,
-            increase_in_confidence=confidence.increase,
-        )
+        row: dict[str, Any] = {"method": explained.method, "target": explained.target, **scores.row()}
         if road:
             row["road"] = float(faithfulness.road(network, x, on_net, target=cls, output=output).score[0])
         extra = model.method_options(method, chosen)  # a trained module (L-CAM) the card holds

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from volcam.defaults import LCAM_LOSS
 from volcam.errors import CardError, InputError, MethodError
 from volcam.methods.learned import VARIANTS, LCamAttention, lcam_loss, select_class
 from volcam.model.weights import default_path, load_lcam, record_in_card, save_lcam
@@ -146,11 +147,11 @@ def train_lcam(
     validation: float = 0.2,
     patience: int = 3,
     seed: int = 0,
-    ce_weight: float = 1.5,
-    area_weight: float = 2.0,
-    area_power: float = 0.3,
-    tv_weight: float = 0.01,
-    tv_border: float = 0.3,
+    ce_weight: float = LCAM_LOSS.ce_weight,
+    area_weight: float = LCAM_LOSS.area_weight,
+    area_power: float = LCAM_LOSS.area_power,
+    tv_weight: float = LCAM_LOSS.tv_weight,
+    tv_border: float = LCAM_LOSS.tv_border,
     out: str | os.PathLike | None = None,
     save: bool = True,
     update_card: bool = True,

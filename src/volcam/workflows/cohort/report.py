@@ -15,21 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from volcam.io.tables import Case
+from volcam.workflows.scoring import column_descriptions
 
 __all__ = ["METRICS", "results_table", "write_report"]
 
-# Per-method metric columns in the order they are shown (descriptions from volcam evaluate's table).
-METRICS = (
-    "pointing_hit",
-    "energy_in_mask",
-    "dice_matched",
-    "iou_at_0.5",
-    "lesion_hit_rate",
-    "deletion_auc",
-    "insertion_auc",
-    "average_drop",
-    "increase_in_confidence",
-)
+# Per-method metric columns in the order they are shown: the per-map scores' (volcam.workflows.scoring).
+METRICS = tuple(column_descriptions())
 TIMINGS = ("load_s", "explain_s", "metrics_s", "write_s")
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from volcam.defaults import TOLERANCE_MM
 from volcam.errors import DependencyError, InputError, OutputError, VolcamError
 from volcam.io.tables import Case, input_signature, read_cases
 
@@ -68,7 +69,7 @@ class Settings:
     layer: str | tuple[str, ...] | None = None
     png: bool = False
     faithfulness_steps: int = 10
-    tolerance_mm: float = 5.0
+    tolerance_mm: float = TOLERANCE_MM
     options: dict[str, Any] = field(default_factory=dict)
     trust: bool = False
     device: str | None = None
@@ -197,35 +198,15 @@ def _lesions(scan: Any, mask: Any) -> Any:
 def _scores(
     model: Model, explained: ScanExplanation, lesions: Any, x: Any, spacing: tuple[float, ...], settings: Settings
 ) -> dict:
-    """Localization against ``lesions`` (when there are any) and faithfulness, for one method's map."""
-    from volcam.metrics import faithfulness, localization
+    """Localization against ``lesions`` (when there are any) and faithfulness, for one method's map, as
+    ``volcam evaluate`` scores it (:func:`volcam.workflows.scoring.score_map`)."""
+    from volcam.workflows.scoring import score_map
 
-    scores: dict[str, float] = {}
-    if lesions is not None and bool(lesions.any()):
-        cam = (explained.map.as_tensor() if hasattr(explained.map, "as_tensor") else explained.map)[0]
-        matched = localization.overlap(cam, lesions, thresholds=(0.5,))
-        scores["pointing_hit"] = float(
-            localization.pointing_game(cam, lesions, tolerance_mm=settings.tolerance_mm, spacing=spacing).hits[0]
-        )
-        scores["energy_in_mask"] = float(localization.energy_pointing_game(cam, lesions).energy[0])
-        scores["dice_matched"] = float(matched.matched_dice[0])
-        scores["iou_at_0.5"] = float(matched.iou[0, 0])
-        scores["lesion_hit_rate"] = float(
-            localization.lesion_hits(cam, lesions, tolerance_mm=settings.tolerance_mm, spacing=spacing).hit_rate
-        )
-    if settings.faithfulness_steps > 0:
-        on_net = explained.result.map
-        target = int(explained.result.classes[0])
-        # scored on the tensor the engine explained (the card's "output"), as in volcam evaluate
-        curves = faithfulness.deletion_insertion(
-            model.network, x, on_net, target=target, steps=settings.faithfulness_steps, output=model.output_of
-        )
-        confidence = faithfulness.average_drop_increase(model.network, x, on_net, target=target, output=model.output_of)
-        scores["deletion_auc"] = float(curves.deletion.auc[0])
-        scores["insertion_auc"] = float(curves.insertion.auc[0])
-        scores["average_drop"] = float(confidence.average_drop)
-        scores["increase_in_confidence"] = float(confidence.increase)
-    return scores
+    scores, _ = score_map(
+        explained, lesions, spacing, tolerance_mm=settings.tolerance_mm, model=model, x=x,
+        steps=settings.faithfulness_steps,
+    )  # fmt: skip
+    return scores.row()
 
 
 @contextlib.contextmanager
@@ -485,7 +466,7 @@ def run_cohort(
     layer: str | Sequence[str] | None = None,
     png: bool = False,
     faithfulness_steps: int = 10,
-    tolerance_mm: float = 5.0,
+    tolerance_mm: float = TOLERANCE_MM,
     prefetch: bool = True,
     scheduler: str | None = None,
     workers: int | None = None,
