@@ -52,3 +52,12 @@ def test_the_front_doors_pay_only_for_what_their_command_uses() -> None:
     assert not loaded_after(info) & {"torch", "monai"}
     assert {"torch", "monai"} <= loaded_after(f"import volcam\nvolcam.load({series!r})")  # a scan is a MetaTensor
     assert "torch" in loaded_after("import volcam\nvolcam.methods()")
+
+
+def test_a_lazy_name_is_the_function_whatever_was_imported_first() -> None:
+    # volcam.io.load is a function and a submodule: importing the submodule first (volcam info does) must
+    # not leave volcam.load or volcam.io.load the module.
+    code = "import volcam.io.info, volcam, volcam.io\nprint(callable(volcam.load), callable(volcam.io.load))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]

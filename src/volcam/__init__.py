@@ -18,9 +18,9 @@ For several methods or classes on one input keep a :class:`CamEngine`.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from volcam._lazy import lazy_names
 from volcam._moved import install as _install_moved_names
 from volcam._version import __version__
 from volcam.errors import (
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from volcam.engine.clip import ClipResult, explain_clip
     from volcam.engine.core import CamEngine, ForwardPass
     from volcam.engine.layers import layer_names
-    from volcam.io import load
+    from volcam.io.load import load
     from volcam.maps.result import CamResult
     from volcam.model.model import CardError, Model, ModelCard, ScanExplanation, load_model
     from volcam.model.session import ScanSession
@@ -80,19 +80,7 @@ if TYPE_CHECKING:
     from volcam.workflows.lcam_training import train_lcam
 
 
-def __getattr__(name: str) -> Any:
-    """A public name's value, imported from its home the first time it is asked for."""
-    home = _LAZY.get(name)
-    if home is None:
-        raise AttributeError(f"module 'volcam' has no attribute {name!r}")
-    module = importlib.import_module(home)
-    value = module if home == f"{__name__}.{name}" else getattr(module, name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [

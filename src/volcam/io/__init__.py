@@ -7,11 +7,12 @@ reads headers only and never imports torch).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from volcam._lazy import lazy_names
+from volcam.io.load import load  # cheap; and bound here, since importing volcam.io.load binds the module
 
 _LAZY = {
-    "load": "volcam.io.load",
     "write_dicom": "volcam.io.write",
     "write_nifti": "volcam.io.write",
     "WINDOWS": "volcam.maps.windowing",
@@ -21,23 +22,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from volcam.io.load import load
     from volcam.io.write import write_dicom, write_nifti
     from volcam.maps.windowing import WINDOWS, apply_window, window_bounds, window_transform
 
 
-def __getattr__(name: str) -> Any:
-    """A public name's value, imported from its home the first time it is asked for."""
-    home = _LAZY.get(name)
-    if home is None:
-        raise AttributeError(f"module 'volcam.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
