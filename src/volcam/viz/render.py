@@ -27,8 +27,8 @@ __all__ = ["display_range", "fuse", "montage"]  # the first two live in maps.col
 def _display_volume(image: np.ndarray, cam: np.ndarray, affine: np.ndarray | None) -> tuple[Any, ...]:
     """Reorient to (L, P, S) voxel order and pick the acquisition's slice axis for the panels.
 
-    Returns the reoriented image ``(C, X, Y, Z)``, map, spacing per axis (mm), the slice axis and
-    each slice's position along it (mm, RAS).
+    Returns the reoriented image ``(X, Y, Z)`` and map (views: flips and transpositions), spacing per
+    axis (mm), the slice axis and each slice's position along it (mm, RAS).
     """
     from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
@@ -37,7 +37,7 @@ def _display_volume(image: np.ndarray, cam: np.ndarray, affine: np.ndarray | Non
     ornt = io_orientation(affine)
     transform = ornt_transform(ornt, axcodes2ornt(("L", "P", "S")))
     shape = cam.shape
-    image = np.stack([apply_orientation(channel, transform) for channel in image])
+    image = apply_orientation(image, transform)
     cam = apply_orientation(cam, transform)
     affine = affine @ inv_ornt_aff(transform, shape)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
@@ -108,7 +108,11 @@ def montage(
     if tuple(values.shape) != tuple(data.shape[1:]):
         raise InputError(f"map {tuple(values.shape)} is not on the image grid {tuple(data.shape[1:])}")
     clip = meta.get("axes") == "thw"
-    gray = display_range(data, meta.get("modality"), window)
+    modality = meta.get("modality")
+    # A CT window is pointwise: only the panels shown are windowed (not a float copy of the whole CT);
+    # an image without one (MR, ultrasound) is scaled by its whole volume's percentiles.
+    pointwise = not clip and (window is not None or (modality or "").upper() == "CT")
+    gray = data if pointwise else display_range(data, modality, window)
     if clip:
         # Frames: rows and columns are already as the scanner showed them.
         frames = gray.transpose(1, 2, 3, 0)  # (T, H, W, C)
@@ -120,10 +124,14 @@ def montage(
         aspect = meta.get("spacing", (1, 1, 1))[1] / meta.get("spacing", (1, 1, 1))[2]
         columns = columns or len(panels)
     else:
-        gray, values, spacing, axis, positions = _display_volume(gray, values, affine)
-        moved = np.moveaxis(values, axis, 0)
-        chosen = _choose(moved.reshape(len(moved), -1).sum(axis=1), every, hottest, max_panels)
-        panels = [(_panel(gray[0], axis, k), _panel(values, axis, k)) for k in chosen]  # channel 0 as grey
+        grey, values, spacing, axis, positions = _display_volume(gray[0], values, affine)  # channel 0 as grey
+        sums = values.sum(axis=tuple(a for a in range(3) if a != axis))  # map mass per slice
+        chosen = _choose(sums, every, hottest, max_panels)
+        panels = [
+            (display_range(_panel(grey, axis, k), modality, window) if pointwise else _panel(grey, axis, k),
+             _panel(values, axis, k))
+            for k in chosen
+        ]  # fmt: skip
         labels = [f"{'xyz'[axis]} = {positions[k]:.1f} mm" for k in chosen]  # RAS patient coordinate
         rows_axis, cols_axis = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[axis]
         aspect = spacing[rows_axis] / spacing[cols_axis]
