@@ -419,17 +419,20 @@ def evaluate(
 
 
 def _baseline(text: str, option: str) -> str | float:
-    """``--baseline``: a named baseline or a (finite) number."""
+    """``--baseline``: a named baseline (:data:`volcam.metrics.faithfulness.BASELINES`) or a (finite) number."""
     import math
 
+    from volcam.metrics.faithfulness import BASELINES
+
+    named = ", ".join(BASELINES)
     try:
         value = float(text)
     except ValueError:
-        if text not in ("zero", "mean", "blur"):
-            raise InputError(f"{option}: {one_line(text)[:40]!r}; give zero, mean, blur or a number") from None
+        if text not in BASELINES:
+            raise InputError(f"{option}: {one_line(text)[:40]!r}; give {named} or a number") from None
         return text
     if not math.isfinite(value):
-        raise InputError(f"{option}: {text!r}; give zero, mean, blur or a finite number")
+        raise InputError(f"{option}: {text!r}; give {named} or a finite number")
     return value
 
 

@@ -28,6 +28,7 @@ from volcam.metrics.imputation import noisy_linear_imputation
 from volcam.targets import ClassProbability, OutputSpec, TargetSpec
 
 __all__ = [
+    "BASELINES",
     "ConfidenceChange",
     "Curve",
     "DeletionInsertion",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 Baseline = str | float
+#: The named baselines: what deleted voxels become (or insertion starts from), besides a number.
+BASELINES = ("zero", "mean", "blur")
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,8 @@ def _baseline(
             return gaussian_filter_mm(sample[None], sigma_mm, spacing)[0]
         except ValueError as err:
             raise MetricInputError(f"blur_sigma_mm={sigma_mm!r}: {err}") from None
-    raise MetricInputError(f"baseline must be 'zero', 'mean', 'blur' or a number, not {kind!r}")
+    named = ", ".join(repr(name) for name in BASELINES)
+    raise MetricInputError(f"baseline must be {named} or a number, not {kind!r}")
 
 
 def _check_grid(cam: torch.Tensor, x: torch.Tensor) -> None:
