@@ -240,3 +240,18 @@ def test_evaluate_and_a_cohort_score_a_map_with_the_same_columns_and_numbers(tmp
     (row,) = evaluate_to_folder(scan, model, mask, tmp_path / "evaluate", steps=5)
     for column in METRICS:
         assert table[f"gradcam.{column}"][0] == pytest.approx(row[column], rel=1e-6, abs=1e-9), column
+
+
+def test_the_front_doors_turn_an_error_into_the_same_line(capsys) -> None:
+    """Three formatters (the CLI, the dock, a cohort's error column) said the same thing three ways."""
+    from napari_volcam._controller import error_text
+    from volcam.cli import report
+    from volcam.errors import InputError, error_line
+    from volcam.workflows.cohort.run import _message
+
+    mistake = InputError("scan.nii.gz: not a\nNIfTI file")
+    bug = ZeroDivisionError("division by zero\nsecond line")
+    for error, line in ((mistake, "scan.nii.gz: not a NIfTI file"), (bug, "ZeroDivisionError: division by zero")):
+        assert error_line(error) == line == error_text(error) == _message(error)
+    assert report(mistake) == 2 and capsys.readouterr().err.strip() == "volcam: error: scan.nii.gz: not a NIfTI file"
+    assert len(error_line(InputError("x" * 500), limit=300)) == 300

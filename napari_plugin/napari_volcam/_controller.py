@@ -83,12 +83,10 @@ def demo_card(modality: str | None) -> str:
 
 
 def error_text(error: BaseException) -> str:
-    """One line for a person: volcam's own message, or the exception's type and first line."""
-    from volcam.errors import VolcamError, first_line, one_line
+    """One line for a person (:func:`volcam.errors.error_line`)."""
+    from volcam.errors import error_line
 
-    if isinstance(error, VolcamError):
-        return one_line(str(error)) or type(error).__name__
-    return f"{type(error).__name__}: {one_line(first_line(error))}"
+    return error_line(error, limit=2000)
 
 
 def map_spacing(scale: Sequence[float], clip: bool) -> tuple[float, ...]:

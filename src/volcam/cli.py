@@ -19,7 +19,7 @@ import typer
 
 from volcam._version import __version__
 from volcam.defaults import LCAM_LOSS, TOLERANCE_MM
-from volcam.errors import InputError, VolcamError, first_line, one_line
+from volcam.errors import InputError, VolcamError, error_line, one_line
 
 __all__ = ["app"]
 
@@ -71,7 +71,7 @@ def report(error: BaseException) -> int:
       "please report" hint, the traceback in a log file, exit 1. Never a traceback on the terminal.
     """
     if isinstance(error, VolcamError):
-        typer.echo(f"volcam: error: {one_line(str(error)) or type(error).__name__}", err=True)
+        typer.echo(f"volcam: error: {error_line(error, limit=2000)}", err=True)
         return 2
     if isinstance(error, KeyboardInterrupt):
         typer.echo("volcam: interrupted; no output was left half-written", err=True)
@@ -83,10 +83,7 @@ def report(error: BaseException) -> int:
         return 2
     log = _log_internal_error(error)
     where = f"; details in {log}" if log else ""
-    typer.echo(
-        f"volcam: internal error: {type(error).__name__}: {one_line(first_line(error))} (please report it{where})",
-        err=True,
-    )
+    typer.echo(f"volcam: internal error: {error_line(error, limit=160)} (please report it{where})", err=True)
     return 1
 
 

@@ -39,6 +39,15 @@ def one_line(text: str) -> str:
     return "".join(" " if (ch < " " or ch == "\x7f") else ch for ch in str(text)).strip()
 
 
+def error_line(error: BaseException, limit: int = 300) -> str:
+    """One line for a person (the CLI, the napari dock, a cohort's error column): a volcam error's own
+    message, anything else its type and its message's first line; at most ``limit`` characters."""
+    if isinstance(error, VolcamError):
+        text = one_line(str(error)) or type(error).__name__
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(error).__name__}: {one_line(first_line(error, limit))}"
+
+
 class VolcamError(Exception):
     """Base class of every error caused by what the user asked for (a file, a name, a shape)."""
 

@@ -163,13 +163,12 @@ def _transient(error: BaseException) -> bool:
 
 
 def _message(error: BaseException) -> str:
-    """One line: a volcam error's own message; anything else with its type, out of memory said plainly."""
-    from volcam.errors import first_line, one_line
+    """One line (:func:`volcam.errors.error_line`), out of memory said plainly."""
+    from volcam.errors import error_line, first_line, one_line
 
-    first = one_line(first_line(error, limit=300))
     if _transient(error):
-        return f"out of memory ({first})"
-    return one_line(str(error))[:300] if isinstance(error, VolcamError) else f"{type(error).__name__}: {first}"
+        return f"out of memory ({one_line(first_line(error, limit=300))})"
+    return error_line(error, limit=300)
 
 
 def error_record(task: Task, settings: Settings, stage: str, message: str, transient: bool = False) -> dict[str, Any]:
