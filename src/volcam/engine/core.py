@@ -42,7 +42,7 @@ from typing import Any, TypedDict, TypeVar
 import torch
 from torch import nn
 
-from volcam.engine.drive import frozen, module_device, module_dtype
+from volcam.engine.drive import frozen, input_spacing, module_device, module_dtype
 from volcam.engine.head import attributes_kept, checked_head
 from volcam.engine.layers import (
     LayerRecord,
@@ -846,7 +846,7 @@ class CamEngine:
     def _input_spacing(self, x: torch.Tensor, spacing: Sequence[float] | None) -> tuple[float, ...]:
         dims = x.ndim - 2
         if spacing is None:
-            spacing = _metatensor_spacing(x, dims) or self.spacing
+            spacing = input_spacing(x, dims) or self.spacing
         if spacing is None:
             return (1.0,) * dims
         spacing = tuple(float(s) for s in (spacing if isinstance(spacing, Sequence) else [spacing] * dims))
@@ -1029,19 +1029,6 @@ def _number_option(info: MethodInfo, option: str) -> float:
 def _feature_spacing(spacing: Sequence[float], size: Sequence[int], feature_size: Sequence[int]) -> tuple[float, ...]:
     """A layer's voxel size: the input's times the layer's stride per axis."""
     return tuple(float(sp) * s / f for sp, s, f in zip(spacing, size, feature_size, strict=True))
-
-
-def _metatensor_spacing(x: torch.Tensor, dims: int) -> tuple[float, ...] | None:
-    """Voxel size from a ``MetaTensor``'s affine (column norms of its linear part), if it is one."""
-    monai_data = sys.modules.get("monai.data")
-    if monai_data is None or not isinstance(x, monai_data.MetaTensor):
-        return None
-    affine = torch.as_tensor(x.affine, dtype=torch.float64)
-    if affine.ndim == 3:
-        affine = affine[0]
-    if affine.shape[0] < dims + 1:
-        return None
-    return tuple(float(v) for v in affine[:dims, :dims].norm(dim=0))
 
 
 def _free_memory(device: torch.device) -> int:

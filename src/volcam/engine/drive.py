@@ -6,6 +6,7 @@ robustness checks, L-CAM training):
 - :func:`frozen`: eval mode and ``requires_grad=False`` for the duration, restored exactly;
 - :func:`module_device`, :func:`module_dtype`, :func:`model_input`: where and in which floating dtype
   the network computes, and an input moved there;
+- :func:`input_spacing`: an input's voxel size in mm, from a ``MetaTensor``'s affine;
 - :func:`read_output`: the tensor a caller scores, picked from the network's raw output by
   ``output=`` (a card's ``"output"``, or :meth:`volcam.Model.output_of`), never by guessing the first
   of several tensors: an auxiliary head may come first.
@@ -23,7 +24,7 @@ from torch import nn
 
 from volcam.targets import OutputSpec, select_output
 
-__all__ = ["frozen", "model_input", "module_device", "module_dtype", "read_output"]
+__all__ = ["frozen", "input_spacing", "model_input", "module_device", "module_dtype", "read_output"]
 
 
 @contextlib.contextmanager
@@ -81,6 +82,23 @@ def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     monai_data = sys.modules.get("monai.data")
     plain = x.as_tensor() if monai_data is not None and isinstance(x, monai_data.MetaTensor) else x.detach()
     return plain.to(device=module_device(model), dtype=module_dtype(model))
+
+
+def input_spacing(x: torch.Tensor, dims: int) -> tuple[float, ...] | None:
+    """The voxel size (mm) of an input ``(B, C, *S)`` or ``(C, *S)`` from a ``MetaTensor``'s affine (the
+    column norms of its linear part, :func:`volcam.io.image.voxel_spacing`); ``None`` for a plain tensor
+    or an affine of fewer axes."""
+    from volcam.io.image import voxel_spacing
+
+    monai_data = sys.modules.get("monai.data")
+    if monai_data is None or not isinstance(x, monai_data.MetaTensor):
+        return None
+    affine = torch.as_tensor(x.affine, dtype=torch.float64)
+    if affine.ndim == 3:
+        affine = affine[0]
+    if affine.shape[0] < dims + 1:
+        return None
+    return voxel_spacing(affine.cpu().numpy(), dims)
 
 
 def read_output(model: nn.Module, x: torch.Tensor, output: OutputSpec = None) -> torch.Tensor:

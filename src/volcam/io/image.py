@@ -39,7 +39,7 @@ from volcam.errors import FileFormatError, VolcamWarning
 if TYPE_CHECKING:
     from monai.data import MetaTensor
 
-__all__ = ["LPS_TO_RAS", "affine_problem", "make_clip", "make_volume", "warn_problem"]
+__all__ = ["LPS_TO_RAS", "affine_problem", "make_clip", "make_volume", "voxel_spacing", "warn_problem"]
 
 # DICOM and ITK put patient coordinates in LPS+, NIfTI and MONAI in RAS+: the same points, x and y negated.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -108,6 +108,14 @@ def _metatensor(data: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> M
     return MetaTensor(torch.from_numpy(data), meta=meta)
 
 
+def voxel_spacing(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
+    """The voxel size (mm, or s on a time axis) along each of the first ``ndim`` voxel axes of a
+    homogeneous affine (4×4, or 3×3 for a plane): the norms of its linear part's columns, every world
+    axis counted (a rotated, sheared or oblique grid keeps its step)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    return tuple(float(v) for v in np.linalg.norm(affine[: affine.shape[0] - 1, :ndim], axis=0))
+
+
 def make_volume(
     data: np.ndarray,
     affine_ras: np.ndarray,
@@ -126,7 +134,7 @@ def make_volume(
     affine_ras = np.asarray(affine_ras, dtype=np.float64)
     _check_grid(data, affine_ras, path)
     _check_finite(data, path)
-    spacing = tuple(float(v) for v in np.linalg.norm(affine_ras[:3, : data.ndim - 1], axis=0))
+    spacing = voxel_spacing(affine_ras, data.ndim - 1)
     meta = {
         "space": "RAS",
         "original_channel_dim": float("nan") if channel_dim is None else channel_dim,

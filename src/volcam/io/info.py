@@ -16,7 +16,7 @@ import numpy as np
 
 from volcam.errors import VolcamError, first_line, one_line
 from volcam.io.formats import format_of
-from volcam.io.image import LPS_TO_RAS
+from volcam.io.image import LPS_TO_RAS, voxel_spacing
 from volcam.io.load import load
 
 __all__ = ["Found", "axcodes", "describe"]
@@ -133,7 +133,7 @@ def _judge_series(series, found: Found) -> None:
         depth = len(headers)
     affine = LPS_TO_RAS @ geometry.affine_lps
     found.shape = (dicom.header_int(first, "Columns", first_path), dicom.header_int(first, "Rows", first_path), depth)
-    found.spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    found.spacing = voxel_spacing(affine, 3)
     found.orientation = _orientation(affine) if geometry.known else "unknown (no usable ImageOrientationPatient)"
     if geometry.fatal:  # gaps and tilt mean little in a stack that is not one volume
         found.problems += [f"cannot load as one volume: {'; '.join(geometry.fatal)}"]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from volcam.engine.drive import frozen, read_output
+from volcam.engine.drive import frozen, input_spacing, read_output
 from volcam.errors import InputError
 from volcam.maps.result import Explanation, batch_map
 from volcam.targets import ClassProbability, OutputSpec, TargetSpec, resolve_target
@@ -61,13 +61,7 @@ def as_mask(mask: torch.Tensor, cam: torch.Tensor, name: str = "mask") -> torch.
 def spacing_of(t: torch.Tensor, spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
     """Voxel size per spatial axis in mm: ``spacing`` if given, else a ``MetaTensor``'s affine, else 1."""
     if spacing is None:
-        monai_data = sys.modules.get("monai.data")
-        if monai_data is not None and isinstance(t, monai_data.MetaTensor):
-            affine = torch.as_tensor(t.affine, dtype=torch.float64)
-            affine = affine[0] if affine.ndim == 3 else affine
-            if affine.shape[0] >= ndim + 1:
-                return tuple(float(v) for v in affine[:ndim, :ndim].norm(dim=0))
-        return (1.0,) * ndim
+        return input_spacing(t, ndim) or (1.0,) * ndim
     values = [float(spacing)] * ndim if isinstance(spacing, (int, float)) else [float(s) for s in spacing]
     if len(values) != ndim or any(not math.isfinite(s) or s <= 0 for s in values):
         raise MetricInputError(f"spacing {tuple(values)} does not give a positive size for each of the {ndim} axes")

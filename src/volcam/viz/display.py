@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from volcam.io.image import LPS_TO_RAS
+from volcam.io.image import LPS_TO_RAS, voxel_spacing
 from volcam.maps.windowing import window_bounds
 
 __all__ = ["DisplayGeometry", "display_geometry", "display_limits"]
@@ -133,7 +133,7 @@ def display_geometry(scan: Any) -> DisplayGeometry:
     affine = np.asarray(getattr(scan, "affine", np.eye(4)), dtype=np.float64)
     rows = tuple(tuple(float(v) for v in row) for row in affine)
     if meta.get("axes") == "thw" or len(shape) != 3:
-        spacing = tuple(float(v) for v in meta.get("spacing") or np.linalg.norm(affine[:3, : len(shape)], axis=0))
+        spacing = tuple(float(v) for v in meta.get("spacing") or voxel_spacing(affine, len(shape)))
         axes = "tyx" if meta.get("axes") == "thw" else "zyx"[-len(shape) :]
         return DisplayGeometry(
             tuple(range(len(shape))), (False,) * len(shape), shape, spacing, (0.0,) * len(shape), axes, rows

@@ -17,6 +17,7 @@ import numpy as np
 
 from volcam.errors import InputError
 from volcam.io.atomic import atomic_file
+from volcam.io.image import voxel_spacing
 from volcam.maps.arrays import image_array, map_array
 from volcam.maps.colour import COLORMAP, display_range, fuse
 from volcam.maps.windowing import Window
@@ -40,7 +41,7 @@ def _display_volume(image: np.ndarray, cam: np.ndarray, affine: np.ndarray | Non
     image = apply_orientation(image, transform)
     cam = apply_orientation(cam, transform)
     affine = affine @ inv_ornt_aff(transform, shape)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = voxel_spacing(affine, 3)
     slice_axis = int(ornt[2, 0])  # the world axis the file's slices step along
     positions = affine[slice_axis, 3] + affine[slice_axis, slice_axis] * np.arange(cam.shape[slice_axis])
     return image, cam, spacing, slice_axis, positions
