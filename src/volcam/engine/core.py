@@ -686,12 +686,8 @@ class CamEngine:
         fwd = self.forward(x, graph=info.needs_gradients, attention="attention" in info.needs)
         timings["forward"] = fwd.seconds
         tgt, classes = resolve_target(target, fwd.output.detach(), self.labels)
-        input_spacing = self._input_spacing(x, spacing)
         start = time.perf_counter()
-        fields: dict[str, _LayerFields] = {
-            n: {"spacing": _feature_spacing(input_spacing, x.shape[2:], a.shape[2:]), "input_spacing": input_spacing}
-            for n, a in fwd.activations.items()
-        }
+        fields = self._layer_fields(x, fwd, spacing)
         smooth = self._gradient_filter(gradient_sigma_mm, fields)
         if "gradients" in info.needs:
             for n, g in self.gradients(x, tgt).items():
@@ -742,11 +738,7 @@ class CamEngine:
                 self.explain(x, method, c, spacing=spacing, gradient_sigma_mm=gradient_sigma_mm, **options)
                 for c in classes
             ]
-        input_spacing = self._input_spacing(x, spacing)
-        base: dict[str, _LayerFields] = {
-            n: {"spacing": _feature_spacing(input_spacing, x.shape[2:], a.shape[2:]), "input_spacing": input_spacing}
-            for n, a in fwd.activations.items()
-        }
+        base = self._layer_fields(x, fwd, spacing)
         smooth = self._gradient_filter(gradient_sigma_mm, base)
         timings: dict[str, float] = {"forward": fwd.seconds}
         start = time.perf_counter()
@@ -842,6 +834,17 @@ class CamEngine:
         largest = max((math.prod(r.shape) for r in records), default=x[:1].numel())
         per_row = 4 * largest * x.element_size() + x[:1].numel() * x.element_size()
         return int(max(1, min(cap, budget * _free_memory(x.device) // per_row)))
+
+    def _layer_fields(
+        self, x: torch.Tensor, fwd: ForwardPass, spacing: Sequence[float] | None
+    ) -> dict[str, _LayerFields]:
+        """Per target layer, what every method may read besides its tensors: the layer's voxel size
+        (the input's times the layer's stride) and the input's, in mm."""
+        given = self._input_spacing(x, spacing)
+        return {
+            n: {"spacing": _feature_spacing(given, x.shape[2:], a.shape[2:]), "input_spacing": given}
+            for n, a in fwd.activations.items()
+        }
 
     def _input_spacing(self, x: torch.Tensor, spacing: Sequence[float] | None) -> tuple[float, ...]:
         dims = x.ndim - 2
