@@ -465,12 +465,14 @@ def train_lcam(
 ) -> None:
     """Train an L-CAM attention module on MODEL's frozen network over IMAGES; record it in the card."""
     from volcam.devices import parse_device
+    from volcam.methods.learned import VARIANTS
+    from volcam.workflows.lcam_training import TARGETS
     from volcam.workflows.lcam_training import train_lcam as train
 
-    if variant not in ("fm", "img"):
-        raise InputError(f"--variant: {one_line(variant)[:20]!r}; give fm or img")
-    if target not in ("prediction", "label"):
-        raise InputError(f"--target: {one_line(target)[:20]!r}; give prediction or label")
+    # checked here too, to name the option: the allowed values are the workflow's
+    for option, value, allowed in (("--variant", variant, VARIANTS), ("--target", target, TARGETS)):
+        if value not in allowed:
+            raise InputError(f"{option}: {one_line(value)[:20]!r}; give {' or '.join(allowed)}")
     parse_device(device)
     run = train(
         model, images, variant, epochs=epochs, layer=layer, target=target, batch_size=batch_size, lr=lr,

@@ -39,7 +39,10 @@ from volcam.model.weights import default_path, load_lcam, record_in_card, save_l
 if TYPE_CHECKING:
     from volcam.model.model import Model
 
-__all__ = ["LCamTraining", "load_lcam", "save_lcam", "train_lcam"]  # the file functions live in model.weights
+__all__ = ["TARGETS", "LCamTraining", "load_lcam", "save_lcam", "train_lcam"]  # file functions: model.weights
+
+#: What L-CAM learns to explain: the network's decision, or the label the data gives.
+TARGETS = ("prediction", "label")
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ def train_lcam(
 
     if variant not in VARIANTS:
         raise MethodError(f"L-CAM variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    if target not in ("prediction", "label"):
+    if target not in TARGETS:
         raise MethodError(f"target {target!r}; use 'prediction' (the model's decision) or 'label'")
     if epochs < 1 or batch_size < 1 or not 0 <= validation < 1 or patience < 1:
         raise MethodError("epochs, batch_size and patience must be at least 1 and validation in [0, 1)")
