@@ -11,7 +11,7 @@ import functools
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -177,6 +177,20 @@ Series = Annotated[
     str | None, typer.Option(help="For a folder of several DICOM series: its SeriesInstanceUID, description or number.")
 ]
 Volume = Annotated[int | None, typer.Option(help="For a 4D NIfTI: the index of the volume to read.", min=0)]
+Methods = Annotated[
+    list[str],
+    typer.Option(
+        "--method",
+        "--methods",
+        help="CAM method; repeat the option or give a comma-separated list (gradcam,gradcam++); see `volcam methods`.",
+    ),
+]
+Layers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--layer", help="Target layer; repeat it or give a comma-separated list to fuse several; default: the card's."
+    ),
+]
 Store = Annotated[
     str | None,
     typer.Option(
@@ -191,14 +205,25 @@ def _target(text: str | None) -> str | int | None:
     return int(text) if text is not None and text.isdigit() else text
 
 
-def _names(methods: str | list[str], option: str = "--methods") -> list[str]:
-    """``--methods a,b``: the method names, blanks dropped, each known; at least one."""
+def _split(given: str | Sequence[str]) -> list[str]:
+    """The values of an option given repeatedly and/or as comma-separated lists, blanks dropped."""
+    texts = [given] if isinstance(given, str) else list(given)
+    return [item.strip() for text in texts for item in text.split(",") if item.strip()]
+
+
+def _layers(given: Sequence[str] | None) -> str | list[str] | None:
+    """``--layer``: ``None`` (the card's), one layer, or several to fuse."""
+    names = _split(given or [])
+    return None if not names else names[0] if len(names) == 1 else names
+
+
+def _names(methods: str | Sequence[str], option: str = "--method/--methods") -> list[str]:
+    """``--method a,b --method c``: the method names, blanks dropped, each known; at least one."""
     from volcam.methods.registry import get_method
 
-    given = methods if isinstance(methods, list) else [methods]
-    names = [m.strip() for text in given for m in text.split(",") if m.strip()]
+    names = _split(methods)
     if not names:
-        raise InputError(f"{option}: no method named; e.g. {option} gradcam (volcam methods lists them)")
+        raise InputError(f"{option}: no method named; e.g. --method gradcam (volcam methods lists them)")
     for name in names:
         get_method(name)
     return names
@@ -286,11 +311,9 @@ def explain(
     ],
     model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the maps, pictures and summary.json.")],
-    method: Annotated[
-        list[str] | None, typer.Option("--method", help="CAM method (repeat for several); see `volcam methods`.")
-    ] = None,
+    methods: Methods = ("gradcam",),  # type: ignore[assignment]  # typer takes a tuple default for a list option
     target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
-    layer: Annotated[list[str] | None, typer.Option(help="Target layer (repeat to fuse); default: the card's.")] = None,
+    layer: Layers = None,
     gradient_sigma_mm: Annotated[
         float | None, typer.Option(help="Smooth gradients with a Gaussian of this σ in mm first.")
     ] = None,
@@ -323,7 +346,8 @@ def explain(
     from volcam.io.write import dicom_kinds
     from volcam.workflows.explain_folder import explain_to_folder
 
-    methods = _names(method or ["gradcam"], "--method")
+    names = _names(methods)
+    chosen = _layers(layer)
     kinds = dicom_kinds(dicom_kind) if dicom_kind else ("parametric-map",) if dicom else ()
     if gradient_sigma_mm is not None and not gradient_sigma_mm >= 0:
         raise InputError(f"--gradient-sigma-mm: {gradient_sigma_mm} is not a width in mm (0 or more)")
@@ -333,15 +357,14 @@ def explain(
         from volcam.io.dicomweb import check_store
 
         check_store(store)  # a wrong address or a PACS that does not answer: before the scan is read
-    loaded, scan = _model_and_scan(model, input, layer, trust_weights, device, series, volume)
+    loaded, scan = _model_and_scan(model, input, chosen, trust_weights, device, series, volume)
     target_spec = _target(target)
     options: dict[str, Any] = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
-    chosen = (layer[0] if len(layer) == 1 else layer) if layer else None
     try:
         loaded.check_scan(scan)
         loaded.check_target(target_spec)
         summary = explain_to_folder(
-            scan, loaded, out, methods, target=target_spec, layer=chosen, dicom=kinds, store=store,
+            scan, loaded, out, names, target=target_spec, layer=chosen, dicom=kinds, store=store,
             progress=typer.echo, **options,
         )  # fmt: skip
     except (InputError, TargetError) as error:  # about this scan: say which file
@@ -362,11 +385,9 @@ def evaluate(
     model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
     mask: Annotated[Path, typer.Option("--mask", help="Lesion mask on the scan's grid (NIfTI, ...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for metrics.csv/.md/.json and the PNG plots.")],
-    methods: Annotated[
-        str, typer.Option("--methods", help="Comma-separated CAM methods, e.g. gradcam,gradcam++,cfcam.")
-    ] = "gradcam,gradcam++",
+    methods: Methods = ("gradcam", "gradcam++"),  # type: ignore[assignment]
     target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
-    layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
+    layer: Layers = None,
     tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm.", min=0)] = TOLERANCE_MM,
     steps: Annotated[int, typer.Option(help="Deletion/insertion steps (100 = 1% each).", min=2, max=10000)] = 100,
     road: Annotated[bool, typer.Option("--road", help="Also ROAD (noisy linear imputation; slower).")] = False,
@@ -389,11 +410,11 @@ def evaluate(
     from volcam.io import load
     from volcam.workflows.evaluate import evaluate_to_folder
 
-    names = _names(methods)
+    names, chosen = _names(methods), _layers(layer)
     deletion, insertion = _baseline(baseline, "--baseline"), _baseline(insertion_baseline, "--insertion-baseline")
     parse_device(device)
     _check_out(out, input, model, mask, region)
-    loaded, scan = _model_and_scan(model, input, layer, trust_weights, device, series)
+    loaded, scan = _model_and_scan(model, input, chosen, trust_weights, device, series)
     lesions = load(mask)
     within = load(region) if region is not None else None
     target_spec = _target(target)
@@ -401,7 +422,7 @@ def evaluate(
         loaded.check_scan(scan)
         loaded.check_target(target_spec)
         rows = evaluate_to_folder(
-            scan, loaded, lesions, out, names, target=target_spec, layer=layer, tolerance_mm=tolerance_mm,
+            scan, loaded, lesions, out, names, target=target_spec, layer=chosen, tolerance_mm=tolerance_mm,
             steps=steps, road=road, robustness=robustness, baseline=deletion,
             insertion_baseline=insertion, region=within, progress=typer.echo,
         )  # fmt: skip
@@ -517,11 +538,9 @@ def cohort(
     ],
     model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the case folders, results table and summary.")],
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated CAM methods, e.g. gradcam,gradcam++.")] = (
-        "gradcam"
-    ),
+    methods: Methods = ("gradcam",),  # type: ignore[assignment]
     target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
-    layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
+    layer: Layers = None,
     png: Annotated[bool, typer.Option("--png", help="Also a PNG montage per map.")] = False,
     faithfulness_steps: Annotated[
         int, typer.Option(help="Deletion/insertion steps per map (0: no faithfulness, the slow part).", min=0)
@@ -549,7 +568,7 @@ def cohort(
     target_spec = _target(target)
     try:
         table = run_cohort(
-            manifest, model, out, names, target=target_spec, layer=layer, png=png,
+            manifest, model, out, names, target=target_spec, layer=_layers(layer), png=png,
             faithfulness_steps=faithfulness_steps, tolerance_mm=tolerance_mm, prefetch=prefetch, store=store,
             scheduler=scheduler, workers=workers, trust=trust_weights, device=device, echo=typer.echo,
         )  # fmt: skip

@@ -31,7 +31,7 @@ def explain(tmp_path: Path, *extra) -> tuple[int, str]:
         (("--device", "cuda:7"), "device 'cuda:7': this machine (or this PyTorch build) has no cuda device"),
         (("--layer", "fc"), "layer 'fc' gives (1, 2), which has no spatial extent"),
         (("--layer", "avgpool"), "layer 'avgpool' gives (1, 32, 1, 1, 1)"),
-        (("--method", " , "), "--method: no method named"),
+        (("--method", " , "), "--method/--methods: no method named"),  # one option, two names
         (("--method", "gradcam", "--method", "nosuch"), "unknown CAM method 'nosuch'"),
         (("--gradient-sigma-mm", "nan"), "--gradient-sigma-mm: nan is not a width in mm"),
         (("--target", "pneumonia"), "has no class 'pneumonia'"),
