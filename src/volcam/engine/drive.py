@@ -24,7 +24,7 @@ from torch import nn
 
 from volcam.targets import OutputSpec, select_output
 
-__all__ = ["frozen", "input_spacing", "model_input", "module_device", "module_dtype", "read_output"]
+__all__ = ["frozen", "input_spacing", "model_input", "module_device", "module_dtype", "plain_tensor", "read_output"]
 
 
 @contextlib.contextmanager
@@ -76,12 +76,17 @@ def module_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a plain tensor (no ``MetaTensor``, no autograd history) on the model's device, in its
-    floating dtype."""
+def plain_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without its ``MetaTensor`` metadata or autograd history (MONAI is not imported for this)."""
     monai_data = sys.modules.get("monai.data")
-    plain = x.as_tensor() if monai_data is not None and isinstance(x, monai_data.MetaTensor) else x.detach()
-    return plain.to(device=module_device(model), dtype=module_dtype(model))
+    if monai_data is not None and isinstance(t, monai_data.MetaTensor):
+        return t.as_tensor()
+    return t.detach()
+
+
+def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain tensor (:func:`plain_tensor`) on the model's device, in its floating dtype."""
+    return plain_tensor(x).to(device=module_device(model), dtype=module_dtype(model))
 
 
 def input_spacing(x: torch.Tensor, dims: int) -> tuple[float, ...] | None:

@@ -7,7 +7,6 @@ are boolean (or 0/1) on the same grid, ``(*S)``, ``(B, *S)`` or ``(B, 1, *S)``.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from volcam.engine.drive import frozen, input_spacing, read_output
+from volcam.engine.drive import frozen, input_spacing, plain_tensor, read_output
 from volcam.errors import InputError
 from volcam.maps.result import Explanation, batch_map
 from volcam.targets import ClassProbability, OutputSpec, TargetSpec, resolve_target
@@ -34,7 +33,7 @@ def as_map(cam: Any, name: str = "map") -> torch.Tensor:
         cam = batch_map(cam)
     if not torch.is_tensor(cam):
         cam = torch.as_tensor(cam)
-    cam = _plain(cam).float()
+    cam = plain_tensor(cam).float()
     if cam.ndim < 3 or cam.shape[1] != 1:
         if cam.ndim > 3:
             raise MetricInputError(f"the {name} has shape {tuple(cam.shape)}; give (B, 1, *S) or one map (*S)")
@@ -46,7 +45,7 @@ def as_mask(mask: torch.Tensor, cam: torch.Tensor, name: str = "mask") -> torch.
     """``mask`` as a boolean ``(B, 1, *S)`` matching ``cam`` ``(B, 1, *S)``."""
     if not torch.is_tensor(mask):
         mask = torch.as_tensor(mask)
-    mask = _plain(mask).to(cam.device) != 0
+    mask = plain_tensor(mask).to(cam.device) != 0
     spatial = tuple(cam.shape[2:])
     if tuple(mask.shape[-len(spatial) :]) != spatial:
         raise MetricInputError(f"the {name} has shape {tuple(mask.shape)}; the map's grid is {spatial}")
@@ -66,13 +65,6 @@ def spacing_of(t: torch.Tensor, spacing: float | Sequence[float] | None, ndim: i
     if len(values) != ndim or any(not math.isfinite(s) or s <= 0 for s in values):
         raise MetricInputError(f"spacing {tuple(values)} does not give a positive size for each of the {ndim} axes")
     return tuple(values)
-
-
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    monai_data = sys.modules.get("monai.data")
-    if monai_data is not None and isinstance(t, monai_data.MetaTensor):
-        return t.as_tensor()
-    return t.detach()
 
 
 # -- the model, batched and without gradients -------------------------------------------------------
