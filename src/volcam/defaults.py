@@ -5,7 +5,7 @@ read them from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["LCAM_LOSS", "TOLERANCE_MM", "LCamLossWeights"]
 
@@ -19,11 +19,11 @@ class LCamLossWeights:
     """The terms of L-CAM's training loss (Gkartzonika et al., ECCV Workshops 2022; docs/methods.md):
     cross-entropy weight, mask-area weight and power, total-variation weight and border."""
 
-    ce_weight: float = 1.5
-    area_weight: float = 2.0
-    area_power: float = 0.3
-    tv_weight: float = 0.01
-    tv_border: float = 0.3
+    ce_weight: float = field(default=1.5, metadata={"help": "Weight of the cross-entropy term (the paper's)."})
+    area_weight: float = field(default=2.0, metadata={"help": "Weight of the mask-area penalty (the paper's)."})
+    area_power: float = field(default=0.3, metadata={"help": "Power of the mask area in its penalty (the paper's)."})
+    tv_weight: float = field(default=0.01, metadata={"help": "Weight of the total-variation penalty (the paper's)."})
+    tv_border: float = field(default=0.3, metadata={"help": "Border of the total-variation penalty (the paper's)."})
 
 
 #: The paper's weights, volcam's default.
