@@ -8,7 +8,7 @@ and any later report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from volcam.defaults import TOLERANCE_MM
@@ -19,12 +19,28 @@ if TYPE_CHECKING:
     from volcam.metrics.faithfulness import Baseline, DeletionInsertion
     from volcam.model.model import Model, ScanExplanation
 
-__all__ = ["MapScores", "column_descriptions", "score_map"]
+__all__ = ["MapScores", "column", "column_descriptions", "column_name", "columns", "score_map"]
 
 
-def _column(doc: str, name: str | None = None) -> Any:
-    """A field that is a table column: its description and, where it is no Python name, its header."""
-    return field(default=None, metadata={"doc": doc, "column": name})
+def column(doc: str, name: str | None = None, default: Any = None) -> Any:
+    """A field of a record that is a table column: its description and, where it is no Python name,
+    its header (:func:`columns` reads them)."""
+    return field(default=default, metadata={"doc": doc, "column": name})
+
+
+def column_name(f: Field[Any]) -> str:
+    """The header of a record's field in a table."""
+    return f.metadata.get("column") or f.name
+
+
+def columns(record: type) -> dict[str, str]:
+    """Header → description of a record type's columns, in field order; a field holding a record of
+    its own (e.g. :class:`MapScores`) stands for that record's columns."""
+    out: dict[str, str] = {}
+    for f in fields(record):
+        nested = f.metadata.get("record")
+        out.update(columns(nested) if nested else {column_name(f): f.metadata.get("doc", "")})
+    return out
 
 
 @dataclass(frozen=True)
@@ -32,31 +48,27 @@ class MapScores:
     """What one map scores on one case; ``None`` where it was not measured (no lesion mask, no
     faithfulness steps). The fields are the tables' columns, in order."""
 
-    pointing_hit: int | None = _column("pointing game hit (argmax within the tolerance of a lesion; 1 or 0)")
-    energy_in_mask: float | None = _column("share of the map's energy inside the lesions")
-    energy_random: float | None = _column(
+    pointing_hit: int | None = column("pointing game hit (argmax within the tolerance of a lesion; 1 or 0)")
+    energy_in_mask: float | None = column("share of the map's energy inside the lesions")
+    energy_random: float | None = column(
         "what a uniform map scores: the lesions' share of the volume (of the region, when one is given)"
     )
-    dice_matched: float | None = _column("Dice of the map's top-n voxels (n = lesion volume) with the lesions")
-    iou_at_half: float | None = _column("IoU of the map >= 0.5 · max with the lesions", "iou_at_0.5")
-    lesion_hit_rate: float | None = _column("lesions where the map reaches half its maximum")
-    deletion_auc: float | None = _column("deletion AUC of the class probability (lower is better)")
-    insertion_auc: float | None = _column("insertion AUC (higher is better)")
-    average_drop: float | None = _column("Average Drop in %, lower is better")
-    increase_in_confidence: float | None = _column("Increase in Confidence in %, higher is better")
+    dice_matched: float | None = column("Dice of the map's top-n voxels (n = lesion volume) with the lesions")
+    iou_at_half: float | None = column("IoU of the map >= 0.5 · max with the lesions", "iou_at_0.5")
+    lesion_hit_rate: float | None = column("lesions where the map reaches half its maximum")
+    deletion_auc: float | None = column("deletion AUC of the class probability (lower is better)")
+    insertion_auc: float | None = column("insertion AUC (higher is better)")
+    average_drop: float | None = column("Average Drop in %, lower is better")
+    increase_in_confidence: float | None = column("Increase in Confidence in %, higher is better")
 
     def row(self) -> dict[str, Any]:
         """The measured scores by column name, in column order."""
-        return {_name(f): getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-
-def _name(f: Any) -> str:
-    return f.metadata.get("column") or f.name
+        return {column_name(f): getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 def column_descriptions() -> dict[str, str]:
     """Column name → description of every per-map score, in column order."""
-    return {_name(f): f.metadata["doc"] for f in fields(MapScores)}
+    return columns(MapScores)
 
 
 def score_map(
