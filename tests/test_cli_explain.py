@@ -17,7 +17,7 @@ def test_explain_writes_map_montage_dicom_and_summary(tmp_path) -> None:
     out = tmp_path / "out"
     code, stdout, err = run(
         "explain", sd.file(sd.CT_NIFTI), "--model", sd.file(sd.CT_CARD), "--method", "gradcam",
-        "--method", "gradcam++", "--gradient-sigma-mm", "3", "--dicom", "--out", out,
+        "--method", "gradcam++", "--gradient-sigma-mm", "3", "--dicom", "parametric-map", "--out", out,
     )  # fmt: skip
     assert code == 0, err
     assert "prediction: covid" in stdout
@@ -87,18 +87,3 @@ def test_user_errors_are_one_line(tmp_path, change, expected) -> None:
     line = one_line_error(*run(*args)[::2])
     assert expected in line
     assert not (tmp_path / "out" / "summary.json").exists()
-
-
-def test_methods_and_layers_are_named_the_same_way_in_every_command() -> None:
-    """--layer was a list in explain and a string elsewhere; methods were --method (repeated) in one
-    command and --methods (a comma list) in others: now one declaration, both spellings, both forms."""
-    from typer.testing import CliRunner
-
-    from volcam.cli import _layers, _names, app
-
-    for command in ("explain", "evaluate", "cohort"):
-        shown = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
-        assert "--method,--methods" in shown and "comma-separated" in shown and "--layer" in shown, command
-    assert _names(["gradcam,gradcam++", "layercam"]) == ["gradcam", "gradcam++", "layercam"]
-    assert _layers(None) is None and _layers(["layer2"]) == "layer2"
-    assert _layers(["layer2,layer3"]) == _layers(["layer2", "layer3"]) == ["layer2", "layer3"]

@@ -11,15 +11,26 @@ import functools
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from volcam._version import __version__
-from volcam.defaults import LCAM_LOSS, TOLERANCE_MM
+from volcam.defaults import LCAM_LOSS, LCamLossWeights
 from volcam.errors import InputError, VolcamError, error_line, one_line
+from volcam.workflows.specs import (
+    CohortSpec,
+    EvaluateSpec,
+    ExplainSpec,
+    JobSpec,
+    LCamSpec,
+    default,
+    help_text,
+    option_name,
+)
 
 __all__ = ["app"]
 
@@ -35,6 +46,7 @@ _USAGE_ERROR = _base("UsageError")
 # The CLI framework's own control flow: passed through, never reported as an error of volcam's.
 _FRAMEWORK = (typer.Exit, typer.Abort, _CLICK_ERROR)
 _Command = TypeVar("_Command", bound=Callable[..., Any])
+_Spec = TypeVar("_Spec", bound=JobSpec)
 
 
 def _log_internal_error(error: BaseException) -> Path | None:
@@ -168,7 +180,23 @@ def _main() -> None:
     """Class activation maps for 3D medical-imaging classifiers: CT/MR volumes, ultrasound clips."""
 
 
-# options several commands take, declared once
+# options several commands take, declared once; a job's choices take their help line and default from
+# its spec (volcam.workflows.specs), the one home of both
+def _option(spec: type[JobSpec], name: str, *aliases: str, flags: str | None = None, **kwargs: Any) -> Any:
+    """The option of a job's choice, declared from the job's spec: its name, its help line and the default
+    the help shows. Its value is ``None`` when not typed, and the spec's default applies (:func:`_given`)."""
+    value = default(spec, name)
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else "on" if value is True else value
+    tail = f" (default: {shown})" if shown not in (None, "", False) else ""
+    return typer.Option(flags or option_name(spec, name), *aliases, help=help_text(spec, name) + tail, **kwargs)
+
+
+def _given(spec: type[_Spec], **options: Any) -> _Spec:
+    """The spec of what was typed: an option left out (``None``) keeps the spec's default, and a wrong
+    value fails here with one line naming its option, before anything loads."""
+    return spec.of(**{name: value for name, value in options.items() if value is not None})
+
+
 TrustWeights = Annotated[
     bool, typer.Option("--trust-weights", help="Allow weights that need full unpickling (runs their code).")
 ]
@@ -177,56 +205,7 @@ Series = Annotated[
     str | None, typer.Option(help="For a folder of several DICOM series: its SeriesInstanceUID, description or number.")
 ]
 Volume = Annotated[int | None, typer.Option(help="For a 4D NIfTI: the index of the volume to read.", min=0)]
-Methods = Annotated[
-    list[str],
-    typer.Option(
-        "--method",
-        "--methods",
-        help="CAM method; repeat the option or give a comma-separated list (gradcam,gradcam++); see `volcam methods`.",
-    ),
-]
-Layers = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--layer", help="Target layer; repeat it or give a comma-separated list to fuse several; default: the card's."
-    ),
-]
-Store = Annotated[
-    str | None,
-    typer.Option(
-        help="Send the DICOM results to this DICOMweb server (STOW-RS), e.g. http://pacs:8042/dicom-web; implies "
-        "--dicom. Credentials: VOLCAM_DICOMWEB_TOKEN (Bearer), or VOLCAM_DICOMWEB_USER and VOLCAM_DICOMWEB_PASSWORD."
-    ),
-]
-
-
-def _target(text: str | None) -> str | int | None:
-    """``--target``: a class index when it is a number, else a label; ``None``: the predicted class."""
-    return int(text) if text is not None and text.isdigit() else text
-
-
-def _split(given: str | Sequence[str]) -> list[str]:
-    """The values of an option given repeatedly and/or as comma-separated lists, blanks dropped."""
-    texts = [given] if isinstance(given, str) else list(given)
-    return [item.strip() for text in texts for item in text.split(",") if item.strip()]
-
-
-def _layers(given: Sequence[str] | None) -> str | list[str] | None:
-    """``--layer``: ``None`` (the card's), one layer, or several to fuse."""
-    names = _split(given or [])
-    return None if not names else names[0] if len(names) == 1 else names
-
-
-def _names(methods: str | Sequence[str], option: str = "--method/--methods") -> list[str]:
-    """``--method a,b --method c``: the method names, blanks dropped, each known; at least one."""
-    from volcam.methods.registry import get_method
-
-    names = _split(methods)
-    if not names:
-        raise InputError(f"{option}: no method named; e.g. --method gradcam (volcam methods lists them)")
-    for name in names:
-        get_method(name)
-    return names
+Card = Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")]
 
 
 def _model_and_scan(
@@ -309,32 +288,14 @@ def explain(
             help="A scan: DICOM folder or file, NIfTI, NRRD/MHA, ultrasound clip, or a DICOMweb study/series URL."
         ),
     ],
-    model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
+    model: Card,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the maps, pictures and summary.json.")],
-    methods: Methods = ("gradcam",),  # type: ignore[assignment]  # typer takes a tuple default for a list option
-    target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
-    layer: Layers = None,
-    gradient_sigma_mm: Annotated[
-        float | None, typer.Option(help="Smooth gradients with a Gaussian of this σ in mm first.")
-    ] = None,
-    dicom: Annotated[
-        bool,
-        typer.Option(
-            "--dicom",
-            help="Also write each map as a DICOM Parametric Map on the scan's study and frame of reference "
-            "(OHIF, 3D Slicer overlay it); see --dicom-kind.",
-        ),
-    ] = False,
-    dicom_kind: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--dicom-kind",
-            metavar="KIND[,KIND]",
-            help="DICOM objects to write (implies --dicom), comma-separated or repeated: parametric-map "
-            "(the map 0-1), segmentation (the map above 0.5), overlay (RGB pictures, one per slice).",
-        ),
-    ] = None,
-    store: Store = None,
+    methods: Annotated[list[str] | None, _option(ExplainSpec, "methods", "--methods")] = None,
+    target: Annotated[str | None, _option(ExplainSpec, "target")] = None,
+    layer: Annotated[list[str] | None, _option(ExplainSpec, "layer")] = None,
+    gradient_sigma_mm: Annotated[float | None, _option(ExplainSpec, "gradient_sigma_mm")] = None,
+    dicom: Annotated[list[str] | None, _option(ExplainSpec, "dicom", metavar="KIND[,KIND]")] = None,
+    store: Annotated[str | None, _option(ExplainSpec, "store")] = None,
     series: Series = None,
     volume: Volume = None,
     trust_weights: TrustWeights = False,
@@ -343,30 +304,28 @@ def explain(
     """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
     from volcam.devices import parse_device
     from volcam.errors import TargetError
-    from volcam.io.write import dicom_kinds
     from volcam.workflows.explain_folder import explain_to_folder
 
-    names = _names(methods)
-    chosen = _layers(layer)
-    kinds = dicom_kinds(dicom_kind) if dicom_kind else ("parametric-map",) if dicom else ()
-    if gradient_sigma_mm is not None and not gradient_sigma_mm >= 0:
-        raise InputError(f"--gradient-sigma-mm: {gradient_sigma_mm} is not a width in mm (0 or more)")
+    spec = _given(
+        ExplainSpec,
+        methods=methods,
+        target=target,
+        layer=layer,
+        gradient_sigma_mm=gradient_sigma_mm,
+        dicom=dicom,
+        store=store,
+    )  # a wrong choice: one line, before anything loads
     parse_device(device)
     _check_out(out, Path(input), model)
-    if store is not None:
-        from volcam.io.dicomweb import check_store
+    if spec.store is not None:
+        from volcam.io.dicom.web import check_store
 
-        check_store(store)  # a wrong address or a PACS that does not answer: before the scan is read
-    loaded, scan = _model_and_scan(model, input, chosen, trust_weights, device, series, volume)
-    target_spec = _target(target)
-    options: dict[str, Any] = {} if gradient_sigma_mm is None else {"gradient_sigma_mm": gradient_sigma_mm}
+        check_store(spec.store)  # a wrong address or a PACS that does not answer: before the scan is read
+    loaded, scan = _model_and_scan(model, input, spec.layer, trust_weights, device, series, volume)
     try:
         loaded.check_scan(scan)
-        loaded.check_target(target_spec)
-        summary = explain_to_folder(
-            scan, loaded, out, names, target=target_spec, layer=chosen, dicom=kinds, store=store,
-            progress=typer.echo, **options,
-        )  # fmt: skip
+        loaded.check_target(spec.target)
+        summary = explain_to_folder(scan, loaded, out, spec, progress=typer.echo)
     except (InputError, TargetError) as error:  # about this scan: say which file
         raise type(error)(f"{input}: {error}") from None
     first = summary["explanations"][0]
@@ -382,20 +341,18 @@ def explain(
 @app.command()
 def evaluate(
     input: Annotated[Path, typer.Argument(help="A volume: DICOM folder or file, NIfTI, NRRD/MHA.")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
+    model: Card,
     mask: Annotated[Path, typer.Option("--mask", help="Lesion mask on the scan's grid (NIfTI, ...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for metrics.csv/.md/.json and the PNG plots.")],
-    methods: Methods = ("gradcam", "gradcam++"),  # type: ignore[assignment]
-    target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
-    layer: Layers = None,
-    tolerance_mm: Annotated[float, typer.Option(help="Pointing-game tolerance in mm.", min=0)] = TOLERANCE_MM,
-    steps: Annotated[int, typer.Option(help="Deletion/insertion steps (100 = 1% each).", min=2, max=10000)] = 100,
-    road: Annotated[bool, typer.Option("--road", help="Also ROAD (noisy linear imputation; slower).")] = False,
-    robustness: Annotated[bool, typer.Option("--robustness", help="Also max-sensitivity to input noise.")] = False,
-    baseline: Annotated[
-        str, typer.Option(help="What deletion turns voxels into: zero, mean, blur or a number (network input units).")
-    ] = "zero",
-    insertion_baseline: Annotated[str, typer.Option(help="What insertion starts from (same choices).")] = "blur",
+    methods: Annotated[list[str] | None, _option(EvaluateSpec, "methods", "--methods")] = None,
+    target: Annotated[str | None, _option(EvaluateSpec, "target")] = None,
+    layer: Annotated[list[str] | None, _option(EvaluateSpec, "layer")] = None,
+    tolerance_mm: Annotated[float | None, _option(EvaluateSpec, "tolerance_mm")] = None,
+    steps: Annotated[int | None, _option(EvaluateSpec, "steps")] = None,
+    road: Annotated[bool | None, _option(EvaluateSpec, "road")] = None,
+    robustness: Annotated[bool | None, _option(EvaluateSpec, "robustness")] = None,
+    baseline: Annotated[str | None, _option(EvaluateSpec, "baseline")] = None,
+    insertion_baseline: Annotated[str | None, _option(EvaluateSpec, "insertion_baseline")] = None,
     region: Annotated[
         Path | None,
         typer.Option(help="Body or lung mask on the scan's grid: deletion/insertion and energy stay within it."),
@@ -410,22 +367,19 @@ def evaluate(
     from volcam.io import load
     from volcam.workflows.evaluate import evaluate_to_folder
 
-    names, chosen = _names(methods), _layers(layer)
-    deletion, insertion = _baseline(baseline, "--baseline"), _baseline(insertion_baseline, "--insertion-baseline")
+    spec = _given(
+        EvaluateSpec, methods=methods, target=target, layer=layer, tolerance_mm=tolerance_mm, steps=steps, road=road,
+        robustness=robustness, baseline=baseline, insertion_baseline=insertion_baseline,
+    )  # fmt: skip
     parse_device(device)
     _check_out(out, input, model, mask, region)
-    loaded, scan = _model_and_scan(model, input, chosen, trust_weights, device, series)
+    loaded, scan = _model_and_scan(model, input, spec.layer, trust_weights, device, series)
     lesions = load(mask)
     within = load(region) if region is not None else None
-    target_spec = _target(target)
     try:
         loaded.check_scan(scan)
-        loaded.check_target(target_spec)
-        rows = evaluate_to_folder(
-            scan, loaded, lesions, out, names, target=target_spec, layer=chosen, tolerance_mm=tolerance_mm,
-            steps=steps, road=road, robustness=robustness, baseline=deletion,
-            insertion_baseline=insertion, region=within, progress=typer.echo,
-        )  # fmt: skip
+        loaded.check_target(spec.target)
+        rows = evaluate_to_folder(scan, loaded, lesions, out, spec, region=within, progress=typer.echo)
     except (InputError, TargetError) as error:  # about this scan or its masks: say which files
         masks = " / ".join(str(p) for p in (mask, region) if p is not None)
         raise type(error)(f"{input} / {masks}: {error}") from None
@@ -436,22 +390,10 @@ def evaluate(
         typer.echo(f"sanity check FAILED for {', '.join(failed)}: the map does not change with the model's weights")
 
 
-def _baseline(text: str, option: str) -> str | float:
-    """``--baseline``: a named baseline (:data:`volcam.metrics.faithfulness.BASELINES`) or a (finite) number."""
-    import math
-
-    from volcam.metrics.faithfulness import BASELINES
-
-    named = ", ".join(BASELINES)
-    try:
-        value = float(text)
-    except ValueError:
-        if text not in BASELINES:
-            raise InputError(f"{option}: {one_line(text)[:40]!r}; give {named} or a number") from None
-        return text
-    if not math.isfinite(value):
-        raise InputError(f"{option}: {text!r}; give {named} or a finite number")
-    return value
+def _loss_help(name: str) -> str:
+    """The help line of an L-CAM loss weight, with its default (:data:`volcam.defaults.LCAM_LOSS`)."""
+    text = next(f.metadata["help"] for f in fields(LCamLossWeights) if f.name == name)
+    return f"{text} (default: {getattr(LCAM_LOSS, name):g})"
 
 
 @app.command("train-lcam")
@@ -460,46 +402,32 @@ def train_lcam(
     images: Annotated[
         Path, typer.Argument(help="A folder of scans, or a manifest (.csv/.tsv: path[,label], relative to it).")
     ],
-    variant: Annotated[str, typer.Option(help="fm: map × feature maps; img: upsampled map × input.")] = "fm",
-    epochs: Annotated[
-        int, typer.Option(help="At most this many epochs (early stopping on the validation loss).", min=1)
-    ] = 10,
-    layer: Annotated[str | None, typer.Option(help="Target layer; default: the card's.")] = None,
-    target: Annotated[str, typer.Option(help="prediction (the model's decision) or label (the manifest's).")] = (
-        "prediction"
-    ),
-    batch_size: Annotated[int, typer.Option(help="Images per step.", min=1)] = 8,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.", min=0)] = 0.01,
-    validation: Annotated[
-        float, typer.Option(help="Fraction held out for the validation loss.", min=0.0, max=0.9)
-    ] = 0.2,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without improvement.", min=1)] = 3,
-    seed: Annotated[int, typer.Option(help="Split, shuffling and initial weights.")] = 0,
-    area_weight: Annotated[
-        float, typer.Option(help="Weight of the mask-area penalty (the paper's).")
-    ] = LCAM_LOSS.area_weight,
-    tv_weight: Annotated[
-        float, typer.Option(help="Weight of the total-variation penalty (the paper's).")
-    ] = LCAM_LOSS.tv_weight,
+    variant: Annotated[str | None, _option(LCamSpec, "variant")] = None,
+    epochs: Annotated[int | None, _option(LCamSpec, "epochs")] = None,
+    layer: Annotated[str | None, _option(LCamSpec, "layer")] = None,
+    target: Annotated[str | None, _option(LCamSpec, "target")] = None,
+    batch_size: Annotated[int | None, _option(LCamSpec, "batch_size")] = None,
+    lr: Annotated[float | None, _option(LCamSpec, "lr")] = None,
+    validation: Annotated[float | None, _option(LCamSpec, "validation")] = None,
+    patience: Annotated[int | None, _option(LCamSpec, "patience")] = None,
+    seed: Annotated[int | None, _option(LCamSpec, "seed")] = None,
+    area_weight: Annotated[float | None, typer.Option(help=_loss_help("area_weight"))] = None,
+    tv_weight: Annotated[float | None, typer.Option(help=_loss_help("tv_weight"))] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Weights file; default: beside the card.")] = None,
     device: Device = None,
 ) -> None:
     """Train an L-CAM attention module on MODEL's frozen network over IMAGES; record it in the card."""
     from volcam.devices import parse_device
-    from volcam.methods.learned import VARIANTS
-    from volcam.workflows.lcam_training import TARGETS
     from volcam.workflows.lcam_training import train_lcam as train
 
-    # checked here too, to name the option: the allowed values are the workflow's
-    for option, value, allowed in (("--variant", variant, VARIANTS), ("--target", target, TARGETS)):
-        if value not in allowed:
-            raise InputError(f"{option}: {one_line(value)[:20]!r}; give {' or '.join(allowed)}")
-    parse_device(device)
-    run = train(
-        model, images, variant, epochs=epochs, layer=layer, target=target, batch_size=batch_size, lr=lr,
-        validation=validation, patience=patience, seed=seed, area_weight=area_weight, tv_weight=tv_weight,
-        out=out, device=device,
+    weights = {"area_weight": area_weight, "tv_weight": tv_weight}
+    loss = replace(LCAM_LOSS, **{name: value for name, value in weights.items() if value is not None})
+    spec = _given(
+        LCamSpec, variant=variant, epochs=epochs, layer=layer, target=target, batch_size=batch_size, lr=lr,
+        validation=validation, patience=patience, seed=seed, loss=loss,
     )  # fmt: skip
+    parse_device(device)
+    run = train(model, images, spec=spec, out=out, device=device)
     for row in run.history:
         typer.echo(f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.4f}  validation {row['val_loss']:.4f}")
     stop = " (stopped early)" if run.stopped_early else ""
@@ -536,26 +464,19 @@ def cohort(
         Path,
         typer.Argument(help="A manifest (.csv/.parquet: case, image, optional mask and label) or a folder of scans."),
     ],
-    model: Annotated[Path, typer.Option("--model", "-m", help="A model card (.json) or a MONAI bundle folder.")],
+    model: Card,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the case folders, results table and summary.")],
-    methods: Methods = ("gradcam",),  # type: ignore[assignment]
-    target: Annotated[str | None, typer.Option(help="Class label or index to explain (default: predicted).")] = None,
-    layer: Layers = None,
-    png: Annotated[bool, typer.Option("--png", help="Also a PNG montage per map.")] = False,
-    faithfulness_steps: Annotated[
-        int, typer.Option(help="Deletion/insertion steps per map (0: no faithfulness, the slow part).", min=0)
-    ] = 10,
-    tolerance_mm: Annotated[
-        float, typer.Option(help="Pointing-game tolerance in mm (cases with a mask).", min=0)
-    ] = TOLERANCE_MM,
-    prefetch: Annotated[bool, typer.Option(help="Load the next case while this one computes.")] = True,
-    store: Store = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Worker processes with --scheduler local (default 2).", min=1)
-    ] = None,
+    methods: Annotated[list[str] | None, _option(CohortSpec, "methods", "--methods")] = None,
+    target: Annotated[str | None, _option(CohortSpec, "target")] = None,
+    layer: Annotated[list[str] | None, _option(CohortSpec, "layer")] = None,
+    png: Annotated[bool | None, _option(CohortSpec, "png")] = None,
+    faithfulness_steps: Annotated[int | None, _option(CohortSpec, "faithfulness_steps")] = None,
+    tolerance_mm: Annotated[float | None, _option(CohortSpec, "tolerance_mm")] = None,
+    dicom: Annotated[list[str] | None, _option(CohortSpec, "dicom", metavar="KIND[,KIND]")] = None,
+    store: Annotated[str | None, _option(CohortSpec, "store")] = None,
+    prefetch: Annotated[bool | None, _option(CohortSpec, "prefetch", flags="--prefetch/--no-prefetch")] = None,
+    scheduler: Annotated[str | None, _option(CohortSpec, "scheduler")] = None,
+    workers: Annotated[int | None, _option(CohortSpec, "workers")] = None,
     trust_weights: TrustWeights = False,
     device: Device = None,
 ) -> None:
@@ -563,15 +484,13 @@ def cohort(
     from volcam.devices import parse_device
     from volcam.workflows.cohort.run import run_cohort
 
-    names = _names(methods)
+    spec = _given(
+        CohortSpec, methods=methods, target=target, layer=layer, png=png, faithfulness_steps=faithfulness_steps,
+        tolerance_mm=tolerance_mm, dicom=dicom, store=store, prefetch=prefetch, scheduler=scheduler, workers=workers,
+    )  # fmt: skip
     parse_device(device)
-    target_spec = _target(target)
     try:
-        table = run_cohort(
-            manifest, model, out, names, target=target_spec, layer=_layers(layer), png=png,
-            faithfulness_steps=faithfulness_steps, tolerance_mm=tolerance_mm, prefetch=prefetch, store=store,
-            scheduler=scheduler, workers=workers, trust=trust_weights, device=device, echo=typer.echo,
-        )  # fmt: skip
+        table = run_cohort(manifest, model, out, spec, trust=trust_weights, device=device, echo=typer.echo)
     except KeyboardInterrupt:
         typer.echo(f"volcam: interrupted; finished cases are kept in {out}, run again to resume", err=True)
         raise typer.Exit(130) from None

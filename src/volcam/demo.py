@@ -52,13 +52,13 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> dict[str, 
         + ", ".join(f"P({k}) = {v:.3f}" for k, v in probabilities.items())
     )
     results["ct"] = explain_to_folder(
-        ct, ct_model, out / "ct", CT_METHODS, target="covid", mask=_mask(sd.file(sd.CT_MASK)), progress=echo
+        ct, ct_model, out / "ct", methods=CT_METHODS, target="covid", mask=_mask(sd.file(sd.CT_MASK)), progress=echo
     )
     vit_model = volcam.load_model(sd.file(sd.CT_VIT_CARD))
     probabilities = vit_model.predict(ct)
     echo("the same CT, a 3D vision transformer: " + ", ".join(f"P({k}) = {v:.3f}" for k, v in probabilities.items()))
     results["ct-transformer"] = explain_to_folder(
-        ct, vit_model, out / "ct-transformer", CT_VIT_METHODS, target="covid", mask=_mask(sd.file(sd.CT_MASK)),
+        ct, vit_model, out / "ct-transformer", methods=CT_VIT_METHODS, target="covid", mask=_mask(sd.file(sd.CT_MASK)),
         progress=echo,
     )  # fmt: skip
     lus_model = volcam.load_model(sd.file(sd.LUS_CARD))
@@ -69,7 +69,13 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> dict[str, 
         + ", ".join(f"P({k}) = {v:.3f}" for k, v in probabilities.items())
     )
     results["ultrasound"] = explain_to_folder(
-        lus, lus_model, out / "ultrasound", LUS_METHODS, target="covid", mask=_mask(sd.file(sd.LUS_MASK)), progress=echo
+        lus,
+        lus_model,
+        out / "ultrasound",
+        methods=LUS_METHODS,
+        target="covid",
+        mask=_mask(sd.file(sd.LUS_MASK)),
+        progress=echo,
     )
     echo("")
     echo(f"{'':<16}{'method':<12}{'argmax in lesion':>18}{'energy in lesion':>18}{'lesion share':>14}")

@@ -31,7 +31,7 @@ def explain(tmp_path: Path, *extra) -> tuple[int, str]:
         (("--device", "cuda:7"), "device 'cuda:7': this machine (or this PyTorch build) has no cuda device"),
         (("--layer", "fc"), "layer 'fc' gives (1, 2), which has no spatial extent"),
         (("--layer", "avgpool"), "layer 'avgpool' gives (1, 32, 1, 1, 1)"),
-        (("--method", " , "), "--method/--methods: no method named"),  # one option, two names
+        (("--method", " , "), "--method: no method named"),  # one option, two names
         (("--method", "gradcam", "--method", "nosuch"), "unknown CAM method 'nosuch'"),
         (("--gradient-sigma-mm", "nan"), "--gradient-sigma-mm: nan is not a width in mm"),
         (("--target", "pneumonia"), "has no class 'pneumonia'"),
@@ -50,7 +50,7 @@ def test_options_are_checked_before_the_model_or_scan_loads(tmp_path) -> None:
     for args, expected in (
         (("--baseline", "foo"), "--baseline: 'foo'"),
         (("--insertion-baseline", "inf"), "--insertion-baseline: 'inf'"),
-        (("--methods", ","), "--methods: no method named"),
+        (("--methods", ","), "--method: no method named"),
         (("--device", "bogus"), "device 'bogus'"),
     ):
         code, _, err = run("evaluate", tmp_path / "no_scan.nii.gz", "--model", missing, "--mask", tmp_path / "m",
@@ -66,7 +66,10 @@ def test_cohort_and_train_lcam_option_mistakes(tmp_path) -> None:
     scans = tmp_path / "scans"
     scans.mkdir()
     for args, expected in (
-        (("cohort", scans, "--model", sd.file(sd.CT_CARD), "--out", tmp_path / "c", "--methods", ","), "--methods"),
+        (
+            ("cohort", scans, "--model", sd.file(sd.CT_CARD), "--out", tmp_path / "c", "--methods", ","),
+            "--method: no method named",
+        ),
         (("cohort", scans, "--model", sd.file(sd.CT_CARD), "--out", tmp_path / "c", "--device", "tpu9"), "device"),
         (("train-lcam", sd.file(sd.CT_CARD), scans, "--variant", "xl"), "--variant: 'xl'; give fm or img"),
         (("train-lcam", sd.file(sd.CT_CARD), scans, "--target", "x"), "--target: 'x'"),
@@ -112,9 +115,15 @@ def test_usage_errors_through_the_entry_point_are_one_line(tmp_path) -> None:
     env = {**os.environ, "COLUMNS": "80"}
     script = "import sys; from volcam.cli import app; sys.argv[0] = 'volcam'; app()"
     for args, expected in (
-        (["cohort", "x", "--model", "c.json", "--out", "o", "--workers", "0"], "Invalid value for '--workers'"),
+        (
+            ["cohort", "x", "--model", "c.json", "--out", "o", "--workers", "0"],
+            "--workers: 0; give a whole number of 1 or more",
+        ),
         (["explain"], "Missing argument 'input'"),
-        (["evaluate", "x", "--model", "c", "--mask", "m", "--out", "o", "--steps", "1"], "'--steps'"),
+        (
+            ["evaluate", "x", "--model", "c", "--mask", "m", "--out", "o", "--steps", "1"],
+            "--steps: 1; give a whole number of 2 or more",
+        ),
         (["explain", "x", "--model", "c", "--out", "o", "--nonsense"], "No such option: --nonsense"),
     ):
         done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env)

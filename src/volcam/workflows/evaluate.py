@@ -13,27 +13,62 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from volcam.defaults import TOLERANCE_MM
-from volcam.metrics._common import MetricInputError
-from volcam.workflows.scoring import column_descriptions, score_map
+from volcam.engine.drive import plain_tensor
+from volcam.metrics import MetricInputError
+from volcam.workflows.scoring import MapScores, column, column_name, columns, score_map
+from volcam.workflows.specs import EvaluateSpec
 
-__all__ = ["COLUMNS", "evaluate_to_folder"]
+__all__ = ["COLUMNS", "MethodEvaluation", "evaluate_to_folder"]
 
-COLUMNS = {  # the per-map scores' columns (volcam.workflows.scoring), then what only evaluate measures
-    **column_descriptions(),
-    "road": "ROAD (LeRF − MoRF)/2 over 10..90% (higher is better; --road)",
-    "sanity": "pass/FAIL: does the map change when the weights are randomised",
-    "sanity_spearman": "Spearman with the original map, every block random",
-    "sanity_ssim": "SSIM with the original map, every block random",
-    "max_sensitivity": "max relative map change under ±2% input noise (lower is better; --robustness)",
-    "seconds": "wall time of this method's map and metrics",
-}
+
+@dataclass(frozen=True)
+class MethodEvaluation:
+    """One row of ``metrics.csv``: a method's map on the scan, scored. The fields are the columns, in order."""
+
+    method: str = column("the CAM method")
+    target: str = column("the class explained")
+    scores: MapScores = field(default_factory=MapScores, metadata={"record": MapScores})
+    road: float | None = column("ROAD (LeRF − MoRF)/2 over 10..90% (higher is better; --road)")
+    sanity: str | None = column("pass/FAIL: does the map change when the weights are randomised")
+    sanity_spearman: float | None = column("Spearman with the original map, every block random")
+    sanity_ssim: float | None = column("SSIM with the original map, every block random")
+    max_sensitivity: float | None = column(
+        "max relative map change under ±2% input noise (lower is better; --robustness)"
+    )
+    seconds: float | None = column("wall time of this method's map and metrics")
+
+    def row(self) -> dict[str, Any]:
+        """The measured columns by name, in column order (the scores' in their place)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, MapScores):
+                out.update(value.row())
+            elif value is not None:
+                out[column_name(f)] = value
+        return out
+
+
+#: Column → description of ``metrics.csv`` (``metrics.md`` lists them under the table).
+COLUMNS = columns(MethodEvaluation)
+
+
+@dataclass
+class _Case:
+    """The scan made ready for scoring once, for every method: masks on its grid and the network's input."""
+
+    lesions: torch.Tensor  # (X, Y, Z) boolean, the scan's grid
+    spacing: tuple[float, ...]  # the scan's voxel size, mm
+    region: torch.Tensor | None  # (X, Y, Z) boolean, or None
+    network_region: torch.Tensor | None  # the region on the network's grid
+    x: torch.Tensor  # (1, C, *S) the network's input
 
 
 def evaluate_to_folder(
@@ -41,18 +76,11 @@ def evaluate_to_folder(
     model: Any,
     mask: Any,
     out: str | Path,
-    methods: Sequence[str] = ("gradcam",),
+    spec: EvaluateSpec | None = None,
     *,
-    target: str | int | None = None,
-    layer: str | Sequence[str] | None = None,
-    tolerance_mm: float = TOLERANCE_MM,
-    steps: int = 100,
-    road: bool = False,
-    robustness: bool = False,
-    baseline: str | float = "zero",
-    insertion_baseline: str | float = "blur",
     region: Any | None = None,
     progress: Callable[[str], None] | None = None,
+    **choices: Any,
 ) -> list[dict[str, Any]]:
     """Explain ``scan`` with each method and score the maps; write the table and plots to ``out``.
 
@@ -62,89 +90,92 @@ def evaluate_to_folder(
         mask: the lesion mask on the scan's grid, ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
         out: the folder for ``metrics.csv``, ``metrics.md``, ``metrics.json``,
             ``faithfulness.png`` (deletion and insertion curves) and ``sanity.png``.
-        methods: CAM method names.
-        target: the class explained (label or index); ``None``: the predicted class.
-        layer: target layer(s); ``None``: the card's.
-        tolerance_mm: pointing-game tolerance.
-        steps: deletion/insertion steps (100: 1% each).
-        road: also ROAD (sparse imputations: slower).
-        robustness: also max-sensitivity under input noise.
-        baseline: what deletion turns voxels into: ``"zero"``, ``"mean"``, ``"blur"`` or a number
-            (in the network input's units, after the card's intensity steps).
-        insertion_baseline: what insertion starts from (same choices).
+        spec: what to measure (:class:`~volcam.workflows.specs.EvaluateSpec`: methods, target, layer,
+            tolerance, deletion/insertion steps and baselines, ROAD, robustness); ``choices`` as
+            keywords (``methods=["gradcam"], steps=20``) change it.
         region: a body or lung mask on the scan's grid (like ``mask``): the energy is counted
             within it, and deletion/insertion rank and change only its voxels (carried to the
             network's grid by the card's geometric steps). Zeroing air outside the body or deleting
             lung by lung is then what the curves measure, not the background.
+        progress: called with a line per method.
 
     Returns:
-        one row per method, as written to ``metrics.csv``.
+        one row per method (:meth:`MethodEvaluation.row`), as written to ``metrics.csv``.
     """
-    from volcam.io.atomic import check_output_folder
-    from volcam.metrics import faithfulness, sanity
-    from volcam.metrics import robustness as robust
+    from volcam.io.atomic import check_output_folder, output_folder
     from volcam.workflows.explain_folder import input_paths
 
+    spec = EvaluateSpec.of(spec, **choices)
     if model.card.kind != "volume":
         raise MetricInputError(f"{model.name} explains clips; volcam evaluate scores volume models")
-    if not methods:
-        raise MetricInputError("give at least one CAM method")
-    check_output_folder(out, input_paths(scan, model, mask, region))  # before the slow part
-    scan_spacing = tuple(float(s) for s in (getattr(scan, "meta", {}) or {}).get("spacing", (1.0,) * 3))[:3]
-    lesions = _on_grid(mask, scan, "lesion")
-    if not bool(lesions.any()):
-        raise MetricInputError("the lesion mask is empty")
-    within = on_net_region = None
-    if region is not None:
-        within = _on_grid(region, scan, "region")
-        if not bool(within.any()):
-            raise MetricInputError("the region mask is empty")
-        on_net_region = model.preprocessing.mask(within, like=scan).to(model.device)
-    network, output = model.network, model.output_of  # every metric scores the tensor the engine explains
-    x = model.prepare(scan)[None].as_tensor().to(model.device)
+    inputs = input_paths(scan, model, mask, region)
+    check_output_folder(out, inputs)  # before the slow part
+    case = _prepare(scan, model, mask, region)
     rows: list[dict[str, Any]] = []
     curves: dict[str, Any] = {}
     checks: dict[str, Any] = {}
-    for method in methods:
-        start = time.perf_counter()
-        explained = model.explain(scan, method, target=target, layer=layer)
-        cls = int(explained.result.classes[0])
-        chosen = list(explained.layers) if len(explained.layers) > 1 else explained.layers[0]
-        on_net = explained.result.map
-        on_net = on_net.as_tensor() if hasattr(on_net, "as_tensor") else on_net
-        scores, curves[explained.method] = score_map(
-            explained, lesions, scan_spacing, tolerance_mm=tolerance_mm, region=within, model=model, x=x,
-            steps=steps, baseline=baseline, insertion_baseline=insertion_baseline, network_region=on_net_region,
-        )  # fmt: skip
-        row: dict[str, Any] = {"method": explained.method, "target": explained.target, **scores.row()}
-        if road:
-            row["road"] = float(faithfulness.road(network, x, on_net, target=cls, output=output).score[0])
-        extra = model.method_options(method, chosen)  # a trained module (L-CAM) the card holds
-        check = sanity.parameter_randomization(network, x, method, cls, chosen, output=output, **extra)
-        checks[explained.method] = check
-        row.update(
-            sanity="pass" if check.passed else "FAIL",
-            sanity_spearman=float(check.spearman[-1].mean()),
-            sanity_ssim=float(check.ssim[-1].mean()),
-        )
-        if robustness:
-            sensitivity = robust.max_sensitivity(network, x, method, cls, chosen, n_samples=4, output=output, **extra)
-            row["max_sensitivity"] = float(sensitivity.value[0])
-        row["seconds"] = time.perf_counter() - start
-        rows.append(row)
+    for method in spec.methods:
+        evaluation, curve, check = _evaluate_method(scan, model, case, method, spec)
+        curves[evaluation.method], checks[evaluation.method] = curve, check
+        rows.append(evaluation.row())
         if progress is not None:
+            scores = evaluation.scores
             progress(
-                f"  {explained.method:<16} pointing {row['pointing_hit']}  deletion {row['deletion_auc']:.3f}  "
-                f"insertion {row['insertion_auc']:.3f}  sanity {row['sanity']}"
+                f"  {evaluation.method:<16} pointing {scores.pointing_hit}  deletion {scores.deletion_auc:.3f}  "
+                f"insertion {scores.insertion_auc:.3f}  sanity {evaluation.sanity}"
             )
-    from volcam.io.atomic import output_folder
-
     # the tables and plots appear together, or (an error, Ctrl-C) not at all
-    with output_folder(out, inputs=input_paths(scan, model, mask, region), command="evaluate") as folder:
+    with output_folder(out, inputs=inputs, command="evaluate") as folder:
         _write_tables(rows, folder)
         _plot_curves(curves, folder / "faithfulness.png")
         _plot_sanity(checks, folder / "sanity.png")
     return rows
+
+
+def _prepare(scan: Any, model: Any, mask: Any, region: Any | None) -> _Case:
+    """The masks on the scan's grid (checked), the region on the network's, and the network's input."""
+    lesions = _on_grid(mask, scan, "lesion")
+    if not bool(lesions.any()):
+        raise MetricInputError("the lesion mask is empty")
+    within = on_network = None
+    if region is not None:
+        within = _on_grid(region, scan, "region")
+        if not bool(within.any()):
+            raise MetricInputError("the region mask is empty")
+        on_network = model.preprocessing.mask(within, like=scan).to(model.device)
+    spacing = tuple(float(s) for s in (getattr(scan, "meta", {}) or {}).get("spacing", (1.0,) * 3))[:3]
+    x = model.prepare(scan)[None].as_tensor().to(model.device)
+    return _Case(lesions, spacing, within, on_network, x)
+
+
+def _evaluate_method(scan: Any, model: Any, case: _Case, method: str, spec: EvaluateSpec) -> tuple[Any, Any, Any]:
+    """One method's map and every metric of ``spec``: the row, the deletion/insertion curves, the sanity check."""
+    from volcam.metrics import faithfulness, sanity
+    from volcam.metrics import robustness as robust
+
+    start = time.perf_counter()
+    network, output = model.network, model.output_of  # every metric scores the tensor the engine explains
+    explained = model.explain(scan, method, target=spec.target, layer=spec.layer)
+    cls = int(explained.result.classes[0])
+    chosen = list(explained.layers) if len(explained.layers) > 1 else explained.layers[0]
+    scores, curves = score_map(
+        explained, case.lesions, case.spacing, tolerance_mm=spec.tolerance_mm, region=case.region, model=model,
+        x=case.x, steps=spec.steps, baseline=spec.baseline, insertion_baseline=spec.insertion_baseline,
+        network_region=case.network_region,
+    )  # fmt: skip
+    on_net = plain_tensor(explained.result.map)
+    road = float(faithfulness.road(network, case.x, on_net, target=cls, output=output).score[0]) if spec.road else None
+    extra = model.method_options(method, chosen)  # a trained module (L-CAM) the card holds
+    check = sanity.parameter_randomization(network, case.x, method, cls, chosen, output=output, **extra)
+    sensitivity = None
+    if spec.robustness:
+        found = robust.max_sensitivity(network, case.x, method, cls, chosen, n_samples=4, output=output, **extra)
+        sensitivity = float(found.value[0])
+    evaluation = MethodEvaluation(
+        explained.method, explained.target, scores, road, "pass" if check.passed else "FAIL",
+        float(check.spearman[-1].mean()), float(check.ssim[-1].mean()), sensitivity, time.perf_counter() - start,
+    )  # fmt: skip
+    return evaluation, curves, check
 
 
 def _on_grid(mask: Any, scan: Any, what: str) -> torch.Tensor:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from volcam.workflows.specs import ExplainSpec
+
 __all__ = ["explain_to_folder", "input_paths", "method_stem"]
 
 
@@ -27,97 +29,123 @@ def explain_to_folder(
     scan: Any,
     model: Any,
     out: str | Path,
-    methods: Sequence[str] = ("gradcam",),
+    spec: ExplainSpec | None = None,
     *,
-    target: str | int | None = None,
-    layer: str | Sequence[str] | None = None,
-    dicom: bool | Sequence[str] = False,
     mask: np.ndarray | None = None,
-    store: str | None = None,
     progress: Callable[[str], None] | None = None,
-    **options: Any,
+    **choices: Any,
 ) -> dict[str, Any]:
-    """Explain ``scan`` with ``model`` by each method; write maps, montages and ``summary.json`` to ``out``.
+    """Explain ``scan`` with ``model`` by each method of ``spec``; write maps, montages and ``summary.json`` to ``out``.
+
+    Args:
+        scan: what :func:`volcam.load` returns, ``(C, *S)``.
+        model: a :class:`volcam.Model`.
+        out: the folder; it appears whole or not at all.
+        spec: what to explain and which files to write (:class:`~volcam.workflows.specs.ExplainSpec`);
+            ``choices`` as keywords (``methods=["gradcam"], target="covid", dicom="segmentation"``)
+            change it, unknown keywords are method options.
+        mask: a lesion mask on the scan's grid: adds pointing-game and energy scores.
+        progress: called with a line per method written.
 
     Per method: ``<method>.nii.gz`` (the map on the scan's grid, with its affine), ``<method>.png``
-    (a montage of the hottest slices or frames), and per DICOM kind in ``dicom`` (``True``: the
-    parametric map; or names: ``"parametric-map"``, ``"segmentation"``, ``"overlay"``) a folder
+    (a montage of the hottest slices or frames), and per DICOM kind in ``spec.dicom`` a folder
     ``<method>_<kind>/`` of DICOM instances on the scan's study and frame of reference (volumes only;
-    :func:`volcam.io.write.dicom_instances` lists them). ``mask`` (on the scan's grid) adds
-    pointing-game and energy scores. Returns the summary written to ``summary.json``.
+    :func:`volcam.io.dicom.instances.dicom_instances` lists them). Returns the summary written to ``summary.json``.
 
-    With ``store`` (a DICOMweb root, e.g. ``http://pacs:8042/dicom-web``; checked before any work)
-    the DICOM objects (the parametric map unless ``dicom`` names kinds) are also sent there with
-    STOW-RS before the folder appears: a store that fails leaves no folder. The summary then says
-    where they went (``"stored"``); credentials come from the environment (:mod:`volcam.io.dicomweb`).
+    With ``spec.store`` (a DICOMweb root, e.g. ``http://pacs:8042/dicom-web``; checked before any work)
+    the DICOM objects are also sent there with STOW-RS before the folder appears: a store that fails
+    leaves no folder. The summary then says where they went (``"stored"``); credentials come from the
+    environment (:mod:`volcam.io.dicom.web`).
     """
     from tqdm.auto import tqdm
 
-    from volcam.errors import InputError
     from volcam.io.atomic import output_folder
-    from volcam.io.write import dicom_kinds, write_dicom, write_nifti
-    from volcam.metrics.localization import localization, within_frames
-    from volcam.viz.render import montage
 
-    if store is not None:
-        from volcam.io.dicomweb import check_store
+    spec = ExplainSpec.of(spec, **choices)
+    if spec.store is not None:
+        from volcam.io.dicom.web import check_store
 
-        check_store(store)  # a wrong address or a server that does not answer fails before any work
-        dicom = dicom or True
+        check_store(spec.store)  # a wrong address or a server that does not answer fails before any work
     out = Path(out)
-    clip = (getattr(scan, "meta", {}) or {}).get("axes") == "thw"
-    kinds = ("parametric-map",) if dicom is True else dicom_kinds(dicom or ())
-    if kinds and clip:
-        raise InputError("--dicom writes DICOM objects of volumes; a clip gets a NIfTI map and a montage")
-    spacing = tuple(float(s) for s in scan.meta.get("spacing", (1.0,) * (scan.ndim - 1)))
-    summary: dict[str, Any] = {
-        "model": model.name,
-        "input": {"kind": "clip" if clip else "volume", "shape": list(scan.shape), "spacing": list(spacing)},
-        "explanations": [],
-    }
+    summary = _summary_head(scan, model, spec)
     # Every method's files appear together with summary.json, or none do (a later method failing,
     # Ctrl-C or SIGTERM leave `out` as it was).
     with output_folder(out, inputs=input_paths(scan, model), command="explain") as folder:
         # The bar shows on a terminal only (disable=None), so piped output and error lines stay clean.
-        bar = tqdm(methods, desc=f"{model.name}", unit="method", leave=False, disable=None if progress else True)
+        bar = tqdm(spec.methods, desc=model.name, unit="method", leave=False, disable=None if progress else True)
         for method in bar:
             bar.set_postfix_str(method)
-            explained = model.explain(scan, method, target=target, layer=layer, **options)
-            start = time.perf_counter()
-            stem = method_stem(explained.method)
-            write_nifti(explained.map, folder / f"{stem}.nii.gz", like=scan)
-            files: dict[str, Any] = {"nifti": str(out / f"{stem}.nii.gz")}
-            title = (
-                f"{model.name} · {explained.method} @ {','.join(explained.layers)} · "
-                f"'{explained.target}' (p = {explained.probabilities.get(explained.target, float('nan')):.2f})"
-            )
-            montage(
-                scan, explained.map, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung"
-            )
-            files["png"] = str(out / f"{stem}.png")
-            for kind in kinds:
-                write_dicom(explained, folder / f"{stem}_{kind}", scan, kind=kind, overwrite=True)
-            if kinds:
-                files["dicom"] = {kind: str(out / f"{stem}_{kind}") for kind in kinds}
-            record = explained.summary()
-            record["timings_s"]["write"] = round(time.perf_counter() - start, 4)
-            record["files"] = files
-            if mask is not None:
-                cam = explained.map[0].numpy()
-                record["localization"] = localization(cam, mask, within_frames(spacing) if clip else spacing)
+            explained = model.explain(scan, method, target=spec.target, layer=spec.layer, **spec.method_kwargs())
+            record = _write_explanation(explained, scan, model, folder, out, spec.dicom, mask)
             summary["explanations"].append(record)
             if progress is not None:
                 with tqdm.external_write_mode():  # a line above the bar, not through it
-                    progress(f"  {explained.method:<10} → {out / f'{stem}.png'}")
-        if store is not None:
-            summary["stored"] = _store(folder, summary, store)
+                    progress(f"  {explained.method:<10} → {record['files']['png']}")
+        if spec.store is not None:
+            summary["stored"] = _store(folder, summary, spec.store)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
+def _is_clip(scan: Any) -> bool:
+    return (getattr(scan, "meta", {}) or {}).get("axes") == "thw"
+
+
+def _spacing(scan: Any) -> tuple[float, ...]:
+    """The scan's voxel size (mm; seconds on a clip's time axis) as loaded."""
+    return tuple(float(s) for s in scan.meta.get("spacing", (1.0,) * (scan.ndim - 1)))
+
+
+def _summary_head(scan: Any, model: Any, spec: ExplainSpec) -> dict[str, Any]:
+    """The summary before any map: the model, the input, what was asked; checks what the scan allows."""
+    from volcam.errors import InputError
+
+    clip = _is_clip(scan)
+    if spec.dicom and clip:
+        raise InputError("--dicom writes DICOM objects of volumes; a clip gets a NIfTI map and a montage")
+    spacing = _spacing(scan)
+    return {
+        "model": model.name,
+        "input": {"kind": "clip" if clip else "volume", "shape": list(scan.shape), "spacing": list(spacing)},
+        "explanations": [],
+    }
+
+
+def _write_explanation(
+    explained: Any, scan: Any, model: Any, folder: Path, out: Path, kinds: Sequence[str], mask: np.ndarray | None
+) -> dict[str, Any]:
+    """Write one method's files (NIfTI, montage, DICOM kinds) into ``folder`` (that becomes ``out``);
+    its summary record, with where the files will be and the localization against ``mask``."""
+    from volcam.io.write import write_dicom, write_nifti
+    from volcam.metrics.localization import localization, within_frames
+    from volcam.viz.render import montage
+
+    start = time.perf_counter()
+    clip, stem = _is_clip(scan), method_stem(explained.method)
+    write_nifti(explained.map, folder / f"{stem}.nii.gz", like=scan)
+    probability = explained.probabilities.get(explained.target, float("nan"))
+    layers = ",".join(explained.layers)
+    title = f"{model.name} · {explained.method} @ {layers} · '{explained.target}' (p = {probability:.2f})"
+    montage(scan, explained.map, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung")
+    files: dict[str, Any] = {"nifti": str(out / f"{stem}.nii.gz"), "png": str(out / f"{stem}.png")}
+    for kind in kinds:
+        write_dicom(explained, folder / f"{stem}_{kind}", scan, kind=kind, overwrite=True)
+    if kinds:
+        files["dicom"] = {kind: str(out / f"{stem}_{kind}") for kind in kinds}
+    record = explained.summary()
+    record["timings_s"]["write"] = round(time.perf_counter() - start, 4)
+    record["files"] = files
+    if mask is not None:
+        spacing = tuple(float(s) for s in scan.meta.get("spacing", (1.0,) * (scan.ndim - 1)))
+        record["localization"] = localization(
+            explained.map[0].numpy(), mask, within_frames(spacing) if clip else spacing
+        )
+    return record
+
+
 def _store(folder: Path, summary: dict[str, Any], url: str) -> dict[str, Any]:
     """Send the DICOM objects the summary lists (written in ``folder``) to ``url``; where and how many."""
-    from volcam.io.dicomweb import parse_address, store
+    from volcam.io.dicom.web import parse_address, store
 
     written = []
     for record in summary["explanations"]:

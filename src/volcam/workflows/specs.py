@@ -53,7 +53,7 @@ def _choice(default: Any, help: str, option: str | None = None) -> Any:
 
 
 def _fields_of(spec: type[JobSpec] | JobSpec) -> dict[str, Field[Any]]:
-    return {f.name: f for f in fields(spec)}  # type: ignore[arg-type]
+    return {f.name: f for f in fields(spec)}
 
 
 def help_text(spec: type[JobSpec], name: str) -> str:
@@ -64,7 +64,9 @@ def help_text(spec: type[JobSpec], name: str) -> str:
 def default(spec: type[JobSpec], name: str) -> Any:
     """The default of ``spec``'s choice ``name``."""
     found = _fields_of(spec)[name]
-    return found.default_factory() if found.default is MISSING else found.default  # type: ignore[misc]
+    if found.default is MISSING and callable(found.default_factory):
+        return found.default_factory()
+    return found.default
 
 
 def option_name(spec: type[JobSpec] | JobSpec, name: str) -> str:
