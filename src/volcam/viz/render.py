@@ -9,7 +9,10 @@ imported when a picture is made, with its object API (no pyplot state), so it is
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,62 +102,98 @@ def montage(
     Returns:
         The path written.
     """
+    data, affine, meta = image_array(image)
+    values, info, _ = map_array(cam, result)
+    if tuple(values.shape) != tuple(data.shape[1:]):
+        raise InputError(f"map {tuple(values.shape)} is not on the image grid {tuple(data.shape[1:])}")
+    pick = functools.partial(_choose, every=every, hottest=hottest, max_panels=max_panels)
+    if meta.get("axes") == "thw":
+        panels = _clip_panels(display_range(data, meta.get("modality"), window), values, meta, pick)
+    else:
+        panels = _volume_panels(data, values, affine, meta.get("modality"), window, pick)
+    figure = _figure(panels, columns, colormap=colormap, alpha=alpha, threshold=threshold)
+    figure.suptitle(info.title() if title is None else title, fontsize=10)
+    path = Path(path)
+    with atomic_file(path, overwrite=overwrite) as temporary:
+        figure.savefig(temporary, format="png", dpi=100, facecolor="white")
+    return path
+
+
+@dataclass(frozen=True)
+class _Panels:
+    """What a montage shows: (grey picture, map) per panel, their labels, the pixel aspect (row/column
+    spacing) and how many columns suit them."""
+
+    pictures: list[tuple[np.ndarray, np.ndarray]]
+    labels: list[str]
+    aspect: float
+    columns: int
+
+
+def _clip_panels(
+    frames: np.ndarray, values: np.ndarray, meta: dict, pick: Callable[[np.ndarray], list[int]]
+) -> _Panels:
+    """The frames with the most map mass (``frames`` ``(C, T, H, W)`` scaled for display; ``values`` ``(T, H, W)``);
+    rows and columns as the scanner showed them."""
+    frames = frames.transpose(1, 2, 3, 0)  # (T, H, W, C)
+    interval = meta.get("frame_interval")
+    chosen = pick(values.reshape(len(values), -1).sum(axis=1))
+    pictures = [(frames[t] if frames.shape[-1] == 3 else frames[t, ..., 0], values[t]) for t in chosen]
+    labels = [f"t = {t * interval:.2f} s" if interval else f"frame {t}" for t in chosen]
+    spacing = meta.get("spacing", (1, 1, 1))
+    return _Panels(pictures, labels, spacing[1] / spacing[2], len(pictures))
+
+
+def _volume_panels(
+    data: np.ndarray,
+    values: np.ndarray,
+    affine: np.ndarray | None,
+    modality: str | None,
+    window: Window | None,
+    pick: Callable[[np.ndarray], list[int]],
+) -> _Panels:
+    """The slices with the most map mass of a volume ``(C, X, Y, Z)`` (channel 0 as grey), in the
+    viewer's orientation."""
+    # A CT window is pointwise: only the panels shown are windowed (not a float copy of the whole CT);
+    # an image without one (MR) is scaled by its whole volume's percentiles.
+    pointwise = window is not None or (modality or "").upper() == "CT"
+    gray = data if pointwise else display_range(data, modality, window)
+    grey, values, spacing, axis, positions = _display_volume(gray[0], values, affine)
+    chosen = pick(values.sum(axis=tuple(a for a in range(3) if a != axis)))  # map mass per slice
+    pictures = [
+        (display_range(_panel(grey, axis, k), modality, window) if pointwise else _panel(grey, axis, k),
+         _panel(values, axis, k))
+        for k in chosen
+    ]  # fmt: skip
+    labels = [f"{'xyz'[axis]} = {positions[k]:.1f} mm" for k in chosen]  # RAS patient coordinate
+    rows_axis, cols_axis = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[axis]
+    return _Panels(pictures, labels, spacing[rows_axis] / spacing[cols_axis], min(len(pictures), 4))
+
+
+def _figure(panels: _Panels, columns: int | None, **fusing: Any) -> Any:
+    """A matplotlib ``Figure`` (no pyplot: no global state) of the panels with the maps fused over them
+    (:func:`volcam.maps.colour.fuse`) and a colour bar."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    data, affine, meta = image_array(image)
-    values, info, _ = map_array(cam, result)
-    if tuple(values.shape) != tuple(data.shape[1:]):
-        raise InputError(f"map {tuple(values.shape)} is not on the image grid {tuple(data.shape[1:])}")
-    clip = meta.get("axes") == "thw"
-    modality = meta.get("modality")
-    # A CT window is pointwise: only the panels shown are windowed (not a float copy of the whole CT);
-    # an image without one (MR, ultrasound) is scaled by its whole volume's percentiles.
-    pointwise = not clip and (window is not None or (modality or "").upper() == "CT")
-    gray = data if pointwise else display_range(data, modality, window)
-    if clip:
-        # Frames: rows and columns are already as the scanner showed them.
-        frames = gray.transpose(1, 2, 3, 0)  # (T, H, W, C)
-        interval = meta.get("frame_interval")
-        scores = values.reshape(len(values), -1).sum(axis=1)
-        chosen = _choose(scores, every, hottest, max_panels)
-        panels = [(frames[t] if frames.shape[-1] == 3 else frames[t, ..., 0], values[t]) for t in chosen]
-        labels = [f"t = {t * interval:.2f} s" if interval else f"frame {t}" for t in chosen]
-        aspect = meta.get("spacing", (1, 1, 1))[1] / meta.get("spacing", (1, 1, 1))[2]
-        columns = columns or len(panels)
-    else:
-        grey, values, spacing, axis, positions = _display_volume(gray[0], values, affine)  # channel 0 as grey
-        sums = values.sum(axis=tuple(a for a in range(3) if a != axis))  # map mass per slice
-        chosen = _choose(sums, every, hottest, max_panels)
-        panels = [
-            (display_range(_panel(grey, axis, k), modality, window) if pointwise else _panel(grey, axis, k),
-             _panel(values, axis, k))
-            for k in chosen
-        ]  # fmt: skip
-        labels = [f"{'xyz'[axis]} = {positions[k]:.1f} mm" for k in chosen]  # RAS patient coordinate
-        rows_axis, cols_axis = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[axis]
-        aspect = spacing[rows_axis] / spacing[cols_axis]
-        columns = columns or min(len(panels), 4)
-
-    rows = int(np.ceil(len(panels) / columns))
-    height, width = panels[0][1].shape
+    columns = columns or panels.columns
+    rows = int(np.ceil(len(panels.pictures) / columns))
+    height, width = panels.pictures[0][1].shape
     panel_inches = 2.6
     figure = Figure(
-        figsize=(columns * panel_inches + 0.9, rows * panel_inches * min(2.0, height * aspect / width) + 0.8)
+        figsize=(columns * panel_inches + 0.9, rows * panel_inches * min(2.0, height * panels.aspect / width) + 0.8)
     )
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, squeeze=False)
     for ax in grid.ravel():
         ax.set_axis_off()
-    for ax, (picture, heat), label in zip(grid.ravel(), panels, labels, strict=False):
-        ax.imshow(fuse(picture, heat, colormap=colormap, alpha=alpha, threshold=threshold), aspect=aspect)
+    for ax, (picture, heat), label in zip(grid.ravel(), panels.pictures, panels.labels, strict=False):
+        ax.imshow(fuse(picture, heat, **fusing), aspect=panels.aspect)
         ax.set_title(label, fontsize=8)
-    figure.suptitle(info.title() if title is None else title, fontsize=10)
-    bar = figure.colorbar(ScalarMappable(Normalize(0, 1), colormap), ax=grid.ravel().tolist(), fraction=0.03, pad=0.02)
+    bar = figure.colorbar(
+        ScalarMappable(Normalize(0, 1), fusing["colormap"]), ax=grid.ravel().tolist(), fraction=0.03, pad=0.02
+    )
     bar.set_label("map (0 = none, 1 = strongest)", fontsize=8)
-    path = Path(path)
-    with atomic_file(path, overwrite=overwrite) as temporary:
-        figure.savefig(temporary, format="png", dpi=100, facecolor="white")
-    return path
+    return figure
