@@ -120,10 +120,13 @@ def main() -> None:
     import volcam
     from volcam import sample_data as sd
     from volcam.testing.cohorts import synthetic_cohort
+    from volcam.workflows.specs import CohortSpec
 
     methods = [m.strip() for m in args.methods.split(",")]
     card = sd.file(sd.CT_CARD)
-    options = {"methods": methods, "faithfulness_steps": args.faithfulness_steps, "progress": False}
+    # One spec: the three runs differ only in how the cases run (prefetch, scheduler), never in what they give.
+    spec = CohortSpec(methods=tuple(methods), faithfulness_steps=args.faithfulness_steps)
+    options = {"spec": spec, "progress": False}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         print(f"writing {args.cases} DICOM phantoms ...", flush=True)

@@ -19,7 +19,7 @@ import pytest
 import volcam
 from volcam import sample_data as sd
 from volcam.testing.cohorts import synthetic_cohort
-from volcam.workflows.cohort.run import CASE_FILE
+from volcam.workflows.cohort import CASE_FILE
 
 CORRUPT = {"case004": "garbage", "case011": "truncated"}
 FAST = {"methods": ["gradcam"], "faithfulness_steps": 0, "progress": False}

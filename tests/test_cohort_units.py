@@ -1,7 +1,9 @@
-"""Cohort pieces: manifests, case ids, input signatures, error rows, retries, the lock and the CLI."""
+"""Cohort pieces: manifests, case ids, input signatures, records, the fingerprint, error rows, retries,
+DICOM kinds, the lock and the CLI."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +18,19 @@ from volcam.cli import app
 from volcam.errors import FileFormatError, InputError, MethodError, OutputError
 from volcam.io.tables import Case, input_signature, read_cases
 from volcam.testing.cohorts import synthetic_cohort
-from volcam.workflows.cohort.report import true_label
+from volcam.workflows.cohort.records import (
+    CASE_FILE,
+    METRICS,
+    CaseRecord,
+    MapRecord,
+    column_descriptions,
+    fingerprint,
+    is_case_folder,
+    read_record,
+    true_label,
+)
+from volcam.workflows.scoring import MapScores
+from volcam.workflows.specs import CohortSpec
 
 FAST = {"methods": ["gradcam"], "faithfulness_steps": 0, "progress": False}
 
@@ -101,6 +115,61 @@ def test_labels_as_indices_or_names() -> None:
     assert [true_label(v, labels) for v in ("1", "0", "covid", "7", None)] == ["covid", "normal", "covid", "7", None]
 
 
+def _record() -> CaseRecord:
+    scores = MapScores(pointing_hit=1, energy_in_mask=0.5, deletion_auc=0.25)
+    return CaseRecord(
+        case="a", image="/x/a.nii.gz", label="covid", status="ok", prediction="covid", target="covid", correct=True,
+        probabilities={"normal": 0.25, "covid": 0.75}, maps=(MapRecord("gradcam", scores),), load_s=0.5,
+        explain_s=1.0, fingerprint="f" * 20, inputs="s", files=("gradcam.nii.gz",), stored=3,
+    )  # fmt: skip
+
+
+def test_a_case_record_is_case_json_and_a_table_row(tmp_path) -> None:
+    record = _record()
+    (tmp_path / CASE_FILE).write_text(record.to_json())
+    assert read_record(tmp_path) == record and is_case_folder(tmp_path, "a")
+    row = record.row(["gradcam", "layercam"], ["normal", "covid"])
+    assert list(row)[:11] == [
+        "case", "image", "mask", "label", "status", "error", "prediction", "target", "correct", "p_normal", "p_covid",
+    ]  # fmt: skip
+    assert row["p_covid"] == 0.75 and row["gradcam.pointing_hit"] == 1 and np.isnan(row["gradcam.iou_at_0.5"])
+    assert np.isnan(row["layercam.pointing_hit"]) and np.isnan(row["write_s"]) and row["load_s"] == 0.5
+    assert "fingerprint" not in row and "files" not in row  # what case.json keeps to resume is no column
+    # Each column is described once, in the record's fields (summary.md lists them).
+    described = column_descriptions()
+    for column in row:
+        pattern = "p_<class>" if column.startswith("p_") else "<method>.<metric>" if "." in column else column
+        assert described[pattern], column
+    assert set(METRICS) == {c.split(".", 1)[1] for c in row if c.startswith("gradcam.")}
+
+
+def test_manifest_facts_come_from_the_manifest() -> None:
+    record = CaseRecord(case="a", status="ok", prediction="covid").on(
+        Case("a", Path("/s.nii"), None, "1"), ["n", "covid"]
+    )
+    assert (record.image, record.mask, record.label, record.correct) == ("/s.nii", "", "covid", True)
+    failed = CaseRecord(case="a", status="error").on(Case("a", Path("/s.nii"), None, "covid"), ["n", "covid"])
+    assert failed.correct is None
+    assert CaseRecord().on(Case("b", Path("/t.nii")), ["n"]).row(["gradcam"], ["n"])["status"] == "not run"
+
+
+def test_an_old_case_json_is_redone_but_its_folder_stays_ours(tmp_path) -> None:
+    old = {"case": "a", "fingerprint": "f", "inputs": "s", "status": "ok", "metrics": {}, "timings": {}, "files": []}
+    (tmp_path / CASE_FILE).write_text(json.dumps(old))
+    assert read_record(tmp_path) is None  # format 1: not done with these settings, whatever its fingerprint
+    assert is_case_folder(tmp_path, "a") and not is_case_folder(tmp_path, "b")
+    (tmp_path / CASE_FILE).write_text("{not json")
+    assert read_record(tmp_path) is None and not is_case_folder(tmp_path, "a")
+
+
+def test_the_fingerprint_follows_the_output_choices_only() -> None:
+    model = volcam.load_model(sd.file(sd.CT_CARD))
+    base = fingerprint(model, CohortSpec())
+    assert fingerprint(model, CohortSpec(prefetch=False, scheduler="local", workers=3)) == base
+    for changed in ({"png": True}, {"dicom": "segmentation"}, {"tolerance_mm": 3}, {"gradient_sigma_mm": 2.0}):
+        assert fingerprint(model, CohortSpec.of(None, **changed)) != base, changed
+
+
 @pytest.fixture
 def tiny(tmp_path):
     return synthetic_cohort(tmp_path / "data", 2)
@@ -145,6 +214,30 @@ def test_a_changed_scan_is_done_again(tiny, tmp_path) -> None:
     assert volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, **FAST).attrs["computed"] == ["case000"]
 
 
+@pytest.mark.slow
+def test_dicom_kinds_are_written_into_each_case_folder(tiny, tmp_path) -> None:
+    import pydicom
+
+    out = tmp_path / "out"
+    spec = CohortSpec(dicom=("segmentation",), faithfulness_steps=0)
+    table = volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, spec, progress=False)  # as the CLI calls it
+    assert list(table["status"]) == ["ok", "ok"], list(table["error"])
+    for case in ("case000", "case001"):
+        record = read_record(out / case)
+        assert record is not None and record.stored is None  # no store: written, not sent
+        objects = sorted((out / case / "gradcam_segmentation").glob("*.dcm"))
+        assert objects and [f"gradcam_segmentation/{p.name}" for p in objects] == [
+            f for f in record.files if f.startswith("gradcam_segmentation/")
+        ]
+        assert pydicom.dcmread(objects[0], stop_before_pixels=True).Modality == "SEG"
+        assert not list((out / case).glob("*parametric-map*"))
+    assert "DICOM per map: segmentation" in (out / "summary.md").read_text()
+    assert volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, spec, progress=False).attrs["computed"] == []
+    # Another kind is another output: every case again, with both kinds' objects.
+    both = volcam.run_cohort(tiny, sd.file(sd.CT_CARD), out, spec, dicom="segmentation,parametric-map", progress=False)
+    assert len(both.attrs["computed"]) == 2 and (out / "case000" / "gradcam_parametric-map").is_dir()
+
+
 def test_one_run_per_output_folder(tiny, tmp_path) -> None:
     import fcntl
 
@@ -159,8 +252,10 @@ def test_one_run_per_output_folder(tiny, tmp_path) -> None:
 def test_bad_choices_fail_before_any_case(tiny, tmp_path) -> None:
     with pytest.raises(MethodError):
         volcam.run_cohort(tiny, sd.file(sd.CT_CARD), tmp_path / "out", methods=["nosuchcam"])
-    with pytest.raises(InputError, match="workers= needs scheduler"):
+    with pytest.raises(InputError, match="--workers: needs --scheduler local"):
         volcam.run_cohort(tiny, sd.file(sd.CT_CARD), tmp_path / "out", workers=2)
+    with pytest.raises(InputError, match="--faithfulness-steps: -1"):
+        volcam.run_cohort(tiny, sd.file(sd.CT_CARD), tmp_path / "out", CohortSpec(), faithfulness_steps=-1)
     assert not (tmp_path / "out").exists()
 
 

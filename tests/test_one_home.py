@@ -196,8 +196,9 @@ def test_shared_defaults_are_read_from_volcam_defaults(monkeypatch) -> None:
     monkeypatch.setattr(defaults, "TOLERANCE_MM", 7.25)
     monkeypatch.setattr(defaults, "LCAM_LOSS", defaults.LCamLossWeights(area_weight=3.5, tv_weight=0.125))
     reloaded = {}
-    for name in ("volcam.cli", "volcam.workflows.cohort.run", "volcam.workflows.evaluate", "volcam.workflows.scoring",
-                 "volcam.methods.learned", "volcam.workflows.lcam_training", "napari_volcam._controller"):  # fmt: skip
+    for name in ("volcam.workflows.specs", "volcam.cli", "volcam.workflows.cohort.run", "volcam.workflows.evaluate",
+                 "volcam.workflows.scoring", "volcam.methods.learned", "volcam.workflows.lcam_training",
+                 "napari_volcam._controller"):  # fmt: skip
         reloaded[name] = importlib.reload(importlib.import_module(name))
     try:
         runner = CliRunner()
@@ -207,7 +208,7 @@ def test_shared_defaults_are_read_from_volcam_defaults(monkeypatch) -> None:
         shown = runner.invoke(reloaded["volcam.cli"].app, ["train-lcam", "--help"], env={"COLUMNS": "200"}).output
         assert "3.5" in shown and "0.125" in shown
         for module, function in (
-            ("volcam.workflows.cohort.run", "run_cohort"),
+            ("volcam.workflows.specs", "CohortSpec"),  # run_cohort's choices and their defaults
             ("volcam.workflows.evaluate", "evaluate_to_folder"),
             ("volcam.workflows.scoring", "score_map"),
         ):
@@ -247,11 +248,11 @@ def test_the_front_doors_turn_an_error_into_the_same_line(capsys) -> None:
     from napari_volcam._controller import error_text
     from volcam.cli import report
     from volcam.errors import InputError, error_line
-    from volcam.workflows.cohort.run import _message
+    from volcam.workflows.cohort.case import error_message
 
     mistake = InputError("scan.nii.gz: not a\nNIfTI file")
     bug = ZeroDivisionError("division by zero\nsecond line")
     for error, line in ((mistake, "scan.nii.gz: not a NIfTI file"), (bug, "ZeroDivisionError: division by zero")):
-        assert error_line(error) == line == error_text(error) == _message(error)
+        assert error_line(error) == line == error_text(error) == error_message(error)
     assert report(mistake) == 2 and capsys.readouterr().err.strip() == "volcam: error: scan.nii.gz: not a NIfTI file"
     assert len(error_line(InputError("x" * 500), limit=300)) == 300

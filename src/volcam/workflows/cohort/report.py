@@ -1,69 +1,34 @@
 """A cohort's outputs for people and programs: the results table, ``summary.md`` and a PNG of distributions.
 
-The table has one row per case, in manifest order: ``case``, ``image``, ``mask``, ``label`` (as
-the model names it), ``status`` (``ok``/``error``), ``error``, ``prediction``, ``target`` (the class
-explained), ``correct``, ``p_<class>`` per class, ``<method>.<metric>`` per method and metric, and
-the timings in seconds (``load_s``, ``explain_s``, ``metrics_s``, ``write_s``).
+The table has one row per case, in manifest order; its columns are the fields of a case's record
+(:class:`~volcam.workflows.cohort.records.CaseRecord`: case, image, mask, label, status, error,
+prediction, target, correct, ``p_<class>`` per class, ``<method>.<metric>`` per method and score, the
+timings in seconds), described at the end of ``summary.md``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from volcam.io.atomic import atomic_file
 from volcam.io.tables import Case
-from volcam.workflows.scoring import column_descriptions
+from volcam.workflows.cohort.records import METRICS, TIMINGS, CaseRecord, Settings, column_descriptions
+from volcam.workflows.scoring import MapScores, columns
 
 __all__ = ["METRICS", "results_table", "write_report"]
 
-# Per-method metric columns in the order they are shown: the per-map scores' (volcam.workflows.scoring).
-METRICS = tuple(column_descriptions())
-TIMINGS = ("load_s", "explain_s", "metrics_s", "write_s")
-
-
-def true_label(label: str | None, labels: Sequence[str]) -> str | None:
-    """The manifest's label as the model names it: a class name as is, a class index → its name."""
-    if label is None or label in labels:
-        return label
-    if label.lstrip("-").isdigit() and 0 <= int(label) < len(labels):
-        return labels[int(label)]
-    return label
-
 
 def results_table(
-    cases: Sequence[Case], records: dict[str, dict[str, Any]], methods: Sequence[str], labels: Sequence[str]
+    cases: Sequence[Case], records: Mapping[str, CaseRecord], methods: Sequence[str], labels: Sequence[str]
 ) -> Any:
     """One row per case (manifest order) from the cases' records; the same columns whatever failed."""
     import pandas as pd
 
-    rows = []
-    for case in cases:
-        record = records.get(case.case_id, {})
-        label = true_label(case.label, labels)
-        ok = record.get("status") == "ok"
-        row: dict[str, Any] = {
-            "case": case.case_id,
-            "image": str(case.image),
-            "mask": "" if case.mask is None else str(case.mask),
-            "label": label or "",
-            "status": record.get("status", "not run"),
-            "error": record.get("error", ""),
-            "prediction": record.get("prediction", "") if ok else "",
-            "target": record.get("target", "") if ok else "",
-            "correct": (record.get("prediction") == label) if ok and label in labels else None,
-        }
-        for name in labels:
-            row[f"p_{name}"] = record.get("probabilities", {}).get(name, math.nan)
-        scores = record.get("metrics", {})
-        for method in methods:
-            for metric in METRICS:
-                row[f"{method}.{metric}"] = scores.get(method, {}).get(metric, math.nan)
-        for timing in TIMINGS:
-            row[timing] = record.get("timings", {}).get(timing, math.nan)
-        rows.append(row)
+    rows = [records.get(case.case_id, CaseRecord()).on(case, labels).row(methods, labels) for case in cases]
     table = pd.DataFrame(rows)
     table["correct"] = table["correct"].astype("boolean")
     # Metrics nobody computed (no masks, faithfulness off) are left out rather than all-NaN columns.
@@ -94,29 +59,49 @@ def _auc(table: Any, labels: Sequence[str]) -> tuple[str, float | None]:
     )
 
 
-def _summary(table: Any, settings: Any, model: Any, manifest: Any, computed: Sequence[str], seconds: float) -> str:
-    from volcam.workflows.evaluate import COLUMNS
-
-    labels = list(model.labels)
+def _summary(table: Any, settings: Settings, model: Any, manifest: Any, computed: Sequence[str], seconds: float) -> str:
+    """``summary.md``: what ran, against the labels, per method, the failures, time, the columns."""
     ok = table[table["status"] == "ok"]
     errors = table[table["status"] != "ok"]
-    explained = "the predicted one" if settings.target is None else settings.target
-    lines = [
+    lines = [*_head(table, settings, model, manifest, computed, seconds), *_against_labels(ok, table, model.labels)]
+    lines += _per_method(ok, settings.spec.methods)
+    if len(errors):
+        lines += ["", "## Failed cases", "", "| case | error |", "|---|---|"]
+        lines += [f"| {row.case} | {str(row.error).replace('|', '/')} |" for row in errors.itertuples()]
+    if len(ok):
+        means = ", ".join(f"{t[:-2]} {ok[t].mean():.2f} s" for t in TIMINGS if t in ok and ok[t].notna().any())
+        lines += ["", "## Time per case (mean over ok cases)", "", means]
+    lines += ["", "## Columns of results.parquet and results.csv", ""]
+    lines += [f"- `{name}`: {doc}" for name, doc in column_descriptions().items()]
+    return "\n".join(lines) + "\n"
+
+
+def _head(
+    table: Any, settings: Settings, model: Any, manifest: Any, computed: Sequence[str], seconds: float
+) -> list[str]:
+    spec = settings.spec
+    explained = "the predicted one" if spec.target is None else spec.target
+    dicom = f"; sent to {spec.store}" if spec.store else ""
+    ok = int((table["status"] == "ok").sum())
+    return [
         f"# Cohort: {model.name} on {Path(manifest).name}",
         "",
-        f"- cases: {len(table)} ({len(ok)} ok, {len(errors)} failed)",
+        f"- cases: {len(table)} ({ok} ok, {len(table) - ok} failed)",
         f"- this run: {len(computed)} cases done in {seconds:.1f} s"
         + (f" ({len(computed) / seconds * 60:.1f} cases/min)" if computed and seconds > 0 else "")
         + f", {len(table) - len(computed)} found finished",
-        f"- methods: {', '.join(settings.methods)}; class explained: {explained}; "
-        f"layer: {settings.layer or model.card.layer}",
-        f"- faithfulness: {settings.faithfulness_steps or 'off'} deletion/insertion steps; "
-        f"pointing tolerance {settings.tolerance_mm:g} mm",
+        f"- methods: {', '.join(spec.methods)}; class explained: {explained}; layer: {spec.layer or model.card.layer}",
+        f"- faithfulness: {spec.faithfulness_steps or 'off'} deletion/insertion steps; "
+        f"pointing tolerance {spec.tolerance_mm:g} mm",
+        *([f"- DICOM per map: {', '.join(spec.dicom)}{dicom}"] if spec.dicom else []),
         f"- fingerprint: `{settings.fingerprint}`",
-        "",
-        "## Against the labels",
-        "",
     ]
+
+
+def _against_labels(ok: Any, table: Any, labels: Sequence[str]) -> list[str]:
+    """Accuracy, AUC and the confusion table of the ok cases labelled with one of the model's classes."""
+    labels = list(labels)
+    lines = ["", "## Against the labels", ""]
     labelled = ok[ok["correct"].notna()]
     if len(labelled):
         what, auc = _auc(table, labels)
@@ -134,35 +119,33 @@ def _summary(table: Any, settings: Any, model: Any, manifest: Any, computed: Seq
     unknown = sorted(set(ok.loc[ok["correct"].isna() & (ok["label"] != ""), "label"]))
     if unknown:
         lines.append(f"- labels not among the model's classes (not scored): {', '.join(unknown)}")
-    metric_columns = [m for m in METRICS if any(f"{method}.{m}" in table for method in settings.methods)]
-    if metric_columns:
-        lines += ["", "## Per method: mean ± sd (n)", "", "| method | " + " | ".join(metric_columns) + " |"]
-        lines.append("|---|" + "---|" * len(metric_columns))
-        for method in settings.methods:
-            cells = []
-            for metric in metric_columns:
-                values = ok.get(f"{method}.{metric}")
-                if values is not None and len(values := values.dropna()):
-                    cells.append(f"{values.mean():.3f} ± {values.std(ddof=0):.3f} ({len(values)})")
-                else:
-                    cells.append("")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines += ["", *[f"- `{m}`: {COLUMNS[m]}" for m in metric_columns]]
-    if len(errors):
-        lines += ["", "## Failed cases", "", "| case | error |", "|---|---|"]
-        lines += [f"| {row.case} | {str(row.error).replace('|', '/')} |" for row in errors.itertuples()]
-    if len(ok):
-        means = ", ".join(f"{t[:-2]} {ok[t].mean():.2f} s" for t in TIMINGS if t in ok and ok[t].notna().any())
-        lines += ["", "## Time per case (mean over ok cases)", "", means]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _per_method(ok: Any, methods: Sequence[str]) -> list[str]:
+    """Mean ± sd (n) of each score measured, per method, and what each score is."""
+    measured = [m for m in METRICS if any(f"{method}.{m}" in ok for method in methods)]
+    if not measured:
+        return []
+    lines = ["", "## Per method: mean ± sd (n)", "", "| method | " + " | ".join(measured) + " |"]
+    lines.append("|---|" + "---|" * len(measured))
+    for method in methods:
+        cells = []
+        for metric in measured:
+            values = ok.get(f"{method}.{metric}")
+            if values is not None and len(values := values.dropna()):
+                cells.append(f"{values.mean():.3f} ± {values.std(ddof=0):.3f} ({len(values)})")
+            else:
+                cells.append("")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    described = columns(MapScores)
+    return [*lines, "", *[f"- `{m}`: {described[m]}" for m in measured]]
 
 
 def _plot(table: Any, methods: Sequence[str], labels: Sequence[str], path: Path) -> None:
     """Predicted probability by true label, then one box per method for each metric."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from volcam.io.atomic import atomic_file
 
     ok = table[table["status"] == "ok"]
     metrics = [m for m in METRICS if any(f"{method}.{m}" in table for method in methods)]
@@ -199,8 +182,8 @@ def _plot(table: Any, methods: Sequence[str], labels: Sequence[str], path: Path)
 
 def write_report(
     cases: Sequence[Case],
-    records: dict[str, dict[str, Any]],
-    settings: Any,
+    records: Mapping[str, CaseRecord],
+    settings: Settings,
     model: Any,
     manifest: str | os.PathLike,
     *,
@@ -208,15 +191,14 @@ def write_report(
     seconds: float,
 ) -> Any:
     """Write ``results.parquet``, ``results.csv``, ``summary.md``, ``distributions.png``; return the table."""
-    from volcam.io.atomic import atomic_file
-
-    out = Path(settings.out)
-    table = results_table(cases, records, settings.methods, list(model.labels))
+    out = settings.out
+    labels = list(model.labels)
+    table = results_table(cases, records, settings.spec.methods, labels)
     with atomic_file(out / "results.parquet") as temporary:
         table.to_parquet(temporary, index=False)
     with atomic_file(out / "results.csv") as temporary:
         table.to_csv(temporary, index=False)
     with atomic_file(out / "summary.md") as temporary:
         temporary.write_text(_summary(table, settings, model, manifest, computed, seconds))
-    _plot(table, settings.methods, list(model.labels), out / "distributions.png")
+    _plot(table, settings.spec.methods, labels, out / "distributions.png")
     return table
