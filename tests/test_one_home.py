@@ -209,16 +209,14 @@ def test_shared_defaults_are_read_from_volcam_defaults(monkeypatch) -> None:
         assert "3.5" in shown and "0.125" in shown
         for module, function in (
             ("volcam.workflows.specs", "CohortSpec"),  # run_cohort's choices and their defaults
-            ("volcam.workflows.evaluate", "evaluate_to_folder"),
+            ("volcam.workflows.specs", "EvaluateSpec"),  # evaluate_to_folder's
             ("volcam.workflows.scoring", "score_map"),
         ):
             assert inspect.signature(getattr(reloaded[module], function)).parameters["tolerance_mm"].default == 7.25
-        for module, function in (
-            ("volcam.methods.learned", "lcam_loss"),
-            ("volcam.workflows.lcam_training", "train_lcam"),
-        ):
-            parameters = inspect.signature(getattr(reloaded[module], function)).parameters
-            assert (parameters["area_weight"].default, parameters["tv_weight"].default) == (3.5, 0.125)
+        parameters = inspect.signature(reloaded["volcam.methods.learned"].lcam_loss).parameters
+        assert (parameters["area_weight"].default, parameters["tv_weight"].default) == (3.5, 0.125)
+        loss = reloaded["volcam.workflows.specs"].LCamSpec().loss  # train_lcam's
+        assert (loss.area_weight, loss.tv_weight) == (3.5, 0.125)
         assert reloaded["napari_volcam._controller"].TOLERANCE_MM == 7.25
     finally:
         monkeypatch.undo()
@@ -232,7 +230,7 @@ def test_evaluate_and_a_cohort_score_a_map_with_the_same_columns_and_numbers(tmp
     from volcam.workflows.evaluate import COLUMNS, evaluate_to_folder
     from volcam.workflows.scoring import column_descriptions
 
-    assert tuple(COLUMNS)[: len(METRICS)] == METRICS == tuple(column_descriptions())
+    assert tuple(c for c in COLUMNS if c in METRICS) == METRICS == tuple(column_descriptions())
     scan, model = ct
     mask = volcam.load(sd.file(sd.CT_MASK))
     manifest = tmp_path / "cases.csv"

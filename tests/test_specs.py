@@ -50,6 +50,16 @@ def test_a_spec_reads_what_a_person_types() -> None:
     assert EvaluateSpec.of(baseline="0.5").baseline == 0.5
 
 
+def test_a_spec_says_which_choices_change_an_output() -> None:
+    """A resumable cohort fingerprints what changes its outputs: not where or how fast the cases run."""
+    here, there = CohortSpec(), CohortSpec.of(scheduler="local", workers=4, prefetch=False)
+    assert here.choices(outputs_only=True) == there.choices(outputs_only=True)
+    assert {"scheduler", "workers", "prefetch"} <= set(there.choices()) - set(there.choices(outputs_only=True))
+    assert here.choices(outputs_only=True) != CohortSpec.of(tolerance_mm=3).choices(outputs_only=True)
+    with pytest.raises(InputError, match=r"not a CohortSpec; give one, or the choices as keywords"):
+        CohortSpec.of(["gradcam"])  # type: ignore[arg-type]  # the old positional methods
+
+
 @pytest.mark.parametrize(
     ("spec", "choices", "error", "message"),
     [

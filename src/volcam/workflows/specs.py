@@ -46,10 +46,11 @@ _Spec = TypeVar("_Spec", bound="JobSpec")
 LCAM_TARGETS = ("prediction", "label")
 
 
-def _choice(default: Any, help: str, option: str | None = None) -> Any:
-    """A field of a spec: its default, the help line the CLI shows, and its option's name when that is
-    not ``--<field-name>``."""
-    return field(default=default, metadata={"help": help, "option": option})
+def _choice(default: Any, help: str, option: str | None = None, *, output: bool = True) -> Any:
+    """A field of a spec: its default, the help line the CLI shows, its option's name when that is not
+    ``--<field-name>``, and whether it changes what the job gives (``output=False``: only where or how
+    fast it runs, e.g. Dask workers)."""
+    return field(default=default, metadata={"help": help, "option": option, "output": output})
 
 
 def _fields_of(spec: type[JobSpec] | JobSpec) -> dict[str, Field[Any]]:
@@ -92,6 +93,8 @@ class JobSpec:
     def of(cls: type[_Spec], spec: _Spec | None = None, **choices: Any) -> _Spec:
         """``spec`` (the defaults when ``None``) with ``choices`` changed and checked. Keywords that are
         no choice of the job are method options (``gradient_sigma_mm=2``) where the job takes them."""
+        if spec is not None and not isinstance(spec, cls):
+            raise InputError(f"{one_line(repr(spec))[:60]}: not a {cls.__name__}; give one, or the choices as keywords")
         names = set(_fields_of(cls))
         unknown = {k: v for k, v in choices.items() if k not in names}
         known = {k: v for k, v in choices.items() if k in names}
@@ -111,10 +114,13 @@ class JobSpec:
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen spec while it is made
 
-    def choices(self) -> dict[str, Any]:
-        """The choices as plain values (a job's record of what it was asked; JSON-ready)."""
+    def choices(self, *, outputs_only: bool = False) -> dict[str, Any]:
+        """The choices as plain values (a job's record of what it was asked; JSON-ready); with
+        ``outputs_only``, those that change what the job gives (what a resumable job fingerprints)."""
         out: dict[str, Any] = {}
         for f in fields(self):
+            if outputs_only and not f.metadata.get("output", True):
+                continue
             value = getattr(self, f.name)
             out[f.name] = (
                 list(value)
@@ -291,9 +297,11 @@ class CohortSpec(JobSpec):
     tolerance_mm: float = _choice(TOLERANCE_MM, _TOLERANCE_HELP + " (cases with a mask)")
     dicom: tuple[str, ...] = _choice((), _DICOM_HELP)
     store: str | None = _choice(None, _STORE_HELP)
-    prefetch: bool = _choice(True, "Load the next case while this one computes.")
-    scheduler: str | None = _choice(None, "'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).")
-    workers: int | None = _choice(None, "Worker processes with --scheduler local (default 2).")
+    prefetch: bool = _choice(True, "Load the next case while this one computes.", output=False)
+    scheduler: str | None = _choice(
+        None, "'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).", output=False
+    )
+    workers: int | None = _choice(None, "Worker processes with --scheduler local (default 2).", output=False)
     options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
 
     def __post_init__(self) -> None:

@@ -42,8 +42,6 @@ CASE_FILE = "case.json"
 # case.json's layout and what a case's outputs mean; a new value changes every fingerprint, so every case
 # is redone. 2: case.json is a CaseRecord (1: a dict with "metrics" and "timings"; read as not done).
 FORMAT = 2
-#: The choices of a :class:`CohortSpec` that say where and how fast the cases run, never what they give.
-HOW_IT_RUNS = ("prefetch", "scheduler", "workers")
 #: The per-method score columns, in order (``<method>.<metric>``): the per-map scores'.
 METRICS = tuple(columns(MapScores))
 
@@ -215,7 +213,8 @@ def model_fingerprint(model: Model) -> str:
 
 def fingerprint(model: Model, spec: CohortSpec) -> str:
     """What a case's outputs depend on: the model, the record format and every choice of ``spec`` but
-    where and how fast it runs (:data:`HOW_IT_RUNS`). A case recorded with another one is done again."""
-    choices = {k: v for k, v in spec.choices().items() if k not in HOW_IT_RUNS}
+    where and how fast it runs (``spec.choices(outputs_only=True)``). A case recorded with another one is
+    done again."""
+    choices = spec.choices(outputs_only=True)
     text = json.dumps({"format": FORMAT, "model": model_fingerprint(model), **choices}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
