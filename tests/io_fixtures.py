@@ -100,7 +100,7 @@ def file_count(folder: Path) -> int:
 def as_stored_in_parametric_map(cam) -> np.ndarray:
     """A map's values as a parametric map written with the default threshold holds them: those at or
     below it 0, the rest as computed."""
-    from volcam.io.dicom_objects import THRESHOLDS
+    from volcam.io.dicom.objects import THRESHOLDS
 
     values = np.asarray(cam, dtype=np.float32)
     return np.where(values > THRESHOLDS["parametric-map"], values, np.float32(0.0))

@@ -32,7 +32,7 @@ import requests
 from pydicom.uid import generate_uid
 
 from volcam import sample_data
-from volcam.io.dicomweb import PASSWORD_VARIABLE, TOKEN_VARIABLE, USER_VARIABLE
+from volcam.io.dicom.web import PASSWORD_VARIABLE, TOKEN_VARIABLE, USER_VARIABLE
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # dpkg -L orthanc-dicomweb

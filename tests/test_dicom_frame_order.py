@@ -30,8 +30,9 @@ from pydicom.uid import generate_uid
 import volcam
 from io_fixtures import as_stored_in_parametric_map, make_series
 from volcam.errors import VolcamWarning
+from volcam.io.dicom.instances import dicom_instances
 from volcam.io.image import LPS_TO_RAS
-from volcam.io.write import dicom_instances, write_dicom
+from volcam.io.write import write_dicom
 from volcam.testing.phantoms import chest_ct, write_ct_dicom
 
 KINDS = ("parametric-map", "segmentation", "overlay")

@@ -29,7 +29,8 @@ from volcam import sample_data as sd
 from volcam._version import __version__
 from volcam.cli import app
 from volcam.errors import InputError
-from volcam.io.write import dicom_instances, write_dicom
+from volcam.io.dicom.instances import dicom_instances
+from volcam.io.write import write_dicom
 
 KINDS = ["parametric-map", "segmentation", "overlay"]
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -24,7 +24,7 @@ import volcam
 from cli_runs import one_line_error, run
 from pacs import DyingServer, Pacs, free_port
 from volcam import sample_data as sd
-from volcam.io.dicomweb import PASSWORD_VARIABLE, TOKEN_VARIABLE, USER_VARIABLE, parse_address
+from volcam.io.dicom.web import PASSWORD_VARIABLE, TOKEN_VARIABLE, USER_VARIABLE, parse_address
 
 CT_FOLDER = Path(sd.file(sd.CT_DICOM))
 PATIENT = "PHANTOM"  # the shipped CT's PatientName and PatientID: never in a message or a file name

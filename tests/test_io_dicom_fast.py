@@ -14,8 +14,8 @@ import pytest
 from pydicom.data import get_testdata_files
 from pydicom.multival import MultiValue
 
-from volcam.io import dicom
-from volcam.io.dicom import FieldError, header_numbers, read_header
+import volcam.io.dicom.pixels as pixels
+from volcam.io.dicom.headers import FieldError, header_numbers, read_header
 
 # Numeric attributes volcam's readers take from headers: DS, IS and binary (US, SS, FD) values.
 NUMERIC = (
@@ -57,7 +57,7 @@ def _images() -> list[Path]:
 
 
 def _native(path: Path) -> bool:
-    return dicom._native_slice(read_header(path, defer=True), path) is not None
+    return pixels._native_slice(read_header(path, defer=True), path) is not None
 
 
 IMAGES = _images()
@@ -74,7 +74,7 @@ def test_the_shipped_files_cover_the_native_route_and_others() -> None:
 
 @pytest.mark.parametrize("path", NATIVE, ids=lambda p: p.name)
 def test_pixels_read_natively_are_pydicoms(path: Path) -> None:
-    native = dicom._native_slice(read_header(path, defer=True), path)
+    native = pixels._native_slice(read_header(path, defer=True), path)
     expected = pydicom.dcmread(path).pixel_array
     assert native is not None and native.dtype == expected.dtype
     np.testing.assert_array_equal(native, expected)

@@ -17,7 +17,7 @@ import volcam
 from io_fixtures import CT_SMALL_IDENTIFIERS, as_stored_in_parametric_map, make_series, nibabel_data
 from volcam.errors import InputError, OutputError, VolcamWarning
 from volcam.io import WINDOWS, apply_window, window_transform, write_dicom, write_nifti
-from volcam.io.write import dicom_instances
+from volcam.io.dicom.instances import dicom_instances
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

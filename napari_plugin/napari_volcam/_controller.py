@@ -347,7 +347,7 @@ class DockController:
         Credentials come from the environment (``VOLCAM_DICOMWEB_TOKEN``, or ``VOLCAM_DICOMWEB_USER`` and
         ``VOLCAM_DICOMWEB_PASSWORD``); stopping the generator early removes what was received.
         """
-        from volcam.io.dicomweb import load_url_steps
+        from volcam.io.dicom.web import load_url_steps
 
         steps = load_url_steps(url.strip())
         try:

@@ -30,7 +30,7 @@ def napari_get_reader(path: str | list[str]) -> Any:
 
     if format_of(path) == "dicomweb":
         from volcam.errors import VolcamError
-        from volcam.io.dicomweb import parse_address
+        from volcam.io.dicom.web import parse_address
 
         try:
             parse_address(str(path))  # a study or series address, not any web page
@@ -71,7 +71,7 @@ def _retrieve(url: str) -> Any:
     """The series at a DICOMweb address, with napari's progress bar counting instances."""
     from napari.utils import progress
 
-    from volcam.io.dicomweb import load_url
+    from volcam.io.dicom.web import load_url
 
     with progress(desc="volcam: retrieving from the PACS") as bar:
         return load_url(url, bar=bar)

@@ -65,7 +65,7 @@ def _write_dicom(path: str, data: Any, attributes: dict, kind: str) -> list[str]
     from napari.utils.notifications import show_error
 
     from volcam.errors import VolcamError, one_line
-    from volcam.io.write import dicom_instances
+    from volcam.io.dicom.instances import dicom_instances
     from volcam.io.write import write_dicom as write
 
     folder = Path(path)

@@ -165,6 +165,8 @@ def test_api_writers_refuse_their_source(tmp_path, scans, unchanged) -> None:
 
 
 def test_write_dicom_replaces_only_a_series_it_wrote(tmp_path, unchanged) -> None:
+    from volcam.io.dicom.instances import dicom_instances
+
     series = volcam.load(sd.file(sd.CT_DICOM))
     mine = tmp_path / "copy_of_my_series"
     shutil.copytree(sd.file(sd.CT_DICOM), mine)
@@ -173,7 +175,7 @@ def test_write_dicom_replaces_only_a_series_it_wrote(tmp_path, unchanged) -> Non
         volcam.io.write_dicom(series[:1] * 0, mine, series, overwrite=True)
     derived = volcam.io.write_dicom(series[:1] * 0, tmp_path / "derived", series)
     volcam.io.write_dicom(series[:1] * 0, derived, series, kind="overlay", overwrite=True)  # its own: replaced
-    assert len(volcam.io.write.dicom_instances(derived)) == series.shape[3]
+    assert len(dicom_instances(derived)) == series.shape[3]
 
 
 def test_symlinked_output_file_is_written_through(tmp_path) -> None:

@@ -431,16 +431,16 @@ def test_a_dicom_slice_claiming_a_huge_frame_count_is_refused_before_decoding(tm
 
 
 def test_a_dicom_series_larger_than_memory_is_refused_before_any_slice_is_decoded(tmp_path, monkeypatch) -> None:
-    import volcam.io.dicom
+    import volcam.io.dicom.reader
     import volcam.io.memory
 
     make_series(tmp_path / "series", 4)
     monkeypatch.setattr(volcam.io.memory, "available_bytes", lambda: 128 * 128 * 4 * 3)  # room for 3 slices
 
-    def no_decoding(path):
+    def no_decoding(*args):
         raise AssertionError("decoded a slice before checking the whole series")
 
-    monkeypatch.setattr(volcam.io.dicom, "_pixels", no_decoding)
+    monkeypatch.setattr(volcam.io.dicom.reader, "decode", no_decoding)
     message = load_error(tmp_path / "series")
     assert "the series (4 slices) would need" in message
 

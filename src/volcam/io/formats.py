@@ -3,7 +3,7 @@
 The readers (:func:`volcam.load`), the folder and manifest reader, the napari plugin's reader and
 its ``napari.yaml`` all ask this table (a test keeps ``napari.yaml`` in step), so a suffix one of
 them knows is known to all. A text starting with ``http://`` or ``https://`` is a DICOMweb
-address (:mod:`volcam.io.dicomweb`), wherever a scan path is accepted.
+address (:mod:`volcam.io.dicom.web`), wherever a scan path is accepted.
 """
 
 from __future__ import annotations

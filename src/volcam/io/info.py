@@ -52,7 +52,7 @@ def axcodes(affine_ras: np.ndarray) -> str:
 
 
 def _orientation(affine_ras: np.ndarray) -> str:
-    from volcam.io.dicom_geometry import orientation_name
+    from volcam.io.dicom.geometry import orientation_name
 
     return f"{orientation_name(affine_ras)}, voxel axes point {axcodes(affine_ras)}"
 
@@ -97,23 +97,25 @@ def _dicom_series(series, root: str | os.PathLike) -> Found:
 
 
 def _judge_series(series, found: Found) -> None:
-    from volcam.io import dicom
+    from volcam.io.dicom.clips import frame_interval, is_clip, ultrasound_spacing
+    from volcam.io.dicom.headers import frame_count, header_int
+    from volcam.io.dicom.stacks import multiframe_geometry, series_geometry
 
     headers = series.headers
     first_path, first = headers[0]
-    frames = dicom.frame_count(first, first_path)
-    if len(headers) == 1 and (frames > 1 or dicom.is_clip(first)):
+    frames = frame_count(first, first_path)
+    if len(headers) == 1 and (frames > 1 or is_clip(first)):
         found.source = os.fspath(first_path)
-        if dicom.is_clip(first):
-            interval = dicom.frame_interval(first, found.problems)
-            calibrated = dicom.ultrasound_spacing(first, found.problems)
+        if is_clip(first):
+            interval = frame_interval(first, found.problems)
+            calibrated = ultrasound_spacing(first, found.problems)
             found.kind, found.frame_interval = "clip", interval
             found.shape = (
                 frames,
-                dicom.header_int(first, "Rows", first_path),
-                dicom.header_int(first, "Columns", first_path),
+                header_int(first, "Rows", first_path),
+                header_int(first, "Columns", first_path),
             )
-            samples = dicom.header_int(first, "SamplesPerPixel", first_path, 1)
+            samples = header_int(first, "SamplesPerPixel", first_path, 1)
             if samples > 1 or first.get("PhotometricInterpretation") == "PALETTE COLOR":
                 found.shape += (3,)
             found.spacing = (interval or 1.0, *(calibrated or (1.0, 1.0)))
@@ -123,16 +125,16 @@ def _judge_series(series, found: Found) -> None:
             if calibrated is None:
                 found.problems.append("no physical pixel spacing in the file")
             return
-        geometry = dicom.multiframe_geometry(first, first_path)
+        geometry = multiframe_geometry(first, first_path)
         depth = frames
-    elif any(dicom.frame_count(ds, p) > 1 for p, ds in headers):
+    elif any(frame_count(ds, p) > 1 for p, ds in headers):
         found.problems.append(f"{len(headers)} files of which some are multi-frame: load one file directly")
         return
     else:
-        geometry = dicom.series_geometry(headers)
+        geometry = series_geometry(headers)
         depth = len(headers)
     affine = LPS_TO_RAS @ geometry.affine_lps
-    found.shape = (dicom.header_int(first, "Columns", first_path), dicom.header_int(first, "Rows", first_path), depth)
+    found.shape = (header_int(first, "Columns", first_path), header_int(first, "Rows", first_path), depth)
     found.spacing = voxel_spacing(affine, 3)
     found.orientation = _orientation(affine) if geometry.known else "unknown (no usable ImageOrientationPatient)"
     if geometry.fatal:  # gaps and tilt mean little in a stack that is not one volume
@@ -150,13 +152,13 @@ def describe(path: str | os.PathLike) -> tuple[list[Found], dict[str, int]]:
     are collected, not warned). Raises :class:`~volcam.errors.VolcamError` when nothing can be read.
     """
     if format_of(path) == "dicomweb":
-        from volcam.io.dicomweb import study_series
+        from volcam.io.dicom.web import study_series
 
         where, series, skipped = study_series(str(path))
         return [_dicom_series(one, where) for one in series], skipped
     path = Path(path)
     if format_of(path) == "dicom-folder":
-        from volcam.io.dicom import scan_folder
+        from volcam.io.dicom.series import scan_folder
 
         scan = scan_folder(path)
         return [_dicom_series(series, path) for series in scan.series], dict(scan.skipped)

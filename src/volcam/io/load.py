@@ -31,7 +31,7 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
             ``.mha``; ``.mp4``/``.avi`` (needs ``volcam[video]``); or, as text, a DICOMweb address
             ``http(s)://host/<root>/studies/<StudyInstanceUID>[/series/<SeriesInstanceUID>]``
             (retrieved with WADO-RS and read as a DICOM folder; credentials from the environment,
-            see :mod:`volcam.io.dicomweb`).
+            see :mod:`volcam.io.dicom.web`).
         series: for a folder or study holding several DICOM series, which one: its
             SeriesInstanceUID, its SeriesDescription or its SeriesNumber. Without it such a folder
             is an error that lists the series.
@@ -65,7 +65,7 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
                 f"{path}: volume= picks a volume of a 4D NIfTI (--volume on the command line); "
                 "this is a DICOMweb address"
             )
-        from volcam.io.dicomweb import load_url
+        from volcam.io.dicom.web import load_url
 
         return load_url(str(path), series)
     path = Path(path)
@@ -92,6 +92,6 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
         from volcam.io.video import load_video
 
         return load_video(path)
-    from volcam.io.dicom import load_dicom
+    from volcam.io.dicom.reader import load_dicom
 
     return load_dicom(path, series)

@@ -12,7 +12,7 @@ Columns (names are case-insensitive): ``image`` (or ``image_path``, ``path``, ``
 ``label`` (a class name or index). This is the one reader of scan lists: cohorts and L-CAM training
 both use it.
 Relative paths are taken from the manifest's folder; an ``http(s)://`` image is a DICOMweb study or
-series address (:mod:`volcam.io.dicomweb`) and needs a case id of its own. The case id names the case's output folder,
+series address (:mod:`volcam.io.dicom.web`) and needs a case id of its own. The case id names the case's output folder,
 so it must be a plain name; the id comes from the manifest, never from the scan's headers (no
 patient name ends up in a file name). A folder instead of a manifest makes one case per scan
 (a file, or a sub-folder holding a DICOM series) named after the file; ``X_mask.nii.gz`` beside

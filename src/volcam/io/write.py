@@ -5,29 +5,32 @@ image as :func:`volcam.load` returned it, writes to a temporary name and renames
 
 DICOM outputs are always a folder of instance files (``0001.dcm``, ...), whatever the kind: a
 parametric map or a segmentation is one multi-frame instance, an overlay one instance per slice.
-:func:`dicom_instances` lists what an output holds (what a store step sends to a PACS).
+:func:`volcam.io.dicom.instances.dicom_instances` lists what an output holds (what a store step sends
+to a PACS).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from volcam.errors import InputError, first_line
-from volcam.io.atomic import atomic_file, atomic_folder, is_temporary, output_folder, source_paths
+from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
 from volcam.maps.arrays import image_array, map_array
 from volcam.maps.colour import COLORMAP, fuse
 from volcam.maps.result import MapInfo
 from volcam.maps.windowing import Window
 
 if TYPE_CHECKING:
-    from volcam.io.dicom_placement import Placement
+    from volcam.io.dicom.objects import Provenance
+    from volcam.io.dicom.placement import Placement
 
-__all__ = ["dicom_instances", "dicom_kinds", "write_dicom", "write_nifti"]
+__all__ = ["dicom_kinds", "write_dicom", "write_nifti"]
 
 _BLOCK = (
     8  # overlay slices coloured at once: vectorised (2 M pixels at 512²), while fuse's float temporaries stay ~100 MB
@@ -140,7 +143,7 @@ def write_dicom(
     Args:
         cam: the map on ``like``'s grid (an explanation, e.g. ``Model.explain``'s, or a tensor).
         path: the output folder; it holds the object's instance files (``0001.dcm``, ...; list them
-            with :func:`dicom_instances`) and is created whole or not at all.
+            with :func:`volcam.io.dicom.instances.dicom_instances`) and is created whole or not at all.
         like: the source volume from :func:`volcam.load` (``(C, X, Y, Z)`` with its metadata).
         result: what a bare tensor ``cam`` explains (method, class, layer, model) for the descriptions.
         kind: ``"parametric-map"`` (one multi-frame Parametric Map: the map's values 0-1 as float32,
@@ -152,7 +155,7 @@ def write_dicom(
             the image clear there (0.1 by default; OHIF colours every positive value; 0 keeps them
             all); segmentation: the map value the segment exceeds (0.5 by default); overlay: map
             values at or below it are not coloured (0.05 by default). The defaults:
-            :data:`volcam.io.dicom_objects.THRESHOLDS`.
+            :data:`volcam.io.dicom.objects.THRESHOLDS`.
         window: the overlay's CT window (``"soft_tissue"`` by default for CT).
         description: SeriesDescription (64 characters at most); the default names method, kind,
             class and model.
@@ -176,39 +179,18 @@ def write_dicom(
     import pydicom
 
     from volcam._version import __version__
-    from volcam.io.dicom_objects import KINDS, THRESHOLDS, Provenance, overlay_images, parametric_map, segmentation
-    from volcam.io.dicom_placement import place_map
+    from volcam.io.dicom.objects import KINDS, Provenance
+    from volcam.io.dicom.placement import place_map
 
     if kind not in KINDS:
         raise InputError(f"kind={kind!r}; use one of {', '.join(KINDS)}")
-    values, info, affine, image, meta = _grid(cam, like, result)
-    if image is None:
-        raise InputError("a derived DICOM object needs the scan the map was computed on (like=, from volcam.load)")
-    if meta.get("axes", "xyz") != "xyz" or values.ndim != 3:
-        raise InputError(
-            "a map of a clip cannot be a DICOM parametric map, segmentation or overlay: a cine has no patient "
-            "frame of reference to place one on (highdicom, the DICOM standard); write it as NIfTI"
-        )
+    values, info, affine, image, meta = _volume_grid(cam, like, result)
     placement = place_map(values, affine, meta)
     provenance = Provenance(info, __version__)
-
-    protected = [*inputs, *source_paths(like)]
-    writing = (
-        output_folder(path, inputs=protected, ours=_derived_series)
-        if overwrite
-        else atomic_folder(path, overwrite=False, inputs=protected)
-    )
-    with writing as temporary:
+    overlay = (window, colormap, alpha)
+    with _dicom_folder(path, overwrite, [*inputs, *source_paths(like)]) as temporary:
         try:  # highdicom's (or pydicom's) refusal of what it is given is one line naming the output
-            cut = THRESHOLDS[kind] if threshold is None else threshold
-            if kind == "overlay":
-                modality = str(meta.get("modality") or "OT")
-                pixels = _overlay_pixels(placement, image, modality, window, colormap, alpha, cut)
-                datasets: Iterator[Any] = overlay_images(placement, pixels, provenance, series_number)
-            elif kind == "segmentation":
-                datasets = iter([segmentation(placement, provenance, cut, fractional, series_number)])
-            else:
-                datasets = iter([parametric_map(placement, provenance, cut, series_number)])
+            datasets = _derived(kind, placement, provenance, image, meta, threshold, fractional, overlay, series_number)
             for number, ds in enumerate(datasets, start=1):
                 if description:
                     ds.SeriesDescription = description[:64]
@@ -218,9 +200,59 @@ def write_dicom(
     return Path(path)
 
 
+def _volume_grid(cam: Any, like: Any, result: Any) -> tuple[np.ndarray, MapInfo, np.ndarray, np.ndarray, dict]:
+    """:func:`_grid` for a derived DICOM object: the map ``(x, y, z)`` on the grid of a volume ``like``
+    (a clip has no patient frame of reference to place it on)."""
+    values, info, affine, image, meta = _grid(cam, like, result)
+    if image is None:
+        raise InputError("a derived DICOM object needs the scan the map was computed on (like=, from volcam.load)")
+    if meta.get("axes", "xyz") != "xyz" or values.ndim != 3:
+        raise InputError(
+            "a map of a clip cannot be a DICOM parametric map, segmentation or overlay: a cine has no patient "
+            "frame of reference to place one on (highdicom, the DICOM standard); write it as NIfTI"
+        )
+    return values, info, affine, image, meta
+
+
+def _dicom_folder(
+    path: str | os.PathLike, overwrite: bool, protected: Sequence[str | os.PathLike]
+) -> AbstractContextManager[Path]:
+    """The temporary folder a DICOM output is written into, which becomes ``path``: with ``overwrite`` it
+    replaces only a folder of volcam's own instances (:func:`_derived_series`), else ``path`` must be new."""
+    if overwrite:
+        return output_folder(path, inputs=protected, ours=_derived_series)
+    return atomic_folder(path, overwrite=False, inputs=protected)
+
+
+def _derived(
+    kind: str,
+    placement: Placement,
+    provenance: Provenance,
+    image: np.ndarray,
+    meta: dict,
+    threshold: float | None,
+    fractional: bool,
+    overlay: tuple[Window | None, str, float],
+    series_number: int | None,
+) -> Iterator[Any]:
+    """The datasets of a derived object of ``kind``, in instance order: one multi-frame parametric map or
+    segmentation, or an overlay's slices (coloured a block at a time as they are written, from
+    ``overlay``: window, colormap, alpha). ``threshold`` ``None`` is the kind's default."""
+    from volcam.io.dicom.objects import THRESHOLDS, overlay_images, parametric_map, segmentation
+
+    cut = THRESHOLDS[kind] if threshold is None else threshold
+    if kind == "overlay":
+        modality = str(meta.get("modality") or "OT")
+        pixels = _overlay_pixels(placement, image, modality, *overlay, cut)
+        return overlay_images(placement, pixels, provenance, series_number)
+    if kind == "segmentation":
+        return iter([segmentation(placement, provenance, cut, fractional, series_number)])
+    return iter([parametric_map(placement, provenance, cut, series_number)])
+
+
 def dicom_kinds(given: str | Sequence[str]) -> tuple[str, ...]:
     """``"parametric-map,overlay"`` (or a list of such) → the DICOM kinds named, each known, in order."""
-    from volcam.io.dicom_objects import KINDS
+    from volcam.io.dicom.objects import KINDS
 
     texts = [given] if isinstance(given, str) else list(given)
     kinds = tuple(dict.fromkeys(k.strip() for text in texts for k in text.split(",") if k.strip()))
@@ -230,27 +262,12 @@ def dicom_kinds(given: str | Sequence[str]) -> tuple[str, ...]:
     return kinds
 
 
-def dicom_instances(path: str | os.PathLike) -> list[Path]:
-    """The instance files a :func:`write_dicom` output holds, in instance order (what a store step sends).
-
-    ``path`` is the output folder (a single ``.dcm`` file is its own list).
-    """
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(f"{path}: no such DICOM output folder")
-    return sorted(
-        entry for entry in path.iterdir() if entry.suffix == ".dcm" and entry.is_file() and not is_temporary(entry.name)
-    )
-
-
 def _derived_series(folder: Path) -> bool:
     """Whether every file in ``folder`` is a DICOM instance volcam wrote (its ``MANUFACTURER``): the
     only kind of series folder :func:`write_dicom` replaces."""
     import pydicom
 
-    from volcam.io.dicom_objects import MANUFACTURER
+    from volcam.io.dicom.objects import MANUFACTURER
 
     files = list(folder.iterdir())
     try:

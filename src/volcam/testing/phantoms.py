@@ -440,7 +440,8 @@ def write_ct_dicom(phantom: CtPhantom, folder: str | os.PathLike, *, key: object
     from pydicom.dataset import Dataset
 
     from volcam.io.atomic import atomic_folder
-    from volcam.io.dicom_series import save_instance, slice_geometry
+    from volcam.io.dicom.geometry import slice_geometry
+    from volcam.io.dicom.instances import save_instance
 
     sz = phantom.spacing[2]
     study, series, frame = _uid(key, "study"), _uid(key, "series"), _uid(key, "frame")
@@ -473,7 +474,7 @@ def write_ultrasound_dicom(clip: UltrasoundClip, path: str | os.PathLike, *, key
     from pydicom.tag import Tag
 
     from volcam.io.atomic import atomic_file
-    from volcam.io.dicom_series import save_instance
+    from volcam.io.dicom.instances import save_instance
 
     t, h, w = clip.frames.shape
     ds = Dataset()

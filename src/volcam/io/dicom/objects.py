@@ -12,7 +12,7 @@
 Each object shares the source's study, patient module and frame of reference, refers to the source
 instances its frames come from, and records how it was made (:class:`Provenance`). Frames (and the
 overlay's instance numbers) go in the order viewers stack them, ascending along the slice normal
-(:func:`volcam.io.dicom_placement.viewer_order`). Nothing here touches files: the datasets are
+(:func:`volcam.io.dicom.placement.viewer_order`). Nothing here touches files: the datasets are
 written by :func:`volcam.io.write_dicom`.
 """
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from volcam.errors import InputError
-from volcam.io.dicom_placement import Placement, viewer_order
+from volcam.io.dicom.placement import Placement, viewer_order
 from volcam.maps.colour import colour_at
 from volcam.maps.result import MapInfo
 

@@ -7,7 +7,7 @@ request goes through ``dicomweb-client`` without retries, so an unreachable serv
 Retrieval streams the series' instances one at a time into a private folder of this process (mode
 0700 under the system's temporary folder, names made of random hex and numbers, never a UID or a
 patient identifier) and reads that folder with the one DICOM series reader,
-:func:`volcam.io.dicom.load_dicom`: the same pixels, geometry, checks and ``meta["source_files"]``
+:func:`volcam.io.dicom.reader.load_dicom`: the same pixels, geometry, checks and ``meta["source_files"]``
 (the writers reference the source instances through them) as a local folder. Memory stays at one
 instance plus the volume. The files stay while the process runs, since a writer may reference them
 long after loading; :func:`release` removes a scan's files sooner (a cohort does, case by case), all
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from volcam.errors import FileFormatError, InputError, OutputError, SeriesError, VolcamError, VolcamWarning, one_line
-from volcam.io.dicom import Scan, Series, select_series
+from volcam.io.dicom.series import Scan, Series, select_series
 from volcam.io.formats import is_url
 
 if TYPE_CHECKING:
@@ -499,7 +499,7 @@ def _as_said_of(error: VolcamError, folder: Path, address: Address) -> VolcamErr
 
 def _read(folder: Path, address: Address) -> MetaTensor:
     """The retrieved series read by the one DICOM reader, its messages naming the address."""
-    from volcam.io.dicom import load_dicom
+    from volcam.io.dicom.reader import load_dicom
     from volcam.io.image import warn_problem
 
     with warnings.catch_warnings(record=True) as caught:
@@ -597,7 +597,7 @@ def store(paths: Iterable[str | os.PathLike], url: str) -> int:
 
     Args:
         paths: what :func:`volcam.io.write.write_dicom` wrote (its folders; a ``.dcm`` file is one
-            instance), listed by :func:`volcam.io.write.dicom_instances`.
+            instance), listed by :func:`volcam.io.dicom.instances.dicom_instances`.
         url: the service's root (``http://host/dicom-web``); a study or series address stands for
             its root (each instance says which study it belongs to).
 
@@ -608,8 +608,8 @@ def store(paths: Iterable[str | os.PathLike], url: str) -> int:
     :class:`~volcam.errors.OutputError` (one line) when the server cannot be reached, refuses the
     credentials, is not DICOMweb, or refuses any instance.
     """
-    from volcam.io.dicom import read_header
-    from volcam.io.write import dicom_instances
+    from volcam.io.dicom.headers import read_header
+    from volcam.io.dicom.instances import dicom_instances
 
     root = Address(parse_address(url, study=False).root)
     files = [file for path in paths for file in dicom_instances(path)]

@@ -1,6 +1,8 @@
-"""Slice geometry of a DICOM stack: order, spacing, gaps, tilt and the voxel → patient affine.
+"""Slice geometry of a DICOM stack: order, spacing, gaps, tilt and the voxel → patient affine; and
+the other way, a slice's position and orientation from a grid's affine.
 
-Pure numpy, no file access, so ``volcam info`` can judge a series from its headers alone.
+Pure numpy, no file access, so ``volcam info`` can judge a series from its headers alone (they are
+read by :mod:`volcam.io.dicom.stacks`).
 
 DICOM conventions used here (PS3.3 C.7.6.2): ``ImageOrientationPatient`` holds the direction of
 a row (the way the column index grows) and then of a column (the way the row index grows);
@@ -16,7 +18,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StackGeometry", "directions", "orientation_name", "orientation_problem", "stack_geometry"]
+from volcam.errors import InputError
+from volcam.io.image import LPS_TO_RAS
+
+__all__ = [
+    "StackGeometry",
+    "directions",
+    "orientation_name",
+    "orientation_problem",
+    "slice_geometry",
+    "stack_geometry",
+]
 
 # Two orientations closer than this (cosine difference) are the same plane; positions off the
 # slice line by more than this many mm mean several stacks were mixed.
@@ -119,15 +131,10 @@ def stack_geometry(
     positions = np.asarray(positions, float).reshape(-1, 3)
     orientations = np.asarray(orientations, float).reshape(-1, 6)
     n = len(positions)
-    bad = {problem for o in orientations if (problem := orientation_problem(o)) is not None}
-    if not np.isfinite(positions).all():
-        bad.add("ImagePositionPatient holds NaN or infinity")
-    if bad:  # nothing below means anything: no order, no affine
-        fatal.extend(sorted(bad))
+    fatal.extend(_unplaceable(positions, orientations))
+    if fatal:  # nothing below means anything: no order, no affine
         return _unknown(n, dc, dr, float(fallback_step or 1.0), problems, fatal)
-    if np.abs(orientations - orientations[0]).max() > _SAME_DIRECTION:
-        distinct = len({tuple(np.round(o, 3)) for o in orientations})
-        fatal.append(f"slices have {distinct} different orientations (a localizer or several stacks), not one volume")
+    fatal.extend(_mixed_orientations(orientations))
     row, col, normal = directions(orientations[0])
 
     distance = positions @ normal
@@ -139,23 +146,7 @@ def stack_geometry(
         step = float(fallback_step or 1.0)
         step_vector = normal * step
     else:
-        diffs = np.diff(distance)
-        if np.any(diffs < 1e-3):
-            shared = int(np.count_nonzero(diffs < 1e-3)) + 1
-            fatal.append(f"{shared} slices share a position (several phases, echoes or times in one series)")
-        step = float(np.median(diffs))
-        # The direction from slice to slice: the normal, unless the gantry was tilted.
-        direction = positions[-1] - positions[0]
-        direction /= np.linalg.norm(direction) if np.linalg.norm(direction) > 0 else 1.0
-        along = (positions - positions[0]) @ direction
-        off_line = np.linalg.norm(positions - positions[0] - np.outer(along, direction), axis=1).max()
-        if off_line > _OFF_LINE_MM:
-            fatal.append(f"slice positions are off a straight line by up to {off_line:.1f} mm (several stacks mixed)")
-        step_vector = direction * (step / max(abs(direction @ normal), 1e-6))
-        problems.extend(_spacing_problems(diffs, step))
-        tilt = float(np.degrees(np.arccos(min(1.0, abs(direction @ normal)))))
-        if tilt > _TILT_DEGREES:
-            problems.append(f"gantry tilt of {tilt:.1f}°: slices are sheared (the affine keeps their true positions)")
+        step, step_vector = _slice_step(positions, distance, normal, problems, fatal)
     if gantry_tilt and abs(gantry_tilt) > _TILT_DEGREES and not any("gantry tilt" in p for p in problems):
         problems.append(f"GantryDetectorTilt is {gantry_tilt:.1f}° but the slice positions show no shear")
 
@@ -168,6 +159,52 @@ def stack_geometry(
         fatal.append("the slice positions give no finite slice step")
         return _unknown(n, dc, dr, float(fallback_step or 1.0), problems, fatal)
     return StackGeometry(order, affine, positions, step, problems, fatal)
+
+
+def _unplaceable(positions: np.ndarray, orientations: np.ndarray) -> list[str]:
+    """Why headers ``(N, 3)`` positions and ``(N, 6)`` orientations place no slice at all (an orientation
+    that defines no plane, a position that is not finite), sorted; empty when they place them."""
+    bad = {problem for o in orientations if (problem := orientation_problem(o)) is not None}
+    if not np.isfinite(positions).all():
+        bad.add("ImagePositionPatient holds NaN or infinity")
+    return sorted(bad)
+
+
+def _mixed_orientations(orientations: np.ndarray) -> list[str]:
+    """Why ``(N, 6)`` orientations are not one stack's (a localizer, several stacks); empty when they are."""
+    if np.abs(orientations - orientations[0]).max() > _SAME_DIRECTION:
+        distinct = len({tuple(np.round(o, 3)) for o in orientations})
+        return [f"slices have {distinct} different orientations (a localizer or several stacks), not one volume"]
+    return []
+
+
+def _slice_step(
+    positions: np.ndarray, distance: np.ndarray, normal: np.ndarray, problems: list[str], fatal: list[str]
+) -> tuple[float, np.ndarray]:
+    """The median step between slices along the normal (mm) and the step from slice to slice (a 3-vector,
+    mm: along the normal unless the gantry was tilted), for two or more slices.
+
+    ``positions`` ``(N, 3)`` and their ``distance`` ``(N,)`` along ``normal`` are sorted by distance.
+    Shared positions and slices off one line are appended to ``fatal``; gaps, uneven spacing and a
+    gantry tilt to ``problems``.
+    """
+    diffs = np.diff(distance)
+    if np.any(diffs < 1e-3):
+        shared = int(np.count_nonzero(diffs < 1e-3)) + 1
+        fatal.append(f"{shared} slices share a position (several phases, echoes or times in one series)")
+    step = float(np.median(diffs))
+    # The direction from slice to slice: the normal, unless the gantry was tilted.
+    direction = positions[-1] - positions[0]
+    direction /= np.linalg.norm(direction) if np.linalg.norm(direction) > 0 else 1.0
+    along = (positions - positions[0]) @ direction
+    off_line = np.linalg.norm(positions - positions[0] - np.outer(along, direction), axis=1).max()
+    if off_line > _OFF_LINE_MM:
+        fatal.append(f"slice positions are off a straight line by up to {off_line:.1f} mm (several stacks mixed)")
+    problems.extend(_spacing_problems(diffs, step))
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(direction @ normal)))))
+    if tilt > _TILT_DEGREES:
+        problems.append(f"gantry tilt of {tilt:.1f}°: slices are sheared (the affine keeps their true positions)")
+    return step, direction * (step / max(abs(direction @ normal), 1e-6))
 
 
 def _spacing_problems(diffs: np.ndarray, step: float) -> list[str]:
@@ -203,3 +240,22 @@ def orientation_name(affine: np.ndarray) -> str:
     if normal[axis] < np.cos(np.radians(10)):
         return "oblique"
     return ("sagittal", "coronal", "axial")[axis]
+
+
+def slice_geometry(affine_ras: np.ndarray, k: int) -> tuple[list[float], list[float], list[float]]:
+    """(ImagePositionPatient, ImageOrientationPatient, PixelSpacing) of slice ``k`` of an (x, y, z) grid.
+
+    The one place a slice's geometry comes from an affine: the derived objects of a map that is not
+    on its source's grid (:mod:`volcam.io.dicom.placement`), the synthetic phantoms' source series.
+    """
+    lps = LPS_TO_RAS @ affine_ras  # the flip is its own inverse
+    row, col = lps[:3, 0], lps[:3, 1]
+    if abs(row @ col) > 1e-4 * np.linalg.norm(row) * np.linalg.norm(col):
+        raise InputError("the image's in-plane axes are not perpendicular; a DICOM slice cannot hold that grid")
+    position = lps @ np.array([0.0, 0.0, float(k), 1.0])
+    orientation = np.concatenate([row / np.linalg.norm(row), col / np.linalg.norm(col)])
+    return (
+        [round(float(v), 6) for v in position[:3]],
+        [round(float(v), 8) for v in orientation],
+        [round(float(np.linalg.norm(col)), 6), round(float(np.linalg.norm(row)), 6)],
+    )

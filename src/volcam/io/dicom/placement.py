@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from volcam.errors import InputError
-from volcam.io.dicom_geometry import directions
-from volcam.io.dicom_series import slice_geometry
+from volcam.io.dicom.geometry import directions, slice_geometry
 from volcam.io.image import LPS_TO_RAS
 
 if TYPE_CHECKING:
@@ -138,7 +137,8 @@ def _source_grid(meta: dict) -> tuple[list[Dataset], Any, tuple[int, int, int], 
     a new one (the derived objects need one)."""
     from pydicom.uid import generate_uid
 
-    from volcam.io.dicom import multiframe_geometry, read_header, series_geometry
+    from volcam.io.dicom.headers import read_header
+    from volcam.io.dicom.stacks import multiframe_geometry, series_geometry
 
     files = [Path(f) for f in meta.get("source_files") or []]
     if not files:
