@@ -47,7 +47,7 @@ _LAZY = {
     "ClipResult": "volcam.engine.clip",
     "explain_clip": "volcam.engine.clip",
     "CamEngine": "volcam.engine.core",
-    "ForwardPass": "volcam.engine.core",
+    "ForwardPass": "volcam.engine.capture",
     "layer_names": "volcam.engine.layers",
     "load": "volcam.io",
     "CamResult": "volcam.maps.result",
@@ -68,8 +68,9 @@ _LAZY = {
 if TYPE_CHECKING:
     from volcam import metrics
     from volcam.api import explain, methods
+    from volcam.engine.capture import ForwardPass
     from volcam.engine.clip import ClipResult, explain_clip
-    from volcam.engine.core import CamEngine, ForwardPass
+    from volcam.engine.core import CamEngine
     from volcam.engine.layers import layer_names
     from volcam.io.load import load
     from volcam.maps.result import CamResult

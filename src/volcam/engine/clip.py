@@ -115,57 +115,103 @@ def explain_clip(
         (torch.Size([1, 20, 64, 64]), torch.Size([20, 3]))
     """
     original = clip
+    clip = _channel_first_clip(clip, chunk_size)
+    meta = getattr(original, "meta", {}) or {}
+    interval = float(frame_interval or meta.get("frame_interval") or 1.0)
+    spacing = _frame_spacing(meta)
+    plain = clip.as_tensor() if hasattr(clip, "as_tensor") else clip
+    chunks = plain.permute(1, 0, 2, 3).split(chunk_size)  # frames as a batch: (T, C, H, W)
+    with CamEngine(model, layer, device=device, labels=labels) as engine:
+        if target is None:  # the clip's class needs every frame's probabilities first
+            outputs = torch.cat([engine.forward(chunk, graph=False).output.detach() for chunk in chunks])
+            target = int(probabilities(outputs).mean(0).argmax())
+        frames = _explain_frames(engine, chunks, method, target, spacing, options)
+    frame_probs = probabilities(frames.outputs)
+    cam = _clip_map(frames, frame_probs, interval, temporal_sigma_s, min_frame_probability)
+    return ClipResult(
+        map=like_input(cam, original if original.ndim == 4 else original[0]),
+        method=frames.method,
+        layers=frames.layers,
+        target_class=frames.target_class,
+        frame_probabilities=frame_probs,
+        probabilities=frame_probs.mean(0),
+        frame_scores=frames.scores,
+        labels=tuple(labels) if labels is not None else None,
+        timings=frames.timings,
+    )
+
+
+def _channel_first_clip(clip: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """The clip as ``(C, T, H, W)`` (a leading batch of one dropped); an :class:`InputError` otherwise."""
     if clip.ndim == 5 and clip.shape[0] == 1:
         clip = clip[0]
     if clip.ndim != 4:
         raise InputError(f"a clip must be (C, T, H, W) or (1, C, T, H, W); got shape {tuple(clip.shape)}")
     if chunk_size < 1:
         raise InputError("chunk_size must be at least 1")
-    meta = getattr(original, "meta", {}) or {}
-    interval = float(frame_interval or meta.get("frame_interval") or 1.0)
-    pixel_spacing = _frame_spacing(meta)
-    plain = clip.as_tensor() if hasattr(clip, "as_tensor") else clip
-    frames = plain.permute(1, 0, 2, 3)  # frames as a batch: (T, C, H, W)
-    chunks = frames.split(chunk_size)
+    return clip
+
+
+@dataclass(frozen=True)
+class _Frames:
+    """Every frame's explanation of one class, chunks joined along T."""
+
+    maps: torch.Tensor  # (T, 1, H, W), each frame on the method's own scale
+    scores: torch.Tensor  # (T,)
+    outputs: torch.Tensor  # (T, num_classes)
+    method: str
+    layers: tuple[str, ...]
+    target_class: int
+    timings: dict[str, float]
+
+
+def _explain_frames(
+    engine: CamEngine,
+    chunks: Sequence[torch.Tensor],
+    method: str,
+    target: TargetSpec | Target,
+    spacing: tuple[float, float] | None,
+    options: dict[str, Any],
+) -> _Frames:
+    """Each chunk of frames ``(N, C, H, W)`` explained for ``target``, unnormalised, timings summed."""
+    maps, scores, outs = [], [], []
     timings: dict[str, float] = {}
-    with CamEngine(model, layer, device=device, labels=labels) as engine:
-        outputs = None
-        if target is None:  # the clip's class needs every frame's probabilities first
-            outputs = torch.cat([engine.forward(chunk, graph=False).output.detach() for chunk in chunks])
-            clip_probs = probabilities(outputs).mean(0)
-            target = int(clip_probs.argmax())
-        maps, scores, outs = [], [], []
-        for chunk in chunks:
-            result = engine.explain(chunk, method, target, spacing=pixel_spacing, normalize=False, **options)
-            maps.append(result.map.detach())
-            scores.append(result.scores)
-            outs.append(result.output)
-            for step, seconds in result.timings.items():
-                timings[step] = timings.get(step, 0.0) + seconds
-        layers = result.layers
-        target_class = int(result.classes[0])
-    outputs = torch.cat(outs)
-    frame_probs = probabilities(outputs)
-    cam = torch.cat(maps)[:, 0][None, None]  # (1, 1, T, H, W)
+    for chunk in chunks:
+        result = engine.explain(chunk, method, target, spacing=spacing, normalize=False, **options)
+        maps.append(result.map.detach())
+        scores.append(result.scores)
+        outs.append(result.output)
+        for step, seconds in result.timings.items():
+            timings[step] = timings.get(step, 0.0) + seconds
+    return _Frames(
+        torch.cat(maps),
+        torch.cat(scores),
+        torch.cat(outs),
+        result.method,
+        result.layers,
+        int(result.classes[0]),
+        timings,
+    )
+
+
+def _clip_map(
+    frames: _Frames,
+    frame_probs: torch.Tensor,
+    interval: float,
+    temporal_sigma_s: float | None,
+    min_frame_probability: float | None,
+) -> torch.Tensor:
+    """The frame maps stacked along T ``(1, T, H, W)``, smoothed in time, quiet frames emptied, and
+    normalised over the whole clip so a weak frame stays weak."""
+    cam = frames.maps[:, 0][None, None]  # (1, 1, T, H, W)
     if temporal_sigma_s:
         from volcam.maps.filters import gaussian_filter_mm
 
         cam = gaussian_filter_mm(cam, (temporal_sigma_s, 0.0, 0.0), (interval, 1.0, 1.0))
-    if min_frame_probability is not None and target_class >= 0:
-        quiet = frame_probs[:, target_class] < min_frame_probability
+    if min_frame_probability is not None and frames.target_class >= 0:
+        quiet = frame_probs[:, frames.target_class] < min_frame_probability
         cam[:, :, quiet.to(cam.device)] = 0
-    cam = normalize(cam)[0]  # (1, T, H, W), over the whole clip
-    return ClipResult(
-        map=like_input(cam, original if original.ndim == 4 else original[0]),
-        method=result.method,
-        layers=layers,
-        target_class=target_class,
-        frame_probabilities=frame_probs,
-        probabilities=frame_probs.mean(0),
-        frame_scores=torch.cat(scores),
-        labels=tuple(labels) if labels is not None else None,
-        timings=timings,
-    )
+    return normalize(cam)[0]
 
 
 def _frame_spacing(meta: dict) -> tuple[float, float] | None:

@@ -192,6 +192,7 @@ def train_lcam(
     """
     from tqdm.auto import tqdm
 
+    from volcam.engine.capture import forward_replacing
     from volcam.engine.core import CamEngine
     from volcam.engine.drive import frozen, read_output
     from volcam.engine.head import checked_head
@@ -264,7 +265,7 @@ def train_lcam(
             return read_output(network, x[idx] * upsample(mask, x.shape[2:]), model.output_of), mask
         if head is not None:
             return model.output_of(head(a * mask)), mask
-        return model.output_of(engine._forward_replacing(x[idx], chosen, a * mask)), mask
+        return model.output_of(forward_replacing(network, x[idx], chosen, a * mask)), mask
 
     def evaluate(idx: torch.Tensor) -> float:
         total = 0.0
