@@ -125,7 +125,7 @@ class Model:
             batch = x.permute(1, 0, 2, 3) if self.card.kind == "frames" else x[None]
             out = self._run(batch)
         probs = probabilities(out).mean(0)
-        return {self._label(i): float(p) for i, p in enumerate(probs)}
+        return {self.label(i): float(p) for i, p in enumerate(probs)}
 
     def lcam_module(self, variant: str, layer: str | Sequence[str] | None = None) -> Any:
         """The card's trained L-CAM module for ``variant`` (``"fm"``/``"img"``), loaded once.
@@ -214,8 +214,24 @@ class Model:
             self.check_outputs(int(out.shape[1]))
         return out
 
-    def _label(self, index: int) -> str:
+    def label(self, index: int) -> str:
+        """Class ``index``'s label on the card, or the index as text when the card names none for it."""
         return self.labels[index] if 0 <= index < len(self.labels) else str(index)
+
+    def named_decision(self, result: Any) -> dict[str, Any]:
+        """What a :class:`ScanExplanation` says of ``result``'s decision (a batch's first sample, or a
+        clip's one class), in the card's labels: ``prediction``, ``target`` (``"custom"`` for a custom
+        target) and ``probabilities`` (label → probability); a :class:`CardError` when the labels do not
+        name the network's outputs."""
+        klass, prediction, given = result.decision(0)
+        probs = given if given is not None else torch.zeros(0)
+        if probs.numel():
+            self.check_outputs(int(probs.numel()))
+        return {
+            "prediction": self.label(prediction),
+            "target": self.label(klass) if klass >= 0 else "custom",
+            "probabilities": {self.label(i): round(float(p), 6) for i, p in enumerate(probs)},
+        }
 
     def explain_input(self, engine: Any, x: torch.Tensor, method: str, target: int | str | None, **options: Any) -> Any:
         """``engine.explain`` on a prepared input ``(1, C', *S')``; a network that cannot take it is an
@@ -243,17 +259,12 @@ class Model:
             result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared, like=scan
         )
         cam = _on_scan(cam, scan)
-        klass, prediction, given = result.decision(0)  # a batch's first sample, or the clip's one class
-        probs = given if given is not None else torch.zeros(0)
-        if probs.numel():
-            self.check_outputs(int(probs.numel()))
+        decision = self.named_decision(result)
         return ScanExplanation(
             map=cam,
             result=result,
             method=result.method,
-            prediction=self._label(prediction),
-            target=self._label(klass) if klass >= 0 else "custom",
-            probabilities={self._label(i): round(float(p), 6) for i, p in enumerate(probs)},
+            **decision,
             layers=tuple(result.layers),
             timings={**timings, "invert": time.perf_counter() - start},
             **self.provenance(options),

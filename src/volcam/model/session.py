@@ -149,11 +149,7 @@ class ScanSession:
         meta = {k: v for k, v in prepared.meta.items() if k != "applied_operations"}
         meta["affine"] = prepared.affine.detach().clone().cpu()
         cam = MetaTensor(plain.detach().float().cpu().clamp(0.0, 1.0).contiguous(), meta=meta)
-        klass, prediction, given = result.decision(0)
-        probs = given if given is not None else torch.zeros(0)
-        if probs.numel():
-            model.check_outputs(int(probs.numel()))
-        label = model._label
+        decision = model.named_decision(result)
         kept: list[ScanExplanation] = []
 
         def on_scan() -> ScanExplanation:
@@ -165,9 +161,7 @@ class ScanSession:
             map=cam,
             result=result,
             method=result.method,
-            prediction=label(prediction),
-            target=label(klass) if klass >= 0 else "custom",
-            probabilities={label(i): round(float(p), 6) for i, p in enumerate(probs)},
+            **decision,
             layers=tuple(result.layers),
             timings=timings,
             grid="network",
