@@ -373,7 +373,7 @@ def test_volcam_explain_writes_the_chosen_kinds(tmp_path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(
         app,
-        ["explain", str(sd.file(sd.CT_DICOM)), "--model", str(sd.file(sd.CT_CARD)), "--dicom-kind",
+        ["explain", str(sd.file(sd.CT_DICOM)), "--model", str(sd.file(sd.CT_CARD)), "--dicom",
          "segmentation,overlay", "--out", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -381,7 +381,7 @@ def test_volcam_explain_writes_the_chosen_kinds(tmp_path) -> None:
     assert len(dicom_instances(out / "gradcam_overlay")) == volcam.load(sd.file(sd.CT_DICOM)).shape[3]
     assert not (out / "gradcam_parametric-map").exists()
     bad = runner.invoke(app, ["explain", str(sd.file(sd.CT_DICOM)), "--model", str(sd.file(sd.CT_CARD)),
-                              "--dicom-kind", "picture", "--out", str(tmp_path / "bad")])  # fmt: skip
+                              "--dicom", "picture", "--out", str(tmp_path / "bad")])  # fmt: skip
     assert bad.exit_code != 0 and "picture" in bad.output and not (tmp_path / "bad").exists()
 
 

@@ -245,7 +245,7 @@ def test_explain_stores_the_parametric_map_and_segmentation_on_the_source_study(
     out = tmp_path / "out"
     code, stdout, err = run(
         "explain", pacs.series_url(copy_study, copy_series), "--model", sd.file(sd.CT_CARD), "--out", out,
-        "--dicom-kind", "parametric-map,segmentation", "--store", pacs.study_url(copy_study),
+        "--dicom", "parametric-map,segmentation", "--store", pacs.study_url(copy_study),
     )  # fmt: skip
     assert code == 0, err
     assert f"stored 2 DICOM instance(s) in {pacs.url}" in stdout

@@ -1,7 +1,7 @@
 """volcam's DICOM Parametric Map and Segmentation as OHIF shows them, in a real browser.
 
 For a CT (the shipped one, and the same phantom written with its slice normal pointing feet-ward), the
-test runs ``volcam explain --dicom-kind parametric-map,segmentation --store <PACS>``, serves OHIF's
+test runs ``volcam explain --dicom parametric-map,segmentation --store <PACS>``, serves OHIF's
 pinned build and the PACS's DICOMweb from one localhost origin (``ohif_site.py``), and has headless
 Chromium open the study (``ohif_drive.mjs``: double-clicks the thumbnails like a user). It then compares
 the viewer's own state with volcam's files and the lesion mask:
@@ -323,7 +323,7 @@ def test_ohif_shows_the_map_and_segmentation_on_the_lesions(case: str, viewer_pa
     study = CTS[case](pacs, ct_folder)
     code, _, err = run(
         "explain", ct_folder, "--model", sd.file(sd.CT_CARD), "--out", out,
-        "--dicom-kind", "parametric-map,segmentation", "--store", pacs.url,
+        "--dicom", "parametric-map,segmentation", "--store", pacs.url,
     )  # fmt: skip
     assert code == 0, err
     with OhifSite(OHIF_DIST, pacs.rest, pacs.auth) as site:

@@ -31,18 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from volcam.defaults import LCAM_LOSS
 from volcam.errors import CardError, InputError, MethodError
-from volcam.methods.learned import VARIANTS, LCamAttention, lcam_loss, select_class
+from volcam.methods.learned import LCamAttention, lcam_loss, select_class
 from volcam.model.weights import default_path, load_lcam, record_in_card, save_lcam
+from volcam.workflows.specs import LCAM_TARGETS, LCamSpec
 
 if TYPE_CHECKING:
     from volcam.model.model import Model
 
-__all__ = ["TARGETS", "LCamTraining", "load_lcam", "save_lcam", "train_lcam"]  # file functions: model.weights
-
-#: What L-CAM learns to explain: the network's decision, or the label the data gives.
-TARGETS = ("prediction", "label")
+__all__ = ["LCAM_TARGETS", "LCamTraining", "load_lcam", "save_lcam", "train_lcam"]  # file functions: model.weights
 
 
 @dataclass(frozen=True)
@@ -139,27 +136,16 @@ def _label_indices(labels: Sequence[int | str | None], names: Sequence[str]) -> 
 def train_lcam(
     model_card: str | os.PathLike | Model,
     images: Any,
-    variant: str = "fm",
+    variant: str | None = None,
     *,
-    epochs: int = 10,
-    layer: str | None = None,
+    spec: LCamSpec | None = None,
     labels: Sequence[int | str] | None = None,
-    target: str = "prediction",
-    batch_size: int = 8,
-    lr: float = 0.01,
-    validation: float = 0.2,
-    patience: int = 3,
-    seed: int = 0,
-    ce_weight: float = LCAM_LOSS.ce_weight,
-    area_weight: float = LCAM_LOSS.area_weight,
-    area_power: float = LCAM_LOSS.area_power,
-    tv_weight: float = LCAM_LOSS.tv_weight,
-    tv_border: float = LCAM_LOSS.tv_border,
     out: str | os.PathLike | None = None,
     save: bool = True,
     update_card: bool = True,
     progress: bool = True,
     device: str | torch.device | None = None,
+    **choices: Any,
 ) -> LCamTraining:
     """Train an L-CAM-Fm or L-CAM-Img attention module for a model card's frozen network.
 
@@ -169,18 +155,12 @@ def train_lcam(
             columns, paths relative to it), a list of scans as :func:`volcam.load` returns them (the
             card's preprocessing is applied), or a tensor ``(N, C, *S)`` of network inputs.
         variant: ``"fm"`` (map × feature maps through the head) or ``"img"`` (upsampled map × input
-            through the whole network).
-        epochs: at most this many passes over the training images.
-        layer: the target layer; the card's by default.
+            through the whole network); short for ``variant=`` in ``choices``.
+        spec: how to train (:class:`~volcam.workflows.specs.LCamSpec`: variant, epochs, layer, target
+            — ``"prediction"``, the frozen model's own decision on each unmasked image, or ``"label"``
+            —, batch size, learning rate, validation fraction, patience, seed, loss weights);
+            ``choices`` as keywords (``epochs=20, lr=0.05``) change it.
         labels: one class label or index per image (a manifest's ``label`` column otherwise).
-        target: ``"prediction"`` keeps the frozen model's own decision on each unmasked image;
-            ``"label"`` the given labels.
-        batch_size, lr: Adam's batches and learning rate.
-        validation: fraction of the images held out for the validation loss (0: none).
-        patience: stop after this many epochs without a lower validation loss.
-        seed: the split, the shuffling and the module's initial weights.
-        ce_weight, area_weight, area_power, tv_weight, tv_border: the loss (the paper's defaults;
-            see :func:`volcam.methods.learned.lcam_loss`).
         out: where to save the module; next to the card by default (``<name>.lcam-<variant>.pt``).
         save: write the module to ``out``.
         update_card: record the module in the card, so ``explain(method="lcam-fm")`` finds it.
@@ -190,142 +170,175 @@ def train_lcam(
     Returns:
         :class:`LCamTraining`. The network's parameters, modes and ``requires_grad`` flags are as before.
     """
-    from tqdm.auto import tqdm
-
-    from volcam.engine.capture import forward_replacing
-    from volcam.engine.core import CamEngine
-    from volcam.engine.drive import frozen, read_output
-    from volcam.engine.head import checked_head
     from volcam.model.model import Model, load_model
-    from volcam.targets import num_classes, predicted_classes
 
-    if variant not in VARIANTS:
-        raise MethodError(f"L-CAM variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    if target not in TARGETS:
-        raise MethodError(f"target {target!r}; use 'prediction' (the model's decision) or 'label'")
-    if epochs < 1 or batch_size < 1 or not 0 <= validation < 1 or patience < 1:
-        raise MethodError("epochs, batch_size and patience must be at least 1 and validation in [0, 1)")
+    spec = LCamSpec.of(spec, **({"variant": variant} if variant is not None else {}), **choices)
     start = time.perf_counter()
     model = model_card if isinstance(model_card, Model) else load_model(model_card, device=device)
+    destination = Path(out) if out is not None else default_path(model.card.path, spec.variant)
     if save:  # where the module goes is checked before the slow part: never over an input
         from volcam.io.atomic import check_not_input
 
         sources = [images] if isinstance(images, str | os.PathLike) else []
-        check_not_input(
-            Path(out) if out is not None else default_path(model.card.path, variant),
-            [model.card.path, model.card.weights, *sources],
-            what="L-CAM weights file",
-        )
-    network = model.network
+        check_not_input(destination, [model.card.path, model.card.weights, *sources], what="L-CAM weights file")
     dev = torch.device(device) if device is not None else model.device
     x, given = _gather(model, images, labels)
-    if target == "label" and given is None:
+    if spec.target == "label" and given is None:
         raise InputError("target='label' needs labels (labels=, or a manifest with a 'label' column)")
-    chosen = layer if layer is not None else model.card.layer
+    data = _frozen_data(model, x, given, spec, dev)
+    trainer = _Trainer(model, data, spec, dev)
+    fit = trainer.fit(progress)
+    if not save:
+        return LCamTraining(trainer.module, spec.variant, data.layer, None, *fit, time.perf_counter() - start)
+    info = {
+        "images": len(x), "validation": len(trainer.val_idx), "target": spec.target, "epochs_run": len(fit[0]),
+        "best_epoch": fit[1], "seed": spec.seed, "best_loss": round(trainer.best, 6), **vars(spec.loss),
+    }  # fmt: skip
+    save_lcam(destination, trainer.module, variant=spec.variant, layer=data.layer, labels=model.labels, info=info)
+    if update_card:
+        record_in_card(model.card.path, spec.variant, destination, data.layer, model.labels)
+        model.refresh_card()  # this Model explains with the new module right away
+    return LCamTraining(trainer.module, spec.variant, data.layer, destination, *fit, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class _FrozenData:
+    """What the frozen network gives once per image: the inputs, the target layer's activations, the
+    network's outputs and the class each image teaches."""
+
+    x: torch.Tensor  # (N, C, *S) network inputs, on the training device
+    layer: str  # the target layer ("auto" resolved)
+    activations: torch.Tensor  # (N, K, *s) at the layer
+    output: torch.Tensor  # (N, n_classes) the card's output
+    classes: torch.Tensor  # (N,) the class each image teaches
+
+
+def _frozen_data(
+    model: Model, x: torch.Tensor, given: list[int | str | None] | None, spec: LCamSpec, dev: torch.device
+) -> _FrozenData:
+    """The activations and the decisions of the frozen network, once per image (they never change)."""
+    from volcam.engine.core import CamEngine
+    from volcam.targets import num_classes, predicted_classes
+
+    chosen = spec.layer if spec.layer is not None else model.card.layer
     if not isinstance(chosen, str):
         raise MethodError("L-CAM trains at one layer")
     model.check_layer(chosen)
-
-    # The activations and the decisions of the frozen network, once per image.
-    engine = CamEngine(network, chosen, device=dev, progress=False, output=model.output_of)  # the card's output
-    chosen = engine.layers_for(x[:1].to(dev))[0]  # "auto" resolved
     feats, outputs = [], []
-    for chunk in x.split(batch_size):
-        fwd = engine.forward(chunk, graph=False)
-        feats.append(fwd.activations[chosen].detach())
-        outputs.append(fwd.output.detach())
-    engine.close()
+    with CamEngine(model.network, chosen, device=dev, progress=False, output=model.output_of) as engine:
+        chosen = engine.layers_for(x[:1].to(dev))[0]  # "auto" resolved
+        for chunk in x.split(spec.batch_size):
+            fwd = engine.forward(chunk, graph=False)
+            feats.append(fwd.activations[chosen].detach())
+            outputs.append(fwd.output.detach())
     activations, output = torch.cat(feats), torch.cat(outputs)
     n_classes = num_classes(output)
     if model.labels and len(model.labels) != n_classes:
         raise CardError(f"{model.card.path}: the card has {len(model.labels)} labels, the network {n_classes} classes")
-    # given is None only for target="prediction" (checked above)
-    classes = (
-        _label_indices(given, model.labels) if given is not None and target == "label" else predicted_classes(output)
-    )
-    classes = classes.to(dev)
-    x = x.to(dev, dtype=activations.dtype)
+    taught = _label_indices(given, model.labels) if given is not None and spec.target == "label" else None
+    classes = (taught if taught is not None else predicted_classes(output)).to(dev)
+    return _FrozenData(x.to(dev, dtype=activations.dtype), chosen, activations, output, classes)
 
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(x), generator=gen)
-    n_val = round(validation * len(x)) if len(x) > 1 else 0
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    torch.manual_seed(seed)  # the module's initial weights
-    module = LCamAttention(activations.shape[1], n_classes).to(dev)
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    weights = {"ce_weight": ce_weight, "area_weight": area_weight, "area_power": area_power}
-    weights.update(tv_weight=tv_weight, tv_border=tv_border)
 
-    def masked_output(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = activations[idx]
-        mask = select_class(module(a), classes[idx])
-        if variant == "img":
+class _Trainer:
+    """The attention module, its optimiser and the split, and what one step computes: the class map
+    applied (to the feature maps through the head, or to the input through the network) and the loss."""
+
+    def __init__(self, model: Model, data: _FrozenData, spec: LCamSpec, dev: torch.device) -> None:
+        self.model, self.data, self.spec = model, data, spec
+        self.generator = torch.Generator().manual_seed(spec.seed)
+        order = torch.randperm(len(data.x), generator=self.generator)
+        n_val = round(spec.validation * len(data.x)) if len(data.x) > 1 else 0
+        self.val_idx, self.train_idx = order[:n_val], order[n_val:]
+        torch.manual_seed(spec.seed)  # the module's initial weights
+        self.module = LCamAttention(data.activations.shape[1], data.output.shape[1]).to(dev)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=spec.lr)
+        self.head: torch.nn.Module | None = None
+        self.best = math.inf
+
+    def masked_output(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The card's output with the class maps applied to samples ``idx``, and the maps ``(n, 1, *s)``."""
+        from volcam.engine.capture import forward_replacing
+        from volcam.engine.drive import read_output
+
+        data, network, output_of = self.data, self.model.network, self.model.output_of
+        a = data.activations[idx]
+        mask = select_class(self.module(a), data.classes[idx])
+        if self.spec.variant == "img":
             from volcam.maps.geometry import upsample
 
-            return read_output(network, x[idx] * upsample(mask, x.shape[2:]), model.output_of), mask
-        if head is not None:
-            return model.output_of(head(a * mask)), mask
-        return model.output_of(forward_replacing(network, x[idx], chosen, a * mask)), mask
+            return read_output(network, data.x[idx] * upsample(mask, data.x.shape[2:]), output_of), mask
+        if self.head is not None:
+            return output_of(self.head(a * mask)), mask
+        return output_of(forward_replacing(network, data.x[idx], data.layer, a * mask)), mask
 
-    def evaluate(idx: torch.Tensor) -> float:
+    def loss_terms(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits, mask = self.masked_output(idx)
+        return lcam_loss(logits, self.data.classes[idx], mask, **vars(self.spec.loss))
+
+    def validation_loss(self) -> float:
+        if not len(self.val_idx):
+            return math.nan
         total = 0.0
         with torch.no_grad():
-            for chunk in idx.split(batch_size):
-                logits, mask = masked_output(chunk)
-                total += float(lcam_loss(logits, classes[chunk], mask, **weights)["loss"]) * len(chunk)
-        return total / max(len(idx), 1)
+            for chunk in self.val_idx.split(self.spec.batch_size):
+                total += float(self.loss_terms(chunk)["loss"]) * len(chunk)
+        return total / len(self.val_idx)
 
-    history: list[dict[str, float]] = []
-    best, best_state, best_epoch, waited = math.inf, copy.deepcopy(module.state_dict()), 0, 0
-    stopped_early = False
-    bar = tqdm(range(epochs), desc=f"L-CAM-{variant.capitalize()} at {chosen}", unit="epoch", disable=not progress)
-    # eval mode (batch-norm statistics stay as they are) and no parameter gradients, restored on exit
-    with frozen(network), torch.enable_grad():
-        head = checked_head(network, chosen, activations[:1], output[:1], model.output_of) if variant == "fm" else None
-        for epoch in bar:
-            module.train()
-            sums = dict.fromkeys(("loss", "ce", "area", "tv"), 0.0)
-            shuffled = train_idx[torch.randperm(len(train_idx), generator=gen)]
-            for chunk in shuffled.split(batch_size):
-                logits, mask = masked_output(chunk)
-                terms = lcam_loss(logits, classes[chunk], mask, **weights)
-                optimizer.zero_grad()
-                terms["loss"].backward()
-                optimizer.step()
-                for k, v in terms.items():
-                    sums[k] += float(v.detach()) * len(chunk)
-            module.eval()
-            row = {f"train_{k}" if k == "loss" else k: v / max(len(train_idx), 1) for k, v in sums.items()}
-            row["val_loss"] = evaluate(val_idx) if n_val else math.nan
-            row["epoch"] = epoch + 1
-            history.append(row)
-            bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
-            score = row["val_loss"] if n_val else row["train_loss"]
-            if score < best - 1e-6:
-                best, best_state, best_epoch, waited = score, copy.deepcopy(module.state_dict()), epoch + 1, 0
-            else:
+    def epoch(self) -> dict[str, float]:
+        """One pass over the training images; the mean loss terms and the validation loss."""
+        self.module.train()
+        sums = dict.fromkeys(("loss", "ce", "area", "tv"), 0.0)
+        shuffled = self.train_idx[torch.randperm(len(self.train_idx), generator=self.generator)]
+        for chunk in shuffled.split(self.spec.batch_size):
+            terms = self.loss_terms(chunk)
+            self.optimizer.zero_grad()
+            terms["loss"].backward()
+            self.optimizer.step()
+            for k, v in terms.items():
+                sums[k] += float(v.detach()) * len(chunk)
+        self.module.eval()
+        row = {f"train_{k}" if k == "loss" else k: v / max(len(self.train_idx), 1) for k, v in sums.items()}
+        row["val_loss"] = self.validation_loss()
+        return row
+
+    def fit(self, progress: bool) -> tuple[list[dict[str, float]], int, bool]:
+        """Train with early stopping; the module keeps the best epoch's weights. The history, the best
+        epoch (1-based) and whether training stopped before ``epochs``."""
+        from tqdm.auto import tqdm
+
+        from volcam.engine.drive import frozen
+        from volcam.engine.head import checked_head
+
+        spec, data, network = self.spec, self.data, self.model.network
+        history: list[dict[str, float]] = []
+        best_state, best_epoch, waited, stopped_early = copy.deepcopy(self.module.state_dict()), 0, 0, False
+        title = f"L-CAM-{spec.variant.capitalize()} at {data.layer}"
+        bar = tqdm(range(spec.epochs), desc=title, unit="epoch", disable=not progress)
+        # eval mode (batch-norm statistics stay as they are) and no parameter gradients, restored on exit
+        with frozen(network), torch.enable_grad():
+            if spec.variant == "fm":
+                self.head = checked_head(
+                    network, data.layer, data.activations[:1], data.output[:1], self.model.output_of
+                )
+            for epoch in bar:
+                row = {**self.epoch(), "epoch": epoch + 1}
+                history.append(row)
+                bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")
+                score = row["val_loss"] if len(self.val_idx) else row["train_loss"]
+                if score < self.best - 1e-6:
+                    self.best, best_state, best_epoch, waited = (
+                        score,
+                        copy.deepcopy(self.module.state_dict()),
+                        epoch + 1,
+                        0,
+                    )
+                    continue
                 waited += 1
-                if waited >= patience:
-                    stopped_early = epoch + 1 < epochs
+                if waited >= spec.patience:
+                    stopped_early = epoch + 1 < spec.epochs
                     break
-    bar.close()
-    module.load_state_dict(best_state)
-    module = module.eval().cpu()
-    path = None
-    if save:
-        path = Path(out) if out is not None else default_path(model.card.path, variant)
-        info = {
-            "images": len(x),
-            "validation": n_val,
-            "target": target,
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "seed": seed,
-            "best_loss": round(best, 6),
-            **weights,
-        }
-        save_lcam(path, module, variant=variant, layer=chosen, labels=model.labels, info=info)
-        if update_card:
-            record_in_card(model.card.path, variant, path, chosen, model.labels)
-            model.refresh_card()  # this Model explains with the new module right away
-    return LCamTraining(module, variant, chosen, path, history, best_epoch, stopped_early, time.perf_counter() - start)
+        bar.close()
+        self.module.load_state_dict(best_state)
+        self.module = self.module.eval().cpu()
+        return history, best_epoch, stopped_early
