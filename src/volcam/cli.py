@@ -20,7 +20,8 @@ import typer
 
 from volcam._version import __version__
 from volcam.defaults import LCAM_LOSS, LCamLossWeights
-from volcam.errors import InputError, VolcamError, error_line, one_line
+from volcam.errors import InputError, TargetError, VolcamError, error_line, one_line
+from volcam.io.atomic import check_output_folder
 from volcam.workflows.specs import (
     CohortSpec,
     EvaluateSpec,
@@ -234,7 +235,6 @@ def _series(text: str | None) -> str | int | None:
 
 def _check_out(out: Path, *inputs: Path | None) -> None:
     """``--out`` before anything heavy loads: a folder volcam may fill, not a file, a user's folder or an input."""
-    from volcam.io.atomic import check_output_folder
 
     check_output_folder(out, [p for p in inputs if p is not None])
 
@@ -303,7 +303,6 @@ def explain(
 ) -> None:
     """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
     from volcam.devices import parse_device
-    from volcam.errors import TargetError
     from volcam.workflows.explain_folder import explain_to_folder
 
     spec = _given(
@@ -363,7 +362,6 @@ def evaluate(
 ) -> None:
     """Score CAM methods on INPUT against a lesion MASK: localization, faithfulness, sanity; table + plots in OUT."""
     from volcam.devices import parse_device
-    from volcam.errors import TargetError
     from volcam.io import load
     from volcam.workflows.evaluate import evaluate_to_folder
 

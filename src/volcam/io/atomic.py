@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from volcam._version import __version__
 from volcam.errors import OutputError
 from volcam.io.formats import full_suffix
 
@@ -261,7 +262,6 @@ def output_folder(
         ours: for a folder whose files say themselves who made them (a derived DICOM series): how to
             tell; then no :data:`MARKER` is written.
     """
-    from volcam._version import __version__
 
     inputs = list(inputs)
     path = check_output_folder(out, inputs, ours or made_by_volcam)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from volcam.errors import FileFormatError, InputError, first_line
-from volcam.io.formats import is_url
+from volcam.io.formats import full_suffix, is_image_name, is_url
+from volcam.io.paths import is_regular_file
 
 __all__ = ["Case", "input_signature", "read_cases"]
 
@@ -140,7 +141,6 @@ def _place(manifest: Path, cell: str) -> Path | str:
 
 def _scan_name(path: Path) -> tuple[str, bool]:
     """(case id, is a mask) of a file or folder in a folder of scans."""
-    from volcam.io.formats import full_suffix
 
     suffix = full_suffix(path) if path.is_file() else ""
     stem = path.name[: -len(suffix)] if suffix else path.name
@@ -149,8 +149,6 @@ def _scan_name(path: Path) -> tuple[str, bool]:
 
 def _is_scan(path: Path) -> bool:
     """A DICOM folder, or a regular file with an image suffix (or none: DICOM files often have none)."""
-    from volcam.io.formats import is_image_name
-    from volcam.io.paths import is_regular_file
 
     if path.is_dir():
         return True

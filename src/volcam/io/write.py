@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from volcam._version import __version__
 from volcam.errors import InputError, first_line
 from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
 from volcam.maps.arrays import image_array, map_array
@@ -178,7 +179,6 @@ def write_dicom(
     """
     import pydicom
 
-    from volcam._version import __version__
     from volcam.io.dicom.objects import KINDS, Provenance
     from volcam.io.dicom.placement import place_map
 

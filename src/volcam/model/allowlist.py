@@ -27,7 +27,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from volcam.errors import CardError
+from volcam.errors import CardError, first_line
+from volcam.io.memory import available_bytes
 
 __all__ = ["NETWORK_PREFIX", "build_network", "check_plain", "network_constructor", "resolve_references"]
 
@@ -198,8 +199,6 @@ def build_network(
         CardError: a name, an argument or a size the allow-list refuses, or a network that does
             not build with these arguments.
     """
-    from volcam.errors import first_line
-    from volcam.io.memory import available_bytes
 
     if not isinstance(args, Mapping):
         raise CardError(f"{where}: {_path(args_at)}: the network's arguments are a JSON object")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from volcam.errors import CardError, first_line
+from volcam.io.atomic import atomic_file
 from volcam.methods.learned import LCamAttention
 
 __all__ = ["FORMAT", "default_path", "fit_state", "load_lcam", "load_weights", "record_in_card", "save_lcam"]
@@ -107,7 +108,6 @@ def save_lcam(
     info: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``module`` with what it was trained for (tensors, strings and numbers only), atomically."""
-    from volcam.io.atomic import atomic_file
 
     state = {
         "volcam_lcam": FORMAT,
@@ -182,7 +182,6 @@ def default_path(card_path: Path, variant: str) -> Path:
 
 def record_in_card(card_path: Path, variant: str, weights: Path, layer: str, labels: Sequence[str]) -> None:
     """Add (or replace) ``"lcam": {variant: {...}}`` in a volcam card file, atomically."""
-    from volcam.io.atomic import atomic_file
 
     data = json.loads(card_path.read_text())
     if not isinstance(data, dict) or "volcam_card" not in data:

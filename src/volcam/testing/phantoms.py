@@ -25,6 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from volcam.io.atomic import atomic_file, atomic_folder
+from volcam.io.dicom.instances import save_instance
+
 if TYPE_CHECKING:
     from monai.data import MetaTensor
 
@@ -439,9 +442,7 @@ def write_ct_dicom(phantom: CtPhantom, folder: str | os.PathLike, *, key: object
     """
     from pydicom.dataset import Dataset
 
-    from volcam.io.atomic import atomic_folder
     from volcam.io.dicom.geometry import slice_geometry
-    from volcam.io.dicom.instances import save_instance
 
     sz = phantom.spacing[2]
     study, series, frame = _uid(key, "study"), _uid(key, "series"), _uid(key, "frame")
@@ -472,9 +473,6 @@ def write_ultrasound_dicom(clip: UltrasoundClip, path: str | os.PathLike, *, key
     """Write a clip as a multi-frame ultrasound DICOM (frame time and calibrated region), atomically."""
     from pydicom.dataset import Dataset
     from pydicom.tag import Tag
-
-    from volcam.io.atomic import atomic_file
-    from volcam.io.dicom.instances import save_instance
 
     t, h, w = clip.frames.shape
     ds = Dataset()

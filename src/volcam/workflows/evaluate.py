@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from volcam.engine.drive import plain_tensor
+from volcam.io.atomic import atomic_file, check_output_folder, output_folder
 from volcam.metrics import MetricInputError
 from volcam.workflows.scoring import MapScores, column, column_name, columns, score_map
 from volcam.workflows.specs import EvaluateSpec
@@ -102,7 +103,6 @@ def evaluate_to_folder(
     Returns:
         one row per method (:meth:`MethodEvaluation.row`), as written to ``metrics.csv``.
     """
-    from volcam.io.atomic import check_output_folder, output_folder
     from volcam.workflows.explain_folder import input_paths
 
     spec = EvaluateSpec.of(spec, **choices)
@@ -194,7 +194,6 @@ def _format(value: Any) -> str:
 
 
 def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
-    from volcam.io.atomic import atomic_file
 
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
@@ -219,8 +218,6 @@ def _plot_curves(curves: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from volcam.io.atomic import atomic_file
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for name, di in curves.items():
         for ax, curve in zip(axes, (di.deletion, di.insertion), strict=True):
@@ -242,8 +239,6 @@ def _plot_sanity(checks: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from volcam.io.atomic import atomic_file
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for name, check in checks.items():

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from volcam.errors import InputError
+from volcam.io.atomic import output_folder, source_paths
 from volcam.workflows.specs import ExplainSpec
 
 __all__ = ["explain_to_folder", "input_paths", "method_stem"]
@@ -59,8 +61,6 @@ def explain_to_folder(
     """
     from tqdm.auto import tqdm
 
-    from volcam.io.atomic import output_folder
-
     spec = ExplainSpec.of(spec, **choices)
     if spec.store is not None:
         from volcam.io.dicom.web import check_store
@@ -98,7 +98,6 @@ def _spacing(scan: Any) -> tuple[float, ...]:
 
 def _summary_head(scan: Any, model: Any, spec: ExplainSpec) -> dict[str, Any]:
     """The summary before any map: the model, the input, what was asked; checks what the scan allows."""
-    from volcam.errors import InputError
 
     clip = _is_clip(scan)
     if spec.dicom and clip:
@@ -157,7 +156,6 @@ def _store(folder: Path, summary: dict[str, Any], url: str) -> dict[str, Any]:
 def input_paths(scan: Any, model: Any = None, *others: Any) -> list[Path]:
     """What a command reads: the scan's source, the model's card and weights, and ``others`` (masks
     or their paths); no output may be, hold or lie inside any of them."""
-    from volcam.io.atomic import source_paths
 
     found = source_paths(scan)
     card = getattr(model, "card", None)

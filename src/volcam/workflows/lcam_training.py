@@ -32,6 +32,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from volcam.errors import CardError, InputError, MethodError
+from volcam.io.atomic import check_not_input
+from volcam.io.formats import is_image_name
+from volcam.io.tables import read_cases
 from volcam.methods.learned import LCamAttention, lcam_loss, select_class
 from volcam.model.weights import default_path, load_lcam, record_in_card, save_lcam
 from volcam.workflows.specs import LCAM_TARGETS, LCamSpec
@@ -77,8 +80,6 @@ def _gather(
 ) -> tuple[torch.Tensor, list[int | str | None] | None]:
     """Network inputs ``(N, C, *S)`` and labels from a folder, a manifest, scans or a ready tensor."""
     from volcam.io import load
-    from volcam.io.formats import is_image_name
-    from volcam.io.tables import read_cases
 
     if isinstance(images, (str, os.PathLike)):
         where = Path(images)
@@ -177,8 +178,6 @@ def train_lcam(
     model = model_card if isinstance(model_card, Model) else load_model(model_card, device=device)
     destination = Path(out) if out is not None else default_path(model.card.path, spec.variant)
     if save:  # where the module goes is checked before the slow part: never over an input
-        from volcam.io.atomic import check_not_input
-
         sources = [images] if isinstance(images, str | os.PathLike) else []
         check_not_input(destination, [model.card.path, model.card.weights, *sources], what="L-CAM weights file")
     dev = torch.device(device) if device is not None else model.device

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 
 from volcam.errors import FileFormatError, SeriesError, one_line
 from volcam.io.dicom.headers import FieldError, frame_count, header_text, optional_numbers, quiet, read_header
+from volcam.io.formats import format_of
 from volcam.io.paths import is_regular_file
 
 __all__ = ["Scan", "Series", "is_dicomdir", "scan_folder", "select_series"]
@@ -112,7 +113,6 @@ def scan_folder(folder: str | os.PathLike) -> Scan:
             _scan_file(path, by_uid, seen, skipped)
     if not by_uid:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        from volcam.io.formats import format_of
 
         others = sorted(p.name for p in files if format_of(p) != "dicom")
         hint = f"; a folder is read as DICOM, give the file itself (e.g. {others[0]})" if others else ""

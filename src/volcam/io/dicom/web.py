@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from volcam.errors import FileFormatError, InputError, OutputError, SeriesError, VolcamError, VolcamWarning, one_line
+from volcam.io.atomic import is_temporary, remove_stale
+from volcam.io.dicom.instances import dicom_instances
 from volcam.io.dicom.series import Scan, Series, select_series
 from volcam.io.formats import is_url
 
@@ -392,7 +394,6 @@ if hasattr(os, "register_at_fork"):
 
 def _private_root() -> Path:
     """``<tmp>/volcam-dicomweb-<uid>``, 0700 and ours; a fresh private folder when that is not safe."""
-    from volcam.io.atomic import remove_stale
 
     uid = os.getuid() if hasattr(os, "getuid") else 0
     root = Path(tempfile.gettempdir()) / f"volcam-dicomweb-{uid}"
@@ -419,7 +420,6 @@ def _remove_at_exit(folder: Path, pid: int) -> None:
 def _process_folder() -> Path:
     """This process's folder of retrieved series, made on first use and removed at exit."""
     global _folder
-    from volcam.io.atomic import is_temporary
 
     with _lock:
         if _folder is None or not _folder.is_dir():
@@ -609,7 +609,6 @@ def store(paths: Iterable[str | os.PathLike], url: str) -> int:
     credentials, is not DICOMweb, or refuses any instance.
     """
     from volcam.io.dicom.headers import read_header
-    from volcam.io.dicom.instances import dicom_instances
 
     root = Address(parse_address(url, study=False).root)
     files = [file for path in paths for file in dicom_instances(path)]

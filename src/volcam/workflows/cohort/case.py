@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from volcam.errors import InputError, OutputError, VolcamError, error_line, first_line, one_line
 from volcam.io.atomic import atomic_folder
+from volcam.io.dicom.instances import dicom_instances
 from volcam.io.dicom.web import release, store
 from volcam.io.load import load
 from volcam.io.tables import Case
@@ -205,7 +206,6 @@ def write_maps(
 ) -> tuple[tuple[str, ...], list[Path]]:
     """Each method's map into ``temporary``: NIfTI, a montage with ``spec.png``, a DICOM object per kind
     of ``spec.dicom`` (``<method>_<kind>/``). The files written (relative) and the DICOM objects."""
-    from volcam.io.dicom.instances import dicom_instances
     from volcam.io.write import write_dicom, write_nifti
     from volcam.viz.render import montage
 
