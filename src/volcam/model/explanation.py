@@ -48,14 +48,15 @@ class ScanExplanation:
     model: str | None = None
     model_sha256: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    _on_scan: Callable[[], ScanExplanation] | None = field(default=None, repr=False, compare=False)
+    # how a network-grid map is carried to the scan's grid, when asked (to_scan); None on the scan's grid
+    carry_to_scan: Callable[[], ScanExplanation] | None = field(default=None, repr=False, compare=False)
 
     def to_scan(self) -> ScanExplanation:
         """This explanation on the scan's grid: itself when it lies there, else its map carried back
         through the card's inverse transforms (the first call pays that; later calls get the same)."""
-        if self.grid == "scan" or self._on_scan is None:
+        if self.grid == "scan" or self.carry_to_scan is None:
             return self
-        return self._on_scan()
+        return self.carry_to_scan()
 
     @property
     def samples(self) -> int:

@@ -165,7 +165,7 @@ class ScanSession:
             layers=tuple(result.layers),
             timings=timings,
             grid="network",
-            _on_scan=on_scan,
+            carry_to_scan=on_scan,
             **model.provenance(options),
         )
 
