@@ -296,12 +296,14 @@ def explain(
     gradient_sigma_mm: Annotated[float | None, _option(ExplainSpec, "gradient_sigma_mm")] = None,
     dicom: Annotated[list[str] | None, _option(ExplainSpec, "dicom", metavar="KIND[,KIND]")] = None,
     store: Annotated[str | None, _option(ExplainSpec, "store")] = None,
+    decisive_threshold: Annotated[float | None, _option(ExplainSpec, "decisive_threshold")] = None,
     series: Series = None,
     volume: Volume = None,
     trust_weights: TrustWeights = False,
     device: Device = None,
 ) -> None:
-    """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT."""
+    """Explain INPUT with a model card: map as NIfTI (same affine), PNG montage and a JSON summary in OUT; a
+    clip also as a video (MP4 and an animated WebP) with its frame-probability curve."""
     from volcam.devices import parse_device
     from volcam.workflows.explain_folder import explain_to_folder
 
@@ -313,6 +315,7 @@ def explain(
         gradient_sigma_mm=gradient_sigma_mm,
         dicom=dicom,
         store=store,
+        decisive_threshold=decisive_threshold,
     )  # a wrong choice: one line, before anything loads
     parse_device(device)
     _check_out(out, Path(input), model)

@@ -25,7 +25,13 @@ from volcam.maps.arrays import image_array, map_array
 from volcam.maps.colour import COLORMAP, display_range, fuse
 from volcam.maps.windowing import Window
 
-__all__ = ["display_range", "fuse", "montage"]  # the first two live in maps.colour
+# display_range and fuse live in maps.colour
+__all__ = ["PICTURE_ALPHA", "PICTURE_THRESHOLD", "display_range", "fuse", "montage"]
+
+#: How the pictures (montages, a clip's video) fuse a map over the image (:func:`volcam.maps.colour.fuse`):
+#: the colour's opacity where the map is 1, and the map value at or below which nothing is coloured.
+PICTURE_ALPHA = 0.5
+PICTURE_THRESHOLD = 0.05
 
 
 def _display_volume(image: np.ndarray, cam: np.ndarray, affine: np.ndarray | None) -> tuple[Any, ...]:
@@ -81,8 +87,8 @@ def montage(
     max_panels: int = 16,
     columns: int | None = None,
     colormap: str = COLORMAP,
-    alpha: float = 0.5,
-    threshold: float = 0.05,
+    alpha: float = PICTURE_ALPHA,
+    threshold: float = PICTURE_THRESHOLD,
     title: str | None = None,
     overwrite: bool = True,
 ) -> Path:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from volcam.errors import InputError
+from volcam.errors import DependencyError, InputError
 from volcam.io.atomic import output_folder, source_paths
 from volcam.workflows.specs import ExplainSpec
 
@@ -52,7 +52,11 @@ def explain_to_folder(
     Per method: ``<method>.nii.gz`` (the map on the scan's grid, with its affine), ``<method>.png``
     (a montage of the hottest slices or frames), and per DICOM kind in ``spec.dicom`` a folder
     ``<method>_<kind>/`` of DICOM instances on the scan's study and frame of reference (volumes only;
-    :func:`volcam.io.dicom.instances.dicom_instances` lists them). Returns the summary written to ``summary.json``.
+    :func:`volcam.io.dicom.instances.dicom_instances` lists them). A clip's method also gets
+    ``<method>.mp4`` and ``<method>.webp`` (``.gif`` where PyAV has no WebP encoder): the clip with its
+    map and the explained class's probability per frame (:func:`volcam.viz.video.write_clip_video`),
+    and its record the frame probabilities and the decisive frames (``spec.decisive_threshold``).
+    Returns the summary written to ``summary.json``.
 
     With ``spec.store`` (a DICOMweb root, e.g. ``http://pacs:8042/dicom-web``; checked before any work)
     the DICOM objects are also sent there with STOW-RS before the folder appears: a store that fails
@@ -76,11 +80,12 @@ def explain_to_folder(
         for method in bar:
             bar.set_postfix_str(method)
             explained = model.explain(scan, method, target=spec.target, layer=spec.layer, **spec.method_kwargs())
-            record = _write_explanation(explained, scan, model, folder, out, spec.dicom, mask)
+            record = _write_explanation(explained, scan, model, folder, out, spec, mask)
             summary["explanations"].append(record)
             if progress is not None:
+                written = [record["files"][key] for key in ("png", "video", "animation") if key in record["files"]]
                 with tqdm.external_write_mode():  # a line above the bar, not through it
-                    progress(f"  {explained.method:<10} → {record['files']['png']}")
+                    progress(f"  {explained.method:<10} → {', '.join(written)}")
         if spec.store is not None:
             summary["stored"] = _store(folder, summary, spec.store)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -101,7 +106,7 @@ def _summary_head(scan: Any, model: Any, spec: ExplainSpec) -> dict[str, Any]:
 
     clip = _is_clip(scan)
     if spec.dicom and clip:
-        raise InputError("--dicom writes DICOM objects of volumes; a clip gets a NIfTI map and a montage")
+        raise InputError("--dicom writes DICOM objects of volumes; a clip gets a NIfTI map, a montage and a video")
     spacing = _spacing(scan)
     return {
         "model": model.name,
@@ -111,10 +116,10 @@ def _summary_head(scan: Any, model: Any, spec: ExplainSpec) -> dict[str, Any]:
 
 
 def _write_explanation(
-    explained: Any, scan: Any, model: Any, folder: Path, out: Path, kinds: Sequence[str], mask: np.ndarray | None
+    explained: Any, scan: Any, model: Any, folder: Path, out: Path, spec: ExplainSpec, mask: np.ndarray | None
 ) -> dict[str, Any]:
-    """Write one method's files (NIfTI, montage, DICOM kinds) into ``folder`` (that becomes ``out``);
-    its summary record, with where the files will be and the localization against ``mask``."""
+    """Write one method's files (NIfTI, montage, DICOM kinds; a clip's video) into ``folder`` (that becomes
+    ``out``); its summary record, with where the files will be and the localization against ``mask``."""
     from volcam.io.write import write_dicom, write_nifti
     from volcam.metrics.localization import localization, within_frames
     from volcam.viz.render import montage
@@ -127,11 +132,14 @@ def _write_explanation(
     title = f"{model.name} · {explained.method} @ {layers} · '{explained.target}' (p = {probability:.2f})"
     montage(scan, explained.map, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung")
     files: dict[str, Any] = {"nifti": str(out / f"{stem}.nii.gz"), "png": str(out / f"{stem}.png")}
-    for kind in kinds:
+    for kind in spec.dicom:
         write_dicom(explained, folder / f"{stem}_{kind}", scan, kind=kind, overwrite=True)
-    if kinds:
-        files["dicom"] = {kind: str(out / f"{stem}_{kind}") for kind in kinds}
+    if spec.dicom:
+        files["dicom"] = {kind: str(out / f"{stem}_{kind}") for kind in spec.dicom}
     record = explained.summary()
+    if clip:
+        written = _clip_outputs(explained, scan, model, folder / stem, spec.decisive_threshold, title, record)
+        files.update({key: str(out / path.name) for key, path in written.items()})
     record["timings_s"]["write"] = round(time.perf_counter() - start, 4)
     record["files"] = files
     if mask is not None:
@@ -140,6 +148,40 @@ def _write_explanation(
             explained.map[0].numpy(), mask, within_frames(spacing) if clip else spacing
         )
     return record
+
+
+def _clip_outputs(
+    explained: Any, scan: Any, model: Any, stem: Path, threshold: float, title: str, record: dict[str, Any]
+) -> dict[str, Path]:
+    """A clip's video (``<stem>.mp4`` and the animation; what was written, by kind) and, into ``record``,
+    its frame probabilities (label → ``(T,)``), its decisive frames and the video's seconds."""
+    from volcam.viz.video import FrameCurve, write_clip_video
+
+    # (T, classes); float64, so the JSON holds the rounded numbers, not their float32 neighbours
+    frame_probabilities = explained.result.frame_probabilities.detach().cpu().double().numpy()
+    labels = [model.label(k) for k in range(frame_probabilities.shape[1])]
+    # the explained class's curve; a custom target (no label of its own) shows the clip's class
+    index = labels.index(explained.target) if explained.target in labels else int(frame_probabilities.mean(0).argmax())
+    interval = scan.meta.get("frame_interval")
+    curve = FrameCurve(frame_probabilities[:, index], labels[index], threshold, float(interval) if interval else None)
+    decisive = curve.decisive
+    record["frame_probabilities"] = {
+        label: np.round(frame_probabilities[:, k], 5).tolist() for k, label in enumerate(labels)
+    }
+    record["decisive_frames"] = {
+        "label": curve.label,
+        "threshold": threshold,
+        "indices": decisive.tolist(),
+        "times_s": np.round(curve.times[decisive], 4).tolist() if interval else None,
+    }
+    start = time.perf_counter()
+    try:
+        written = write_clip_video(scan, explained.map, curve, stem, title=title)
+    except DependencyError as error:  # PyAV is optional: the maps and the summary still come, and say so
+        record["warnings"].append(f"no video of the clip: {error}")
+        return {}
+    record["timings_s"]["video"] = round(time.perf_counter() - start, 4)
+    return written
 
 
 def _store(folder: Path, summary: dict[str, Any], url: str) -> dict[str, Any]:

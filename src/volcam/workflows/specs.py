@@ -220,6 +220,11 @@ class ExplainSpec(JobSpec):
     gradient_sigma_mm: float | None = _choice(None, "Smooth gradients with a Gaussian of this σ in mm first.")
     dicom: tuple[str, ...] = _choice((), _DICOM_HELP)
     store: str | None = _choice(None, _STORE_HELP)
+    decisive_threshold: float = _choice(
+        0.5,
+        "A clip's decisive frames: those whose probability of the explained class is above this (0-1); listed in "
+        "summary.json and shaded under the clip's video.",
+    )
     options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
 
     def __post_init__(self) -> None:
@@ -230,6 +235,10 @@ class ExplainSpec(JobSpec):
             sigma = _non_negative(self, "gradient_sigma_mm", self.gradient_sigma_mm, "a width in mm")
             self._set("gradient_sigma_mm", sigma)
         self._set("dicom", _dicom(self, self.dicom, self.store))
+        threshold = _non_negative(self, "decisive_threshold", self.decisive_threshold, "a probability")
+        if threshold > 1:
+            raise self._fail("decisive_threshold", f"{self.decisive_threshold} is not a probability (0 to 1)")
+        self._set("decisive_threshold", threshold)
         self._set("options", dict(self.options))
 
     def method_kwargs(self) -> dict[str, Any]:
