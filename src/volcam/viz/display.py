@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from volcam.io.image import LPS_TO_RAS, voxel_spacing
+from volcam.maps.colour import percentile_limits
 from volcam.maps.windowing import window_bounds
 
 __all__ = ["DisplayGeometry", "display_geometry", "display_limits"]
@@ -169,8 +170,8 @@ def display_geometry(scan: Any) -> DisplayGeometry:
 
 
 def display_limits(values: np.ndarray, modality: str | None, window: str | tuple[float, float] = "lung") -> tuple:
-    """Grey limits (low, high) for showing ``values``: the CT ``window`` in HU, else the 1st-99th percentiles."""
+    """Grey limits (low, high) for showing ``values`` (slices along axis 0): the CT ``window`` in HU, else
+    the 1st-99th percentiles (:func:`volcam.maps.colour.percentile_limits`)."""
     if (modality or "").upper() == "CT":
         return window_bounds(window)
-    low, high = (float(v) for v in np.percentile(values, [1.0, 99.0]))
-    return (low, high if high > low else low + 1.0)
+    return percentile_limits(values, axis=0)

@@ -22,7 +22,7 @@ from volcam.errors import InputError
 from volcam.io.atomic import atomic_file
 from volcam.io.image import voxel_spacing
 from volcam.maps.arrays import image_array, map_array
-from volcam.maps.colour import COLORMAP, display_range, fuse
+from volcam.maps.colour import COLORMAP, display_range, fuse, percentile_limits
 from volcam.maps.windowing import Window
 
 # display_range and fuse live in maps.colour
@@ -114,7 +114,7 @@ def montage(
         raise InputError(f"map {tuple(values.shape)} is not on the image grid {tuple(data.shape[1:])}")
     pick = functools.partial(_choose, every=every, hottest=hottest, max_panels=max_panels)
     if meta.get("axes") == "thw":
-        panels = _clip_panels(display_range(data, meta.get("modality"), window), values, meta, pick)
+        panels = _clip_panels(data, values, meta, pick, window)
     else:
         panels = _volume_panels(data, values, affine, meta.get("modality"), window, pick)
     figure = _figure(panels, columns, colormap=colormap, alpha=alpha, threshold=threshold)
@@ -137,14 +137,19 @@ class _Panels:
 
 
 def _clip_panels(
-    frames: np.ndarray, values: np.ndarray, meta: dict, pick: Callable[[np.ndarray], list[int]]
+    data: np.ndarray, values: np.ndarray, meta: dict, pick: Callable[[np.ndarray], list[int]], window: Window | None
 ) -> _Panels:
-    """The frames with the most map mass (``frames`` ``(C, T, H, W)`` scaled for display; ``values`` ``(T, H, W)``);
-    rows and columns as the scanner showed them."""
-    frames = frames.transpose(1, 2, 3, 0)  # (T, H, W, C)
-    interval = meta.get("frame_interval")
+    """The frames with the most map mass (``data`` ``(C, T, H, W)`` as loaded, ``values`` ``(T, H, W)``);
+    rows and columns as the scanner showed them. Only the frames shown are scaled for display, with the
+    grey range of the whole clip."""
+    modality = meta.get("modality")
+    limits = percentile_limits(data, axis=1) if window is None else None
     chosen = pick(values.reshape(len(values), -1).sum(axis=1))
-    pictures = [(frames[t] if frames.shape[-1] == 3 else frames[t, ..., 0], values[t]) for t in chosen]
+    shown = [display_range(data[:, t], modality, window, limits).transpose(1, 2, 0) for t in chosen]  # (H, W, C)
+    pictures = [
+        (frame if frame.shape[-1] == 3 else frame[..., 0], values[t]) for frame, t in zip(shown, chosen, strict=True)
+    ]
+    interval = meta.get("frame_interval")
     labels = [f"t = {t * interval:.2f} s" if interval else f"frame {t}" for t in chosen]
     spacing = meta.get("spacing", (1, 1, 1))
     return _Panels(pictures, labels, spacing[1] / spacing[2], len(pictures))

@@ -43,7 +43,6 @@ ANIMATION_WIDTH = 480
 ANIMATION_FPS = 10
 #: Frames per second of a clip whose frame interval is unknown.
 UNKNOWN_FPS = 10
-_GREY_SAMPLE_FRAMES = 32  # the grey range is read from at most this many frames, evenly spaced
 _CURVE, _SHADE, _MARKER = "#1f77b4", "#ff7f0e", (214, 39, 40)
 
 
@@ -156,11 +155,9 @@ def _curve_panel(curve: FrameCurve, width: int, height: int, title: str | None) 
 
 def _grey(data: np.ndarray, modality: str | None) -> Callable[[np.ndarray], np.ndarray]:
     """A function frame ``(C, H, W)`` → ``(H, W)`` grey or ``(H, W, 3)`` RGB in [0, 1]: the clip's 1st-99th
-    percentiles (read from up to 32 frames, evenly spaced) mapped to black and white, as the montage shows
+    percentiles (:func:`volcam.maps.colour.percentile_limits`) mapped to black and white, as the montage shows
     it; 8-bit frames through a 256-entry table (one lookup per pixel)."""
-    count = data.shape[1]
-    sample = data[:, np.unique(np.linspace(0, count - 1, min(count, _GREY_SAMPLE_FRAMES)).round().astype(int))]
-    low, high = (np.float64(v) for v in display_limits(sample, modality))  # float64 as the montage computes
+    low, high = (np.float64(v) for v in display_limits(np.moveaxis(data, 1, 0), modality))  # frames first
     table = None
     if data.dtype == np.uint8:
         table = np.clip((np.arange(256, dtype=np.uint8) - low) / (high - low), 0.0, 1.0).astype(np.float32)
