@@ -146,10 +146,12 @@ def finish(
     scale: bool = True,
     labels: tuple[str, ...] | None = None,
     select: Callable[[Any], torch.Tensor],
+    on_layer: bool = False,
 ) -> CamResult:
     """Run the method on each layer's capture and make the :class:`CamResult`: the map ``(B, 1, *S)``
     on ``x``'s grid (layers fused; min-max scaled per sample with ``scale``), the scores of ``tgt``,
-    the lines on maps that show nothing; ``timings`` gains ``method`` and ``upsample`` seconds."""
+    the lines on maps that show nothing; ``timings`` gains ``method`` and ``upsample`` seconds.
+    ``on_layer`` leaves a single layer's map on that layer's grid ``(B, 1, *s)``."""
     start = time.perf_counter()
     with torch.no_grad():
         raw, details = _run_method(info, captures, opts)
@@ -159,7 +161,7 @@ def finish(
         ]
         raw, warnings = flat_maps(info, captures, raw, explained)
         start = time.perf_counter()
-        cam = _on_input_grid(info, raw, x.shape[2:])
+        cam = _on_input_grid(info, raw, raw[0].shape[2:] if on_layer and len(raw) == 1 else x.shape[2:])
         if scale:
             cam = normalize(cam)
         timings["upsample"] = time.perf_counter() - start

@@ -25,7 +25,7 @@ from volcam.engine.probe import GridHistory, Plan
 from volcam.engine.tokens import Layout, from_grid, to_grid, token_error
 from volcam.errors import LayerError, MethodError
 
-__all__ = ["ATTENTION_DROPOUTS", "ForwardPass", "capture_forward", "forward_replacing"]
+__all__ = ["ATTENTION_DROPOUTS", "ForwardPass", "capture_forward", "forward_replacing", "join_passes"]
 
 # where ViT-style attention modules apply dropout to their attention weights (B, H, T, T): MONAI's
 # SABlock (drop_weights) and timm's Attention (attn_drop); read there, the model is left as it is
@@ -49,6 +49,8 @@ class ForwardPass:
             not ``A`` itself (tokens, channels-last); activations put back go through it.
         calls: layer name -> which of its calls in the forward was captured (0 for most).
         attention: each transformer block's attention weights ``(B, H, T, T)``, when asked for.
+        parts: the forwards this one joins (:func:`join_passes`, a clip's batches): it has no graph
+            of its own, its gradients go through theirs.
     """
 
     output: torch.Tensor
@@ -61,6 +63,7 @@ class ForwardPass:
     layer_outputs: Mapping[str, torch.Tensor] = field(default_factory=dict)
     calls: Mapping[str, int] = field(default_factory=dict)
     attention: tuple[torch.Tensor, ...] | None = None
+    parts: tuple[ForwardPass, ...] = ()
 
 
 class _Capture:
@@ -207,6 +210,37 @@ def capture_forward(
         calls={n: plan[n][1] if plan is not None else 0 for n in layers},
         attention=tuple(weights) if attention else None,
     )
+
+
+def join_passes(parts: Sequence[ForwardPass]) -> ForwardPass:
+    """The forwards of one input's batches (a clip's) as one pass over the whole input: activations,
+    outputs and raw outputs joined along the batch axis, so a method runs once on all of them. Its
+    ``graph`` says whether every part kept one; gradients go through the parts' graphs
+    (:func:`volcam.engine.gradients.target_gradients`)."""
+    first = parts[0]
+    return ForwardPass(
+        torch.cat([p.output.detach() for p in parts]),
+        {n: torch.cat([p.activations[n].detach() for p in parts]) for n in first.activations},
+        sum(p.seconds for p in parts),
+        all(p.graph for p in parts),
+        _joined([p.raw for p in parts]),
+        layouts=first.layouts,
+        layer_outputs={n: torch.cat([p.layer_outputs[n] for p in parts]) for n in first.layer_outputs},
+        calls=first.calls,
+        parts=tuple(parts),
+    )
+
+
+def _joined(values: Sequence[Any]) -> Any:
+    """Raw outputs of the same structure (tensors, in dicts, tuples, lists) joined along the batch axis."""
+    first = values[0]
+    if torch.is_tensor(first):
+        return torch.cat([v.detach() for v in values])
+    if isinstance(first, Mapping):
+        return {k: _joined([v[k] for v in values]) for k in first}
+    if isinstance(first, tuple | list):
+        return type(first)(_joined([v[i] for v in values]) for i in range(len(first)))
+    return first
 
 
 def _attention_hooks(model: nn.Module, weights: list[torch.Tensor]) -> list[RemovableHandle]:

@@ -43,7 +43,7 @@ from volcam.engine.head import checked_head
 from volcam.engine.layers import get_layer
 from volcam.engine.probe import LayerProbe
 from volcam.engine.tokens import Reshape
-from volcam.errors import InputError, LayerError
+from volcam.errors import InputError, LayerError, MethodError
 from volcam.maps.result import CamResult
 from volcam.methods.base import LayerCapture
 from volcam.methods.registry import MethodInfo
@@ -311,15 +311,65 @@ class CamEngine:
             a :class:`CamResult` whose ``map`` is ``(B, 1, *S)``, in [0, 1] when normalised.
         """
         info, opts = assembly.request(method, gradient_sigma_mm, options)
-        timings: dict[str, float] = {}
         fwd = self.forward(x, graph=info.needs_gradients, attention="attention" in info.needs)
-        timings["forward"] = fwd.seconds
+        return self._explain(x, fwd, info, opts, target, spacing, gradient_sigma_mm, normalize)
+
+    def explain_forward(
+        self,
+        fwd: ForwardPass,
+        like: torch.Tensor,
+        method: str = "gradcam",
+        target: TargetSpec | Target = None,
+        *,
+        spacing: Sequence[float] | None = None,
+        gradient_sigma_mm: float | Sequence[float] | None = None,
+        normalize: bool = True,
+        on_layer: bool = False,
+        **options: Any,
+    ) -> CamResult:
+        """:meth:`explain` from a forward the caller kept (:meth:`forward` of an input since dropped),
+        so it is explained again, for another class or method, by a head backward only.
+
+        Args:
+            fwd: the kept forward, with its graph (``graph=True``) for gradient methods; or the
+                forwards of one input's batches joined (:func:`~volcam.engine.capture.join_passes`,
+                a clip's chunks), explained as one batch: one method call, the gradients through each
+                part's graph in one backward call.
+            like: a tensor with the whole input's shape ``(B, C, *S)`` and metadata, never read
+                (one on the ``meta`` device will do).
+            method: one whose needs are gradients, CAM's class weights or the activations alone;
+                methods that run the model again (perturbation, noisy copies) need :meth:`explain`.
+            on_layer: leave a single target layer's map on its own grid ``(B, 1, *s)``, for a
+                caller who brings it to the input's grid later (or never).
+        """
+        info, opts = assembly.request(method, gradient_sigma_mm, options)
+        if info.needs_runner or "gradient_moments" in info.needs or "attention" in info.needs:
+            raise MethodError(f"{info.name!r} runs the model on its input again; explain it with the input")
+        if info.needs_gradients and not fwd.graph:
+            raise MethodError(f"{info.name!r} needs gradients; this forward kept no graph (forward(x, graph=True))")
+        return self._explain(like, fwd, info, opts, target, spacing, gradient_sigma_mm, normalize, on_layer)
+
+    def _explain(
+        self,
+        x: torch.Tensor,
+        fwd: ForwardPass,
+        info: MethodInfo,
+        opts: dict[str, Any],
+        target: TargetSpec | Target,
+        spacing: Sequence[float] | None,
+        gradient_sigma_mm: float | Sequence[float] | None,
+        normalize: bool,
+        on_layer: bool = False,
+    ) -> CamResult:
+        """The method's inputs from ``fwd`` (``x``'s forward), the method run, the result made; ``x`` is
+        read only by methods that run the model again."""
+        timings: dict[str, float] = {"forward": fwd.seconds}
         tgt, classes = resolve_target(target, fwd.output.detach(), self.labels)
         start = time.perf_counter()
         fields = assembly.layer_fields(x, fwd, spacing, self.spacing)
         smooth = assembly.gradient_filter(gradient_sigma_mm, fields)
         if "gradients" in info.needs:
-            for n, g in self.gradients(x, tgt).items():
+            for n, g in gradients.target_gradients(fwd, tgt, self._select).items():
                 fields[n]["gradients"] = smooth(n, g)
         if "gradient_moments" in info.needs:
             moments = self.gradient_moments(
@@ -328,7 +378,7 @@ class CamEngine:
             for n, m in moments.items():
                 fields[n]["gradient_moments"] = m
         if "class_weights" in info.needs:
-            for n, w in self.class_weights(x, classes).items():
+            for n, w in gradients.class_weights(self.model, fwd, classes, self.fc_layer).items():
                 fields[n]["class_weights"] = w
         timings["backward"] = time.perf_counter() - start
         if fwd.attention is not None and "attention" in info.needs:
@@ -341,7 +391,7 @@ class CamEngine:
         captures = [LayerCapture(n, a.detach(), classes=classes, **fields[n]) for n, a in fwd.activations.items()]
         if info.input_space:
             captures = captures[:1]
-        return self._finish(x, info, captures, fwd, tgt, classes, timings, opts, normalize)
+        return self._finish(x, info, captures, fwd, tgt, classes, timings, opts, normalize, on_layer)
 
     def explain_classes(
         self,
@@ -431,7 +481,9 @@ class CamEngine:
         timings: dict[str, float],
         opts: dict[str, Any],
         scale: bool = True,
+        on_layer: bool = False,
     ) -> CamResult:
         return assembly.finish(
-            x, info, captures, fwd, tgt, classes, timings, opts, scale=scale, labels=self.labels, select=self._select
-        )
+            x, info, captures, fwd, tgt, classes, timings, opts,
+            scale=scale, labels=self.labels, select=self._select, on_layer=on_layer,
+        )  # fmt: skip

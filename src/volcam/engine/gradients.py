@@ -6,6 +6,7 @@ runs through the head alone (pooling and a linear layer for a classifier).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -18,9 +19,17 @@ from volcam.engine.capture import ForwardPass
 from volcam.engine.layers import find_linear_head
 from volcam.errors import LayerError, MethodError
 from volcam.methods.registry import MethodInfo, get_method
-from volcam.targets import ClassTarget, Target, num_classes, target_score
+from volcam.targets import ClassProbability, ClassTarget, Target, num_classes, target_score
 
-__all__ = ["backward", "class_gradients", "class_weights", "gradient_moments", "moment_options", "target_gradients"]
+__all__ = [
+    "backward",
+    "class_gradients",
+    "class_weights",
+    "gradient_moments",
+    "joined_gradients",
+    "moment_options",
+    "target_gradients",
+]
 
 logger = logging.getLogger("volcam")
 
@@ -37,11 +46,9 @@ def backward(
 ) -> dict[str, torch.Tensor]:
     """``d outputs / d A`` per target layer of ``fwd`` (zeros for a layer ``outputs`` does not use);
     ``batched``: ``grad_outputs`` ``(N, *outputs.shape)`` gives ``(N, B, K, *s)`` per layer."""
-    if not outputs.requires_grad:
-        raise LayerError(
-            f"the model's output does not depend on layer(s) {', '.join(fwd.activations)}; "
-            "choose a layer the output is computed from"
-        )
+    if fwd.parts:
+        raise MethodError("a joined forward has no graph of its own; its parts' gradients: target_gradients")
+    _check_depends(fwd, outputs)
     names = list(fwd.activations)
     inputs = [fwd.activations[n] for n in names]
     grads = torch.autograd.grad(
@@ -63,10 +70,50 @@ def backward(
 def target_gradients(
     fwd: ForwardPass, target: Target, select: Callable[[Any], torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """``d score / d A`` per target layer ``(B, K, *s)``, the score ``target`` of the raw output."""
+    """``d score / d A`` per target layer ``(B, K, *s)``, the score ``target`` of the raw output (of a
+    joined forward's parts, :func:`joined_gradients`)."""
+    if fwd.parts:
+        return joined_gradients(fwd.parts, target, select)
     with torch.enable_grad():
         score = target_score(target, fwd.raw, select)
     return backward(fwd, score.sum())
+
+
+def joined_gradients(
+    parts: Sequence[ForwardPass], target: Target, select: Callable[[Any], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """:func:`target_gradients` of the forwards of one input's batches (a clip's, in order), joined
+    along the batch axis ``(B, K, *s)``: one backward call through every part's head. A class target
+    given per sample of the whole input is split among the parts."""
+    per_part = _split_target(target, [p.output for p in parts])
+    with torch.enable_grad():
+        scores = [target_score(t, p.raw, select).sum() for t, p in zip(per_part, parts, strict=True)]
+    for p, score in zip(parts, scores, strict=True):
+        _check_depends(p, score)
+    names = list(parts[0].activations)
+    inputs = [p.activations[n] for p in parts for n in names]
+    grads = torch.autograd.grad(scores, inputs, retain_graph=True, allow_unused=True)
+    found = [g if g is not None else torch.zeros_like(a) for g, a in zip(grads, inputs, strict=True)]
+    return {n: torch.cat(found[i :: len(names)]) for i, n in enumerate(names)}
+
+
+def _split_target(target: Target, outputs: Sequence[torch.Tensor]) -> list[Target]:
+    """``target`` for each part of a batch split along its first axis: a class target's classes per
+    sample sliced to each part's; any other target as it is (it sees each part's output)."""
+    if not isinstance(target, ClassTarget | ClassProbability):
+        return [target] * len(outputs)
+    classes = target.class_indices(torch.cat([o.detach() for o in outputs]))
+    bounds = list(itertools.accumulate((len(o) for o in outputs), initial=0))
+    return [type(target)(classes[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def _check_depends(fwd: ForwardPass, outputs: torch.Tensor) -> None:
+    """A :class:`LayerError` when ``outputs`` were not computed from ``fwd``'s target layers."""
+    if not outputs.requires_grad:
+        raise LayerError(
+            f"the model's output does not depend on layer(s) {', '.join(fwd.activations)}; "
+            "choose a layer the output is computed from"
+        )
 
 
 def class_gradients(fwd: ForwardPass, classes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:

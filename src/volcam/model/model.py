@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,15 +115,40 @@ class Model:
         prepared.meta["spacing"] = tuple(float(v) for v in prepared.pixdim)  # after resampling, not the scan's
         return prepared
 
+    def prepare_clip(
+        self, scan: torch.Tensor, chunk_size: int = 16
+    ) -> tuple[Any, Callable[[], Iterable[torch.Tensor]]]:
+        """A clip ``(C, T, H, W)`` streamed into the network's input, never whole as floats at full size.
+
+        Returns:
+            the prepared clip's grid: a ``MetaTensor`` ``(C', T, H', W')`` with the affine and the
+            records :meth:`on_scan` inverts through, its values not made
+            (:meth:`Preprocessing.grid`); and a function giving the prepared frames ``chunk_size``
+            at a time, ``(C', t, H', W')`` on the model's device, each chunk going up as stored.
+            When the card's steps do not prepare frame by frame (a resampling along T, an intensity
+            step that reads the whole clip) the clip is prepared whole, once, as :meth:`prepare`
+            does, and the grid is that prepared clip.
+        """
+        self.check_scan(scan)
+        if chunk_size < 1:
+            raise InputError("chunk_size must be at least 1")
+        grid = self.preprocessing.grid(scan)
+        if grid is None or not self.preprocessing.frame_by_frame(scan, grid):
+            prepared = self.prepare(scan)
+            return prepared, lambda: iter(prepared.as_tensor().split(chunk_size, dim=1))
+        grid.meta["spacing"] = tuple(float(v) for v in grid.pixdim)  # after resampling, not the scan's
+        return grid, lambda: self.preprocessing.chunks(scan, chunk_size, self.device)
+
     def predict(self, scan: torch.Tensor) -> dict[str, float]:
-        """Label → probability for one scan (a clip: mean frame probability)."""
+        """Label → probability for one scan (a clip through a frame model: mean frame probability)."""
         from volcam.targets import probabilities
 
-        prepared = self.prepare(scan)
-        x = prepared.as_tensor().to(self.device)
         with torch.no_grad():
-            batch = x.permute(1, 0, 2, 3) if self.card.kind == "frames" else x[None]
-            out = self._run(batch)
+            if self.card.kind == "frames":
+                _, chunks = self.prepare_clip(scan)
+                out = torch.cat([self._run(chunk.permute(1, 0, 2, 3)) for chunk in chunks()])
+            else:
+                out = self._run(self.prepare(scan).as_tensor().to(self.device)[None])
         probs = probabilities(out).mean(0)
         return {self.label(i): float(p) for i, p in enumerate(probs)}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,6 +44,9 @@ _INDEX_STEPS = frozenset({
     "CenterScaleCrop",
 })  # fmt: skip
 _LINEAR_STEPS = frozenset({"Spacing", "Resize", "Zoom"})
+# Intensity steps that map each value alone (no range, mean or percentile of the whole array): a clip's
+# frames prepared chunk by chunk get the values the whole clip would.
+_VALUE_BY_VALUE = frozenset({"ScaleIntensityRange", "ThresholdIntensity", "ShiftIntensity", "Identity"})
 
 
 def _border_linear_spacing(transform: Any) -> bool:
@@ -233,6 +236,71 @@ class Preprocessing:
             if image.numel() > MAX_VOXELS:
                 raise InputError(f"preprocessing step {index} ({name}) made {image.numel():.3g} voxels; too many")
         return image
+
+    def grid(self, image: torch.Tensor) -> Any | None:
+        """What :meth:`__call__` would give for ``image`` ``(C, *S)``, without its values: a ``MetaTensor``
+        on the ``meta`` device with the prepared shape ``(C', *S')``, affine and the records
+        :meth:`invert` reads; ``None`` when a geometric step cannot run lazily.
+
+        MONAI runs the geometric steps lazily (they only compute the grid they lead to and record
+        themselves); intensity steps change no grid and are skipped.
+        """
+        from monai.data import MetaTensor
+        from monai.transforms import InvertibleTransform, LazyTransform
+
+        if not isinstance(image, MetaTensor):
+            image = MetaTensor(torch.as_tensor(image))
+        # a view of the image with its own meta: the lazy steps record on it, the image stays as it was
+        lazy = MetaTensor(image.as_tensor(), meta=dict(image.meta), applied_operations=list(image.applied_operations))
+        for step in self.compose.transforms:
+            if isinstance(step, InvertibleTransform):
+                if not isinstance(step, LazyTransform):
+                    return None
+                record: Any = step  # Transform's __call__ signature does not name MONAI's lazy keyword
+                lazy = record(lazy, lazy=True)
+        shape = (self.channels, *(int(n) for n in lazy.peek_pending_shape()))
+        records = [*lazy.applied_operations, *lazy.pending_operations]  # what MONAI's apply_pending records
+        out = MetaTensor(torch.empty(shape, device="meta"), meta=dict(lazy.meta), applied_operations=records)
+        out.affine = torch.as_tensor(lazy.peek_pending_affine(), dtype=torch.float64).cpu()
+        return out
+
+    def frame_by_frame(self, clip: torch.Tensor, grid: Any) -> bool:
+        """Whether the steps prepare each frame of ``clip`` ``(C, T, H, W)`` on its own, so that a chunk
+        of frames prepared alone gives the whole clip's values: frame ``t`` of the prepared ``grid``
+        (:meth:`grid`) lies exactly on frame ``t`` of the clip and no other, and every intensity step
+        reads one value at a time (not the clip's range or percentiles)."""
+        from monai.transforms import InvertibleTransform
+
+        if grid is None or grid.shape[1] != clip.shape[1] or not hasattr(clip, "affine"):
+            return False
+        if any(
+            not isinstance(t, InvertibleTransform) and type(t).__name__ not in _VALUE_BY_VALUE
+            for t in self.compose.transforms
+        ):
+            return False
+        # voxel of the prepared grid -> voxel of the clip: the time axis must map to itself, alone
+        m = torch.linalg.inv(torch.as_tensor(clip.affine, dtype=torch.float64).cpu()) @ grid.affine.double()
+        unit = torch.zeros(m.shape[0], dtype=torch.float64)
+        unit[0] = 1.0
+        return bool(torch.allclose(m[0], unit, atol=1e-9) and torch.allclose(m[:, 0], unit, atol=1e-9))
+
+    def chunks(self, clip: torch.Tensor, size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """The clip ``(C, T, H, W)`` prepared ``size`` frames at a time, each ``(C', t, H', W')`` a plain
+        float tensor on ``device``; only for steps that work :meth:`frame_by_frame`. Each chunk goes to
+        the device as stored (uint8 stays uint8) and is placed where it lies in the clip."""
+        from monai.data import MetaTensor
+
+        if not isinstance(clip, MetaTensor):
+            raise InputError("a clip is prepared chunk by chunk only as a MetaTensor, which places each chunk")
+        plain = clip.as_tensor()
+        affine = torch.as_tensor(clip.affine, dtype=torch.float64).cpu()
+        meta = {k: v for k, v in clip.meta.items() if k != "affine"}
+        for start in range(0, plain.shape[1], size):
+            placed = affine.clone()
+            placed[:3, 3] += start * affine[:3, 0]  # the chunk's first frame, in the clip's world
+            chunk = MetaTensor(plain[:, start : start + size].to(device), meta=dict(meta))
+            chunk.affine = placed
+            yield self(chunk).as_tensor()
 
     def invert(self, cam: torch.Tensor, prepared: Any, like: Any = None) -> Any:
         """A map on the network's grid ``(1, *S')`` → the scan's grid ``(1, *S)`` with the scan's affine.

@@ -4,8 +4,10 @@ A viewer explains the same scan again and again (another class, another gradient
 σ). :class:`ScanSession` keeps the scan's preprocessed input and one :class:`~volcam.engine.CamEngine`
 per target layer, whose cached forward serves every later request, so a change of class or method
 costs a backward through the head. It is the one per-scan pipeline: :meth:`volcam.Model.explain`
-runs through it too. Frame models on clips have no single forward to keep; their frames run through
-:func:`volcam.explain_clip` each time.
+runs through it too. A clip through a frame model is prepared and run chunk by chunk, and one pass
+over its frames is kept the same way (:class:`~volcam.engine.clip.ClipPass`: each chunk's activations
+at the target layer and the head's graph), so the next class or gradient method on a clip costs head
+backwards too.
 
 By default a map is carried back to the scan's grid (the card's inverse transforms, full-resolution
 work). A viewer asks for ``on="network"`` instead: the map stays on the network input's grid with the
@@ -17,7 +19,7 @@ voxel → world mapping of that grid), and is resampled to the scan's grid only 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,7 +28,11 @@ from volcam.errors import InputError, MethodError, first_line
 from volcam.model.explanation import GRIDS, ScanExplanation
 
 if TYPE_CHECKING:  # the model module builds its explain on this one: no import back at run time
+    from volcam.engine.clip import ClipPass
     from volcam.model.model import Model
+
+# what explain_frames takes besides the method's options
+_CLIP_OPTIONS = ("frame_interval", "temporal_sigma_s", "min_frame_probability")
 
 __all__ = ["ScanSession"]
 
@@ -43,8 +49,11 @@ class ScanSession:
         self._input: torch.Tensor | None = None  # (1, C', *S'), the same tensor every call: the engine's cache key
         self._prepared: Any = None
         self._engines: dict[tuple[Any, ...], Any] = {}  # (layers, call, reshape) -> engine
-        self.forwards = 0  # forward passes run so far (for tests and timings)
+        self.forwards = 0  # forward passes run so far (for tests and timings); a clip's pass counts once
         self._passes: dict[int, Any] = {}  # engine id → the ForwardPass it holds
+        self._clips: dict[tuple[Any, ...], ClipPass] = {}  # (layers, call, reshape) → a clip's kept pass
+        self._chunks: Any = None  # () -> the prepared clip's chunks (C', t, H', W'), for clip models
+        self._prep_seconds = 0.0  # the current clip request's preparing
 
     def __enter__(self) -> ScanSession:
         return self
@@ -57,6 +66,7 @@ class ScanSession:
             engine.close()
         self._engines.clear()
         self._passes.clear()
+        self._clips.clear()
 
     def _engine(self, layer: str | Sequence[str], call: int | None = None, reshape: Any = None) -> Any:
         from volcam.engine.core import CamEngine
@@ -92,10 +102,14 @@ class ScanSession:
             on: ``"scan"``: the map on the scan's grid, as :meth:`volcam.Model.explain` gives it;
                 ``"network"``: the map on the network input's grid, a ``MetaTensor`` whose affine
                 places it on the scan (``grid == "network"``; :meth:`~volcam.ScanExplanation.to_scan`
-                resamples it when needed). Frame models on clips always give the scan's grid.
+                resamples it when needed); a clip's frames stacked along T, on the grid of the frames
+                the network saw.
             call: which call of a layer the network runs more than once (0 the first, -1 the last).
             reshape: ``(B, N, C) -> (B, C, *grid)`` for a transformer whose token grid the network does
-                not tell (:class:`~volcam.engine.CamEngine`); volume models only.
+                not tell (:class:`~volcam.engine.CamEngine`).
+            options: the method's, and for clips ``chunk_size`` (frames per batch, 16; the first
+                request's holds for the session), ``frame_interval``, ``temporal_sigma_s`` and
+                ``min_frame_probability`` (:func:`volcam.explain_clip`).
 
         ``timings`` holds ``preprocess`` (0 after the first call), ``explain`` and, on the scan's
         grid, ``invert`` seconds.
@@ -113,6 +127,8 @@ class ScanSession:
         model.check_layer(chosen)
         given = dict(options)  # what the caller chose, recorded with the map (not the card's trained module)
         options = {**model.method_options(method, chosen), **options}  # a trained module (L-CAM) the card holds
+        if model.card.kind == "frames":
+            return self._explain_clip(method, target, chosen, on, (call, reshape), options, given)
         prep_seconds = 0.0  # paid once per scan
         if self._input is None:
             start = time.perf_counter()
@@ -120,10 +136,6 @@ class ScanSession:
             self._input = self._prepared[None]
             prep_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        if model.card.kind == "frames":
-            result = self._frames(method, target, chosen, options)
-            timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start}
-            return model.on_scan(result, self._prepared, self.scan, timings, given)
         engine = self._engine(chosen, call, reshape)
         try:
             forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
@@ -174,15 +186,63 @@ class ScanSession:
         where this session's ``on="network"`` maps lie (the card's geometric steps only)."""
         return self.model.preprocessing.mask(mask, like=self.scan)
 
-    def _frames(self, method: str, target: int | str | None, layer: str | Sequence[str], options: dict) -> Any:
-        """A clip through a 2D frame model: frames as a batch, maps stacked back along time."""
-        from volcam.engine.clip import explain_clip
+    def _explain_clip(
+        self,
+        method: str,
+        target: int | str | None,
+        layer: str | Sequence[str],
+        on: str,
+        how: tuple[int | None, Any],
+        options: dict[str, Any],
+        given: dict[str, Any],
+    ) -> ScanExplanation:
+        """A clip through a frame model from this session's kept pass over its frames (made on the
+        first request at ``layer``): the frames' maps stacked along T, on the grid ``on`` asks."""
+        from volcam.engine.clip import explain_frames
 
         model = self.model
+        chunk_size = int(options.pop("chunk_size", 16))
+        clip_options = {k: options.pop(k) for k in _CLIP_OPTIONS if k in options}
+        start = time.perf_counter()
+        self._prep_seconds = 0.0
+        if self._chunks is None:
+            self._prepared, self._chunks = model.prepare_clip(self.scan, chunk_size)
+            self._prep_seconds = time.perf_counter() - start
+        clip_pass = self._clip_pass(layer, *how)
+        passes = clip_pass.passes
         try:
-            return explain_clip(
-                model.network, self._prepared, method, target, layer, labels=model.labels or None,
-                device=model.device, **options,
-            )  # fmt: skip
+            result = explain_frames(
+                clip_pass, self._prepared, method, target, labels=model.labels or None, **clip_options, **options
+            )
         except RuntimeError as error:
             raise InputError(f"{model.name} cannot take this clip ({first_line(error)})") from None
+        self.forwards += clip_pass.passes - passes
+        prep_seconds = self._prep_seconds  # the grid, and the chunks prepared for this request's passes
+        timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start - prep_seconds}
+        if on == "network":
+            return self._on_network(result, timings, given)
+        return model.on_scan(result, self._prepared, self.scan, timings, given)
+
+    def _clip_pass(self, layer: str | Sequence[str], call: int | None, reshape: Any) -> ClipPass:
+        """This clip's pass at ``layer``: its frames chunk by chunk through the frame model, kept."""
+        from volcam.engine.clip import ClipPass
+
+        key = ((layer,) if isinstance(layer, str) else tuple(layer), call, reshape)
+        if key not in self._clips:
+            spacing = self._prepared.meta.get("spacing")
+            self._clips[key] = ClipPass(
+                self._engine(layer, call, reshape), self._frames, tuple(spacing[1:]) if spacing is not None else None
+            )
+        return self._clips[key]
+
+    def _frames(self) -> Iterator[torch.Tensor]:
+        """The clip's frames as batches ``(t, C', H', W')``, chunk by chunk; the seconds spent preparing
+        them go to this request's ``preprocess``."""
+        chunks = iter(self._chunks())
+        while True:
+            start = time.perf_counter()
+            chunk = next(chunks, None)
+            self._prep_seconds += time.perf_counter() - start
+            if chunk is None:
+                return
+            yield chunk.permute(1, 0, 2, 3)
