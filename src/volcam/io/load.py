@@ -43,8 +43,10 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
         is (frame interval in s, mm, mm). Values are in the modality's units (HU for CT) and in
         the scan's native dtype where that is exact: int16 for a CT stored as integers with
         RescaleSlope 1 and an integer RescaleIntercept (most CT), a NIfTI's own dtype when it is
-        not scaled (uint16 and uint32 become int32 and int64, float64 float32); float32 when a
-        rescale or scaling needs it, and for clips. Convert with ``.float()`` to compute.
+        not scaled (uint16 and uint32 become int32 and int64, float64 float32), a clip's stored
+        type (uint8 grey or RGB, 0-255, for ultrasound and video; uint16 stays uint16); float32
+        when a rescale or scaling needs it. A clip is a view of its frames as stored, frame after
+        frame (each ``(H, W, C)``). Convert with ``.float()`` to compute.
         ``meta`` holds ``modality``, ``spacing``, ``frame_interval``, ``problems`` and, for DICOM,
         the series and study UIDs; see :mod:`volcam.io.image`.
 

@@ -1,5 +1,12 @@
-"""DICOM clips: ultrasound, angiography and other cine loops, as float32 ``(C, T, H, W)`` with their
-frame interval (s) and calibrated pixel spacing (mm)."""
+"""DICOM clips: ultrasound, angiography and other cine loops, as ``(C, T, H, W)`` in their stored type
+(uint8 grey or RGB for most) with their frame interval (s) and calibrated pixel spacing (mm).
+
+The ``(C, T, H, W)`` clip is a view of its frames as the file stores them (frame after frame, each
+``(H, W, C)``), as a DICOM series' ``(C, X, Y, Z)`` is of its slices: read from the file straight into
+one array, or decoded frame by frame into it (:func:`volcam.io.dicom.pixels.decode_frames`). A 10 s,
+30 fps, 600×800 RGB cine (432 MB uncompressed) used to become 1.7 GB of float32 (10.3 s, 3.1 GB
+peak); it is now the 432 MB of uint8 it is: ``benchmarks/ultrasound.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from volcam.io.dicom.headers import frame_count, header_int, header_text, optional_numbers, source_meta
-from volcam.io.dicom.pixels import rescale, rescale_of
+from volcam.io.dicom.headers import frame_count, header_text, optional_numbers, source_meta
+from volcam.io.dicom.pixels import is_clip, rescale, rescale_of
 from volcam.io.dicom.stacks import pixel_spacing
 from volcam.io.image import make_clip, warn_problem
 
@@ -18,20 +25,6 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 __all__ = ["frame_interval", "is_clip", "load_clip", "ultrasound_spacing"]
-
-
-_CLIP_MODALITIES = {"US", "IVUS", "XA", "RF", "ES"}
-_COLOR = {"RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"}
-
-
-def is_clip(ds: Dataset) -> bool:
-    """Whether a file is a clip (ultrasound, angiography, colour, or timed frames) rather than slices."""
-    timed = any(k in ds for k in ("FrameTime", "FrameTimeVector", "CineRate"))
-    return (
-        str(ds.get("Modality", "")) in _CLIP_MODALITIES
-        or str(ds.get("PhotometricInterpretation", "")) in _COLOR
-        or (timed and "PerFrameFunctionalGroupsSequence" not in ds)
-    )
 
 
 def frame_interval(ds: Dataset, problems: list[str] | None = None) -> float | None:
@@ -81,21 +74,20 @@ def ultrasound_spacing(ds: Dataset, problems: list[str] | None = None) -> tuple[
 
 
 def load_clip(path: Path, ds: Dataset, array: np.ndarray) -> MetaTensor:
-    """A clip file's decoded pixels ``(frames?, rows, columns, samples?)`` as pydicom gives them → float32
-    ``(C, T, H, W)``: grey in modality units, colour as 0-255, with its frame interval and spacing."""
-    frames = frame_count(ds, path)
-    samples = header_int(ds, "SamplesPerPixel", path, 1)
-    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
-        samples = 3
-        if array.max(initial=0) > 255:  # 16-bit palette entries: keep 8-bit video range
-            array = array / 257.0
-    if frames == 1:
+    """A clip file's decoded pixels ``(frames?, rows, columns, samples?)`` as
+    :func:`~volcam.io.dicom.pixels.read_pixels` gives them (palette colour applied) → ``(C, T, H, W)``
+    in the stored type (colour as it is, 0-255 for 8 bits), grey in modality units (float32 only when
+    a rescale is not the identity), with its frame interval and spacing."""
+    if frame_count(ds, path) == 1:
         array = array[None]
-    if samples == 1:
+    if array.ndim == 3:
         array = array[..., None]
-    data = array.transpose(3, 0, 1, 2).astype(np.float32)
-    if samples == 1:
-        data = rescale(data, *rescale_of(ds, path))
+    # a view of the frames as read_pixels laid them out (frame after frame): no copy, as for a series
+    data = array.transpose(3, 0, 1, 2)
+    if data.shape[0] == 1:
+        slope, intercept = rescale_of(ds, path)
+        if (slope, intercept) != (1.0, 0.0):
+            data = rescale(data, slope, intercept)
     found: list[str] = []
     interval = frame_interval(ds, found)
     spacing = ultrasound_spacing(ds, found)
@@ -109,6 +101,6 @@ def load_clip(path: Path, ds: Dataset, array: np.ndarray) -> MetaTensor:
         frame_interval=interval,
         pixel_spacing=spacing,
         problems=problems,
-        channel_dim=-1 if samples > 1 else float("nan"),
+        channel_dim=-1 if data.shape[0] > 1 else float("nan"),
         **source_meta(ds, [path]),
     )
