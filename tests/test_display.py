@@ -96,4 +96,3 @@ def test_the_grey_range_of_a_long_clip_is_read_from_a_few_frames_and_matches_the
     assert GREY_SAMPLE_SLICES < 300
     np.testing.assert_allclose(sampled, whole, atol=3.0)  # 8-bit levels
     assert percentile_limits(frames[:10], axis=0) == tuple(float(v) for v in np.percentile(frames[:10], [1.0, 99.0]))
-
