@@ -96,7 +96,10 @@ MIB = 1024 * 1024
 
 # -- the variants and what the issue measured before ("today", same machine class) ---------------------
 
-VARIANTS = ("sitk-read", "volcam-load", "forward", "volcam-e2e", "monai-e2e", "review-next-class", "dock", "cohort")
+VARIANTS = (
+    "sitk-read", "volcam-load", "forward", "volcam-e2e", "monai-e2e", "review-next-class", "dock", "cohort",
+    "forward-process", "explain-process",
+)  # fmt: skip
 TITLES = {
     "sitk-read": "SimpleITK ImageSeriesReader",
     "volcam-load": "volcam.load",
@@ -106,6 +109,8 @@ TITLES = {
     "review-next-class": "ScanSession review",
     "dock": "napari dock (real viewer)",
     "cohort": "cohort of 16 clinical-size cases",
+    "forward-process": "a process: import torch + MONAI, load the network, bare forward",
+    "explain-process": "a process: `volcam explain <series> --model <card>`",
 }
 COHORT_CASES = 16
 BEFORE = {
@@ -119,6 +124,7 @@ BEFORE = {
     ("monai-e2e", "total"): "93.5 s / 5.8 GB",
     ("review-next-class", "gradcam normal"): "12–14 s",
     ("review-next-class", "gradcam++ normal"): "12–14 s",
+    ("explain-process", "process"): "1.51× the forward's process (issue 24)",
 }
 TARGET_TIME, TARGET_MEMORY, TARGET_LOAD, TARGET_REVIEW = 1.3, 1.15, 1.5, 1.0
 
@@ -467,6 +473,31 @@ def run_cohort(data: Path, clock: Clock, extra: dict) -> None:
             extra["cases_per_min"][name] = round(COHORT_CASES / minutes, 2)
 
 
+def bare_forward(data: Path) -> None:
+    """What the forward's process does (``--bare-forward``): the imports, the network, one forward; nothing else."""
+    import monai  # noqa: F401
+    import torch
+
+    network = load_network(data)
+    with torch.no_grad():
+        network(torch.rand(1, 1, *INPUT_SIZE, generator=torch.Generator().manual_seed(1)))
+
+
+def run_forward_process(data: Path, clock: Clock, extra: dict) -> None:
+    """A whole process that runs the bare forward, timed from outside: its imports and start-up included."""
+    command = [sys.executable, __file__, "--bare-forward", "--cache", str(data.parent)]  # data: the cache key's folder
+    clock("process", lambda: subprocess.run(command, check=True))
+
+
+def run_explain_process(data: Path, clock: Clock, extra: dict) -> None:
+    """``volcam explain`` as a person runs it, a whole process timed from outside: read the series, the card,
+    explain, write the NIfTI, the montage and the summary."""
+    with tempfile.TemporaryDirectory(prefix="volcam-clinical-cli-") as out:
+        command = [sys.executable, "-m", "volcam", "explain", str(data / "series"), "--model", str(data / "card.json")]
+        command += ["--out", str(Path(out) / "explained")]
+        clock("process", lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL))
+
+
 RUNS = {
     "sitk-read": run_sitk_read,
     "volcam-load": run_volcam_load,
@@ -476,6 +507,8 @@ RUNS = {
     "review-next-class": run_review,
     "dock": run_dock,
     "cohort": run_cohort,
+    "forward-process": run_forward_process,
+    "explain-process": run_explain_process,
 }
 
 
@@ -580,6 +613,14 @@ def targets(results: dict[str, dict]) -> list[str]:
         return variant in results and "error" not in results[variant]
 
     lines = []
+    if ok("explain-process") and ok("forward-process"):
+        cli, floor = results["explain-process"]["steps"]["process"], results["forward-process"]["steps"]["process"]
+        ratio = cli / floor
+        lines.append(
+            f"{verdict(ratio <= TARGET_TIME)}: `volcam explain` as a whole process {cli:.1f} s = **{ratio:.2f}×** a "
+            f"process that imports torch and MONAI and runs the bare forward ({floor:.1f} s; target ≤ {TARGET_TIME}, "
+            "before: 1.51×)"
+        )
     if ok("volcam-e2e") and ok("forward"):
         forward, e2e = results["forward"], results["volcam-e2e"]
         # the issue's end to end: load → explain → NIfTI; the derived DICOM is reported beside it
@@ -810,6 +851,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads in every worker")
     parser.add_argument("--no-write", action="store_true", help=f"print only; do not write {RESULTS.name}")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-forward", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -821,6 +863,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.bare_forward:
+        bare_forward(cache_folder(args.cache))
+        return
     if args.worker:
         worker(args.worker, args.cache, args.threads, args.out)
         return
