@@ -25,6 +25,7 @@ __all__ = [
     "CT_MASK",
     "CT_NIFTI",
     "CT_VIT_CARD",
+    "LUS_3D_CARD",
     "LUS_CARD",
     "LUS_DICOM",
     "LUS_MASK",
@@ -38,6 +39,7 @@ CT_DICOM = "ct_covid_sample_dicom"
 CT_MASK = "ct_covid_sample_mask.nii.gz"
 CT_VIT_CARD = "ct_covid_vit.card.json"  # a small 3D vision transformer on the same task as CT_CARD
 LUS_CARD = "lus_covid.card.json"
+LUS_3D_CARD = "lus_covid_3d.card.json"  # a spatio-temporal 3D CNN over 16-frame windows of the same clips
 LUS_DICOM = "lus_covid_sample.dcm"
 LUS_MASK = "lus_covid_sample_mask.nii.gz"
 

@@ -4,7 +4,8 @@
 ``capture`` (the hooked forward, :class:`ForwardPass`), ``gradients`` (backwards through the head, CAM's
 weights), ``perturb`` (the model on changed inputs or activations), ``assembly`` (a method's inputs and
 its :class:`~volcam.CamResult`), ``layers`` (names and the auto rule), ``tokens`` (tokens on their grid),
-``head`` (cutting the head for head-only passes), ``clip`` (frame models on clips), ``drive`` (how any
+``head`` (cutting the head for head-only passes), ``clip`` (a clip batch by batch, one pass kept: frame
+models), ``windows`` (spatio-temporal models over windows along T, maps stitched), ``drive`` (how any
 part of volcam runs a network: frozen, on its device, its output read as ``output=`` picks it).
 """
 

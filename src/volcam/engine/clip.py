@@ -1,5 +1,6 @@
 """Explaining a clip batch by batch: a frame-based 2D model (POCOVID-style lung ultrasound classifiers)
-sees its frames as a batch.
+sees its frames as a batch; a spatio-temporal model trained on short windows sees its windows
+(:mod:`volcam.engine.windows`).
 
 One pass over the clip keeps, per batch, the target layer's activations and the head's graph
 (:meth:`CamEngine.forward`), as the engine keeps them for a volume: the clip's class is read from
@@ -48,9 +49,11 @@ class ClipResult:
         target_class: the class explained (-1 for a custom target).
         labels: the class names, when known.
         frame_probabilities: ``(T, num_classes)``, each frame's class probabilities: the curve
-            that shows when in the clip the evidence appears.
-        probabilities: ``(num_classes,)``, the clip's: the mean over frames.
+            that shows when in the clip the evidence appears (a windowed model's: its windows'
+            probabilities weighted onto each frame as their maps are).
+        probabilities: ``(num_classes,)``, the clip's: the mean over frames (over windows).
         frame_scores: ``(T,)`` the target score per frame.
+        window_starts: the first frame of each window (a windowed model); empty for a frame model.
         timings: wall seconds of the passes.
     """
 
@@ -62,11 +65,12 @@ class ClipResult:
     probabilities: torch.Tensor
     frame_scores: torch.Tensor
     labels: tuple[str, ...] | None = None
+    window_starts: tuple[int, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def predicted(self) -> int:
-        """The clip's predicted class: argmax of the mean frame probability."""
+        """The clip's predicted class: argmax of the mean frame (window) probability."""
         return int(self.probabilities.argmax())
 
     @property
@@ -102,7 +106,7 @@ class ClipPass:
 
     Args:
         engine: the model at its target layer(s); the passes are kept here, not in its cache.
-        batches: the clip's batches (its frames for a frame model); called for each pass.
+        batches: the clip's batches (its frames, or its windows along T); called for each pass.
         spacing: a batch item's voxel size per spatial axis (mm; s on a time axis).
 
     Memory: the activations ``(N, K, *s)`` of every batch item, and the head's graph from them (a

@@ -16,8 +16,11 @@ A card is a small JSON file next to the weights::
                                                         # or {"bundle": "a MONAI bundle folder"}
       "weights": "ct_covid.pt",              # a state_dict, relative to the card
       "preprocessing": [{"name": "Orientation", "args": {"axcodes": "RAS"}}, ...],
-      "lcam": {"fm": {"weights": "ct_covid.lcam-fm.pt", "layer": "layer2", "labels": [...]}}
+      "lcam": {"fm": {"weights": "ct_covid.lcam-fm.pt", "layer": "layer2", "labels": [...]}},
                                              # optional: trained L-CAM modules (volcam train-lcam)
+      "window": {"frames": 16, "stride": 8}  # optional, "clip" models trained on short windows: the
+                                             #  clip is seen window by window along T, maps stitched
+                                             #  ("mode": "gaussian" (default) or "constant" weighting)
     }
 
 :func:`read_card` reads and checks one; :func:`volcam.load_model` builds the network from it
@@ -42,10 +45,22 @@ from typing import Any
 from volcam.errors import CardError, first_line, one_line
 from volcam.model.allowlist import check_plain
 
-__all__ = ["KINDS", "ModelCard", "bundle_card", "read_card", "read_json"]
+__all__ = ["KINDS", "WINDOW_MODES", "ModelCard", "Window", "bundle_card", "read_card", "read_json"]
 
 
 KINDS = {"volume": "volumes (C, X, Y, Z)", "frames": "clips (C, T, H, W) frame by frame", "clip": "clips (C, T, H, W)"}
+WINDOW_MODES = ("gaussian", "constant")  # how overlapping windows' maps are weighted (MONAI's BlendMode)
+MAX_WINDOW = 4096  # frames: a window is a network input, bounded like a preprocessing size
+
+
+@dataclass(frozen=True)
+class Window:
+    """A ``"clip"`` model's window along T: ``frames`` long, one every ``stride`` frames; ``mode``
+    weights overlapping windows' maps (``None``: the engine's default, :mod:`volcam.engine.windows`)."""
+
+    frames: int
+    stride: int
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     lcam: dict[str, dict[str, Any]] = field(default_factory=dict)
     output: str | int | None = None
+    window: Window | None = None
 
 
 def _field(data: Mapping[str, Any], key: str, kind: type, default: Any, path: Path) -> Any:
@@ -150,7 +166,33 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         metrics=_metrics(data.get("metrics"), folder, path),
         lcam=_lcam_entries(data.get("lcam"), folder, path),
         output=output,
+        window=_window(data.get("window"), kind, path),
     )
+
+
+def _window(value: Any, kind: str, path: Path) -> Window | None:
+    """The card's ``window`` (a ``"clip"`` model's), checked: whole frames, ``1 <= stride <= frames``."""
+    if value is None:
+        return None
+    if kind != "clip":
+        raise CardError(f"{path}: 'window' is for kind \"clip\" (a spatio-temporal model); this card is {kind!r}")
+    example = '{"frames": 16, "stride": 8}'
+    if not isinstance(value, dict) or set(value) - {"frames", "stride", "mode"} or "frames" not in value:
+        raise CardError(f"{path}: 'window' should be an object like {example} (and optional 'mode')")
+    checked: list[int] = []
+    for key in ("frames", "stride"):
+        number = value.get(key, value["frames"])  # no stride: windows side by side
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_WINDOW:
+            shown = one_line(json.dumps(number))[:40]
+            raise CardError(f"{path}: window.{key} is {shown}; give whole frames, 1 to {MAX_WINDOW}")
+        checked.append(number)
+    frames, stride = checked
+    mode = value.get("mode")
+    if stride > frames:
+        raise CardError(f"{path}: window.stride {stride} is more than window.frames {frames}; frames would be skipped")
+    if mode is not None and mode not in WINDOW_MODES:
+        raise CardError(f"{path}: window.mode {one_line(json.dumps(mode))[:40]}; use one of {', '.join(WINDOW_MODES)}")
+    return Window(frames, stride, mode)
 
 
 def _metrics(value: Any, folder: Path, path: Path) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from volcam.devices import parse_device
+from volcam.engine.windows import WINDOWS_PER_BATCH, window_batches, window_starts
 from volcam.errors import (
     CardError,
     InputError,
@@ -30,7 +32,16 @@ from volcam.model.card import KINDS, ModelCard, read_card
 from volcam.model.explanation import ScanExplanation
 from volcam.model.preprocess import Preprocessing
 
-__all__ = ["CardError", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
+__all__ = ["CardError", "ClipBatches", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
+
+
+@dataclass(frozen=True)
+class ClipBatches:
+    """A clip as its model takes it, streamed (:meth:`Model.clip_batches`)."""
+
+    grid: Any  # the prepared clip (C', T, H', W'): a MetaTensor with its affine and inverse records
+    batches: Callable[[], Iterator[torch.Tensor]]  # frames (t, C', H', W') or windows (B, C', F, H', W'), in order
+    starts: tuple[int, ...]  # the first frame of each window; () for a frame model
 
 
 # -- the model -------------------------------------------------------------------------------------
@@ -139,14 +150,45 @@ class Model:
         grid.meta["spacing"] = tuple(float(v) for v in grid.pixdim)  # after resampling, not the scan's
         return grid, lambda: self.preprocessing.chunks(scan, chunk_size, self.device)
 
+    def clip_batches(
+        self, scan: torch.Tensor, chunk_size: int = 16, timings: dict[str, float] | None = None
+    ) -> ClipBatches:
+        """A clip ``(C, T, H, W)`` as a frame model or a windowed clip model takes it, streamed
+        (:meth:`prepare_clip`): its frames ``(t, C', H', W')`` ``chunk_size`` at a time, or its windows
+        along T ``(B, C', frames, H', W')`` (the card's ``window``; the prepared clip, at the network's
+        size, is made for each pass and dropped after it). ``timings`` gains the seconds spent
+        preparing chunks under ``preprocess``."""
+        grid, chunks = self.prepare_clip(scan, chunk_size)
+
+        def prepared() -> Iterator[torch.Tensor]:
+            found = iter(chunks())
+            while True:
+                start = time.perf_counter()
+                chunk = next(found, None)
+                if timings is not None:
+                    timings["preprocess"] = timings.get("preprocess", 0.0) + time.perf_counter() - start
+                if chunk is None:
+                    return
+                yield chunk
+
+        window = self.card.window
+        if window is None:
+            return ClipBatches(grid, lambda: (chunk.permute(1, 0, 2, 3) for chunk in prepared()), ())
+        starts = window_starts(int(grid.shape[1]), window.frames, window.stride)
+
+        def windows() -> Iterator[torch.Tensor]:
+            clip = torch.cat(list(prepared()), dim=1)  # (C', T, H', W')
+            yield from window_batches(clip, starts, window.frames, WINDOWS_PER_BATCH)
+
+        return ClipBatches(grid, windows, starts)
+
     def predict(self, scan: torch.Tensor) -> dict[str, float]:
-        """Label → probability for one scan (a clip through a frame model: mean frame probability)."""
+        """Label → probability for one scan (a clip: the mean frame, or window, probability)."""
         from volcam.targets import probabilities
 
         with torch.no_grad():
-            if self.card.kind == "frames":
-                _, chunks = self.prepare_clip(scan)
-                out = torch.cat([self._run(chunk.permute(1, 0, 2, 3)) for chunk in chunks()])
+            if self.card.kind == "frames" or self.card.window is not None:
+                out = torch.cat([self._run(batch) for batch in self.clip_batches(scan).batches()])
             else:
                 out = self._run(self.prepare(scan).as_tensor().to(self.device)[None])
         probs = probabilities(out).mean(0)

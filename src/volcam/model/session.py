@@ -4,10 +4,10 @@ A viewer explains the same scan again and again (another class, another gradient
 σ). :class:`ScanSession` keeps the scan's preprocessed input and one :class:`~volcam.engine.CamEngine`
 per target layer, whose cached forward serves every later request, so a change of class or method
 costs a backward through the head. It is the one per-scan pipeline: :meth:`volcam.Model.explain`
-runs through it too. A clip through a frame model is prepared and run chunk by chunk, and one pass
-over its frames is kept the same way (:class:`~volcam.engine.clip.ClipPass`: each chunk's activations
-at the target layer and the head's graph), so the next class or gradient method on a clip costs head
-backwards too.
+runs through it too. A clip through a frame model is prepared and run chunk by chunk (a windowed
+clip model's, window by window along T), and one pass over it is kept the same way
+(:class:`~volcam.engine.clip.ClipPass`: each batch's activations at the target layer and the head's
+graph), so the next class or gradient method on a clip costs head backwards too.
 
 By default a map is carried back to the scan's grid (the card's inverse transforms, full-resolution
 work). A viewer asks for ``on="network"`` instead: the map stays on the network input's grid with the
@@ -19,7 +19,7 @@ voxel → world mapping of that grid), and is resampled to the scan's grid only 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,7 +29,7 @@ from volcam.model.explanation import GRIDS, ScanExplanation
 
 if TYPE_CHECKING:  # the model module builds its explain on this one: no import back at run time
     from volcam.engine.clip import ClipPass
-    from volcam.model.model import Model
+    from volcam.model.model import ClipBatches, Model
 
 # what explain_frames takes besides the method's options
 _CLIP_OPTIONS = ("frame_interval", "temporal_sigma_s", "min_frame_probability")
@@ -52,8 +52,8 @@ class ScanSession:
         self.forwards = 0  # forward passes run so far (for tests and timings); a clip's pass counts once
         self._passes: dict[int, Any] = {}  # engine id → the ForwardPass it holds
         self._clips: dict[tuple[Any, ...], ClipPass] = {}  # (layers, call, reshape) → a clip's kept pass
-        self._chunks: Any = None  # () -> the prepared clip's chunks (C', t, H', W'), for clip models
-        self._prep_seconds = 0.0  # the current clip request's preparing
+        self._clip: ClipBatches | None = None  # a clip's batches, for frame and windowed clip models
+        self._prep: dict[str, float] = {}  # the current clip request's preparing
 
     def __enter__(self) -> ScanSession:
         return self
@@ -127,7 +127,7 @@ class ScanSession:
         model.check_layer(chosen)
         given = dict(options)  # what the caller chose, recorded with the map (not the card's trained module)
         options = {**model.method_options(method, chosen), **options}  # a trained module (L-CAM) the card holds
-        if model.card.kind == "frames":
+        if model.card.kind == "frames" or model.card.window is not None:
             return self._explain_clip(method, target, chosen, on, (call, reshape), options, given)
         prep_seconds = 0.0  # paid once per scan
         if self._input is None:
@@ -196,53 +196,50 @@ class ScanSession:
         options: dict[str, Any],
         given: dict[str, Any],
     ) -> ScanExplanation:
-        """A clip through a frame model from this session's kept pass over its frames (made on the
-        first request at ``layer``): the frames' maps stacked along T, on the grid ``on`` asks."""
+        """A clip through a frame model (or a windowed clip model) from this session's kept pass over
+        its frames (windows), made on the first request at ``layer``: the maps stacked (stitched)
+        along T, on the grid ``on`` asks."""
         from volcam.engine.clip import explain_frames
+        from volcam.engine.windows import DEFAULT_MODE, explain_windows
 
         model = self.model
         chunk_size = int(options.pop("chunk_size", 16))
         clip_options = {k: options.pop(k) for k in _CLIP_OPTIONS if k in options}
         start = time.perf_counter()
-        self._prep_seconds = 0.0
-        if self._chunks is None:
-            self._prepared, self._chunks = model.prepare_clip(self.scan, chunk_size)
-            self._prep_seconds = time.perf_counter() - start
+        self._prep = {"preprocess": 0.0}  # the grid, and the chunks prepared for this request's passes
+        if self._clip is None:
+            self._clip = model.clip_batches(self.scan, chunk_size, self._prep)
+            self._prepared = self._clip.grid  # where network-grid maps lie
+            self._prep["preprocess"] = time.perf_counter() - start
+        grid, window = self._clip.grid, model.card.window
         clip_pass = self._clip_pass(layer, *how)
         passes = clip_pass.passes
+        labels = model.labels or None
         try:
-            result = explain_frames(
-                clip_pass, self._prepared, method, target, labels=model.labels or None, **clip_options, **options
-            )
+            if window is None:
+                result = explain_frames(clip_pass, grid, method, target, labels=labels, **clip_options, **options)
+            else:
+                result = explain_windows(
+                    clip_pass, grid, self._clip.starts, method, target,
+                    mode=window.mode or DEFAULT_MODE, labels=labels, **clip_options, **options,
+                )  # fmt: skip
         except RuntimeError as error:
             raise InputError(f"{model.name} cannot take this clip ({first_line(error)})") from None
         self.forwards += clip_pass.passes - passes
-        prep_seconds = self._prep_seconds  # the grid, and the chunks prepared for this request's passes
+        prep_seconds = self._prep["preprocess"]
         timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start - prep_seconds}
         if on == "network":
             return self._on_network(result, timings, given)
-        return model.on_scan(result, self._prepared, self.scan, timings, given)
+        return model.on_scan(result, grid, self.scan, timings, given)
 
     def _clip_pass(self, layer: str | Sequence[str], call: int | None, reshape: Any) -> ClipPass:
-        """This clip's pass at ``layer``: its frames chunk by chunk through the frame model, kept."""
+        """This clip's pass at ``layer``: its frames (windows) through the model batch by batch, kept."""
         from volcam.engine.clip import ClipPass
 
         key = ((layer,) if isinstance(layer, str) else tuple(layer), call, reshape)
-        if key not in self._clips:
-            spacing = self._prepared.meta.get("spacing")
-            self._clips[key] = ClipPass(
-                self._engine(layer, call, reshape), self._frames, tuple(spacing[1:]) if spacing is not None else None
-            )
+        if key not in self._clips and self._clip is not None:
+            spacing = self._clip.grid.meta.get("spacing")  # (T, H, W): a frame's is (H, W)
+            if spacing is not None and self.model.card.window is None:
+                spacing = spacing[1:]
+            self._clips[key] = ClipPass(self._engine(layer, call, reshape), self._clip.batches, spacing)
         return self._clips[key]
-
-    def _frames(self) -> Iterator[torch.Tensor]:
-        """The clip's frames as batches ``(t, C', H', W')``, chunk by chunk; the seconds spent preparing
-        them go to this request's ``preprocess``."""
-        chunks = iter(self._chunks())
-        while True:
-            start = time.perf_counter()
-            chunk = next(chunks, None)
-            self._prep_seconds += time.perf_counter() - start
-            if chunk is None:
-                return
-            yield chunk.permute(1, 0, 2, 3)
