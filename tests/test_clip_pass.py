@@ -237,3 +237,14 @@ def test_a_clip_pass_is_made_once_and_again_only_for_a_graph():
     assert items.size == (12, 12)  # the maps on the layer's grid, for the caller to bring up once
     torch.testing.assert_close(items.maps, direct.raw)
     torch.testing.assert_close(items.outputs, direct.output)
+
+
+def test_a_perturbation_method_with_a_target_runs_no_pass_for_the_class():
+    net = GapNet(2, in_channels=3).eval()
+    frames = torch.rand(5, 3, 12, 12)
+    with volcam.CamEngine(net, "features.3") as engine:
+        clip_pass = ClipPass(engine, lambda: frames.split(2))
+        items = clip_pass.explain("ablationcam", 1, {})
+        assert clip_pass.passes == 0 and items.maps.shape == (5, 1, 12, 12)
+        with pytest.raises(volcam.InputError, match="no frames"):
+            ClipPass(engine, lambda: iter(())).explain("gradcam", None, {})

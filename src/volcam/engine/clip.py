@@ -136,6 +136,8 @@ class ClipPass:
                 self._item = tuple(batch.shape[1:])
         finally:
             self.engine.close()  # its cache would hold the last batch twice
+        if not parts:
+            raise InputError("the clip has no frames")
         self._kept = join_passes(parts)
         self.passes += 1
         return time.perf_counter() - start
@@ -152,7 +154,7 @@ class ClipPass:
         (the highest mean probability over the batch items)."""
         info = get_method(method)
         from_kept = info.needs <= _FROM_KEPT
-        seconds = self.run(graph=from_kept and info.needs_gradients)
+        seconds = self.run(graph=from_kept and info.needs_gradients) if from_kept or target is None else 0.0
         if target is None:
             target = int(probabilities(self.outputs).mean(0).argmax())
         opts = {"spacing": self.spacing, "normalize": False, **options}
@@ -165,7 +167,7 @@ class ClipPass:
             results = [self.engine.explain(batch, method, target, **opts) for batch in self.batches()]
             self.engine.close()
             like = results[0].map
-        forward = seconds if from_kept else sum(r.timings.get("forward", 0.0) for r in results)
+        forward = seconds + (0.0 if from_kept else sum(r.timings.get("forward", 0.0) for r in results))
         return _joined(results, tuple(like.shape[2:]), forward)
 
 
