@@ -8,6 +8,7 @@ The public API::
     volcam.methods()                                      # names and what each needs
     volcam.metrics.pointing_game(result.map, lesion_mask) # faithfulness, localization, sanity
     volcam.explain_clip(frame_model, clip)                # (C, T, H, W) through a 2D model
+    volcam.explain_windowed(model_3d, clip, frames=16, stride=8)  # a 3D model over short windows
     model = volcam.load_model("card.json")                # network + preprocessing + labels
     model.explain(volcam.load("scan/"), "gradcam").map    # the map on the scan's own grid
     volcam.run_cohort("cases.csv", "card.json", "out/")   # many cases: maps + table, resumable
@@ -46,6 +47,7 @@ _LAZY = {
     "methods": "volcam.methods",  # the package, callable: volcam.methods() lists them
     "ClipResult": "volcam.engine.clip",
     "explain_clip": "volcam.engine.clip",
+    "explain_windowed": "volcam.engine.windows",
     "CamEngine": "volcam.engine.core",
     "ForwardPass": "volcam.engine.capture",
     "layer_names": "volcam.engine.layers",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from volcam.api import explain, methods
     from volcam.engine.capture import ForwardPass
     from volcam.engine.clip import ClipResult, explain_clip
+    from volcam.engine.windows import explain_windowed
     from volcam.engine.core import CamEngine
     from volcam.engine.layers import layer_names
     from volcam.io.load import load
@@ -111,6 +114,7 @@ __all__ = [
     "__version__",
     "explain",
     "explain_clip",
+    "explain_windowed",
     "layer_names",
     "load",
     "load_model",
