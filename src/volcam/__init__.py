@@ -72,9 +72,9 @@ if TYPE_CHECKING:
     from volcam.api import explain, methods
     from volcam.engine.capture import ForwardPass
     from volcam.engine.clip import ClipResult, explain_clip
-    from volcam.engine.windows import explain_windowed
     from volcam.engine.core import CamEngine
     from volcam.engine.layers import layer_names
+    from volcam.engine.windows import explain_windowed
     from volcam.io.load import load
     from volcam.maps.result import CamResult
     from volcam.model.model import CardError, Model, ModelCard, ScanExplanation, load_model
