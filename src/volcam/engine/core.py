@@ -223,7 +223,13 @@ class CamEngine:
         predicted class per sample). Reuses the cached forward; costs a backward through the head."""
         fwd = self.forward(x)
         tgt, _ = resolve_target(target, fwd.output.detach(), self.labels)
-        return gradients.target_gradients(fwd, tgt, self._select)
+        return self.target_gradients(fwd, tgt)
+
+    def target_gradients(self, fwd: ForwardPass, target: Target) -> dict[str, torch.Tensor]:
+        """``d score / d A`` per layer of a kept forward (a clip's joined pass too) for a resolved target:
+        where every explanation's gradients come from, so a subclass that changes them (noise, clipping)
+        changes every gradient method."""
+        return gradients.target_gradients(fwd, target, self._select)
 
     def class_gradients(self, x: torch.Tensor, classes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         """Gradients of every class's logit (or of ``classes``), ``(N, B, K, *s)`` per layer.
@@ -369,7 +375,7 @@ class CamEngine:
         fields = assembly.layer_fields(x, fwd, spacing, self.spacing)
         smooth = assembly.gradient_filter(gradient_sigma_mm, fields)
         if "gradients" in info.needs:
-            for n, g in gradients.target_gradients(fwd, tgt, self._select).items():
+            for n, g in self.target_gradients(fwd, tgt).items():
                 fields[n]["gradients"] = smooth(n, g)
         if "gradient_moments" in info.needs:
             moments = self.gradient_moments(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from volcam.engine.capture import ForwardPass
 from volcam.engine.core import CamEngine
 from volcam.engine.drive import model_input
 from volcam.methods.registry import get_method
@@ -106,8 +107,8 @@ class _NoisyGradients(CamEngine):
     noise: float = 0.0
     generator: torch.Generator | None = None
 
-    def gradients(self, x: torch.Tensor, target: TargetSpec | Target = None) -> dict[str, torch.Tensor]:
-        clean = super().gradients(x, target)
+    def target_gradients(self, fwd: ForwardPass, target: Target) -> dict[str, torch.Tensor]:
+        clean = super().target_gradients(fwd, target)
         out = {}
         for name, g in clean.items():
             std = g.flatten(1).std(dim=1).view(-1, *[1] * (g.ndim - 1))
