@@ -13,6 +13,7 @@ pytest.importorskip("pytestqt")
 import volcam
 from volcam import sample_data
 from volcam.viz.display import display_geometry
+from volcam.workflows.specs import ExplainSpec, default
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +59,109 @@ def colourfulness(pixels: np.ndarray) -> np.ndarray:
     return rgb.max(-1) - rgb.min(-1)
 
 
-def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
-    from qtpy.QtCore import QTimer
+# Code the GUI thread must never run while a map is made: the worker's (napari_volcam) and what computes.
+WORKER_CODE = {"run", "review_of", "scan_of", "map_view", "onto", "choices", "model", "session"}
+COMPUTING = ("/torch/", "/monai/")  # (napari itself uses numpy and scipy on the GUI thread: thumbnails)
 
+
+class GuiWatch:
+    """The GUI thread during an explain: its event loop as a 10 ms timer sees it, the interpreter's garbage
+    collections, and where the thread is (a watcher thread samples its stack every 2 ms).
+
+    A full collection (napari's, Qt's and torch's objects: about 600 000) stops every thread for 0.3 s on
+    an idle core, whatever the dock does; the gaps are measured without it. The samples say whether the GUI
+    thread computed or imported what the worker uses: a fact of the code, on any machine.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.collections: list[tuple[float, float]] = []
+        self.computing: dict[str, int] = {}  # "file:function" → samples of the GUI thread running it
+        self.gui = threading.get_ident()
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.stop = threading.Event()
+        self._started = 0.0
+        self.timer = QTimer()
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def _sample(self) -> None:
+        import sys
+
+        while not self.stop.wait(0.002):
+            frame = sys._current_frames().get(self.gui)
+            while frame is not None:
+                code = frame.f_code
+                name = code.co_filename
+                importing = code.co_name == "_find_and_load" and str(frame.f_locals.get("name", "")).startswith(
+                    ("volcam", "napari_volcam", "torch", "monai")
+                )
+                worker = "napari_volcam" in name and code.co_name in WORKER_CODE
+                if importing or worker or any(part in name for part in COMPUTING):
+                    where = f"import {frame.f_locals['name']}" if importing else f"{name}:{code.co_name}"
+                    self.computing[where] = self.computing.get(where, 0) + 1
+                    break
+                frame = frame.f_back
+
+    def _collected(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.collections.append((self._started, time.perf_counter()))
+
+    def __enter__(self) -> GuiWatch:
+        import gc
+
+        gc.callbacks.append(self._collected)
+        self.timer.start(10)
+        self.sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import gc
+
+        self.stop.set()
+        self.sampler.join()
+        self.timer.stop()
+        gc.callbacks.remove(self._collected)
+
+    def gaps(self, start: float, end: float) -> tuple[np.ndarray, int]:
+        """The gaps between ticks from ``start`` to ``end`` less the collections in them, and the tick count."""
+        ticks = [t for t in self.ticks if start < t < end]
+        edges = [start, *ticks, end]
+        gaps = np.diff(edges)
+        for a, b in self.collections:
+            for i in range(len(gaps)):
+                gaps[i] -= max(0.0, min(b, edges[i + 1]) - max(a, edges[i]))
+        return gaps, len(ticks)
+
+
+def _watched_run(widget, qtbot) -> tuple[GuiWatch, list[float], list[float]]:
+    """Explain with the chosen method under a :class:`GuiWatch`; also when each result reached the GUI thread
+    (the worker's first, ``None``: the scan and its session ready) and when the map was shown."""
+    accept, arrived, shown = widget.controller.accept, [], []
+
+    def arrival(job, result):  # the first step of showing a result on the GUI thread
+        arrived.append(time.perf_counter())
+        return accept(job, result)
+
+    widget.controller.accept = arrival
+    widget.map_shown.connect(lambda layer: shown.append(time.perf_counter()))
+    with GuiWatch() as watch:
+        _run(widget, qtbot)
+    widget.controller.accept = accept
+    assert widget.controller.last_error == ""
+    # the GUI thread ran nothing of the worker's: no explaining, reviewing or scan building, no first imports
+    assert watch.computing == {}, f"the GUI thread computed or imported: {watch.computing}"
+    # napari's work of showing the map (a new layer, its colorbar, the slice) ran in steps, answering in between
+    assert watch.gaps(arrived[-1], shown[-1])[1] >= 1, "the map was shown in one block"
+    return watch, arrived, shown
+
+
+def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     viewer = ct_viewer
     ct, mask = viewer.layers["demo chest CT"], viewer.layers["demo chest CT lesions"]
     widget = _widget(viewer, qtbot)
@@ -73,26 +174,16 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     assert widget.explain_panel.target_layer.itemText(0) == "auto" and "layer2" in [
         widget.explain_panel.target_layer.itemText(i) for i in range(widget.explain_panel.target_layer.count())
     ]
-    ticks: list[float] = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start(10)
+    assert widget.explain_panel.method.currentText() == default(ExplainSpec, "methods")[0]  # the spec's default
+    assert widget.explain_panel.sigma.value() == 0.0 and widget.explain_panel.sigma.text() == "off"
     widget.explain_panel.method.setCurrentText("gradcam")
-    start = time.perf_counter()
-    _run(widget, qtbot)
-    end = time.perf_counter()
-    timer.stop()
-    assert widget.controller.last_error == ""
+    # The GUI thread stays free while the worker explains: it runs none of the worker's code (sampled), and
+    # shows the map in steps. (How long the event loop waits is measured where the worker has something to
+    # do: at clinical size, below; the demo's 32 × 32 × 24 network input explains in tens of ms once warm,
+    # less than napari takes to show its progress bar.)
+    _watched_run(widget, qtbot)
     cam = widget.cam_layer
     assert cam.name == "gradcam · covid"
-    # the GUI thread kept processing events while the worker computed: never frozen for long, however
-    # fast or slow the run was
-    # fast or slow the run was (the bound is loose: a shared CI core can stall any thread for a second;
-    # a computation on the GUI thread blocks it for the whole run)
-    gaps = np.diff([start, *ticks, end])
-    assert len(ticks) >= 2 and gaps.max() < max(5.0, 0.5 * (end - start)), (
-        f"the event loop was blocked for {gaps.max():.2f} s of {end - start:.2f} s ({len(ticks)} timer ticks)"
-    )
 
     # the map on the network's grid (32 × 32 × 24 voxels), placed on the scan by the layer's affine
     scan = volcam.load(sample_data.file(sample_data.CT_DICOM))
@@ -127,7 +218,7 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     assert lesion_colour > 80, lesion_colour
     assert background < 10, background
     # the hottest voxels are in the lesions (the pointing game the widget reports)
-    numbers = widget.controller.review.localization
+    numbers = widget.controller.reviewing.review.localization
     assert numbers["pointing_hit"] and "hit (0.0 mm)" in widget.review_panel.localization.text()
     assert numbers["energy_in_mask"] > 2 * numbers["energy_baseline"]
     # choosing no mask, then the mask again, recomputes the numbers (in a worker)
@@ -135,6 +226,49 @@ def test_explain_demo_ct_matches_api_and_shows_on_the_lesion(ct_viewer, qtbot):
     assert widget.review_panel.localization.text() == ""
     widget.review_panel.lesion_mask.setCurrentText("demo chest CT lesions")
     qtbot.waitUntil(lambda: "hit" in widget.review_panel.localization.text(), timeout=TIMEOUT_MS)
+
+
+@pytest.fixture
+def clinical_ct_viewer(make_napari_viewer):
+    """The demo CT and its lesion mask at a clinical CT's size, in the same place: each voxel split in 4 × 4 in
+    plane and in 3 along the slices (512 × 512 × 144 voxels)."""
+    from napari_volcam._layers import mask_layer, scan_layer
+    from volcam.io.image import make_volume
+
+    def finer(image):
+        values = np.repeat(np.repeat(np.repeat(image.as_tensor().numpy(), 4, 1), 4, 2), 3, 3)
+        split = np.diag([1 / 4, 1 / 4, 1 / 3, 1.0])
+        split[:3, 3] = [-3 / 8, -3 / 8, -1 / 3]  # the first small voxel's centre, in the big voxels' index
+        return make_volume(values, image.affine.numpy() @ split, path="clinical", modality="CT")
+
+    viewer = make_napari_viewer(show=True)
+    data, kwargs, _ = scan_layer(finer(volcam.load(sample_data.file(sample_data.CT_DICOM))), "clinical CT")
+    viewer.add_image(data, **kwargs)
+    mask = finer(volcam.load(sample_data.file(sample_data.CT_MASK)))
+    labels, label_kwargs, _ = mask_layer(mask, kwargs, "clinical CT lesions")
+    viewer.add_labels(labels, **label_kwargs)
+    return viewer
+
+
+def test_the_viewer_answers_while_a_clinical_size_ct_is_explained(clinical_ct_viewer, qtbot):
+    """At a clinical CT's size the worker has work to do (the scan onto the network's grid, the lesion mask
+    carried there): all the while the event loop answers. The bound is relative to that time, so a loaded or
+    slow machine passes; a computation on the GUI thread, or a worker holding the GIL, blocks it for all of it."""
+    widget = _widget(clinical_ct_viewer, qtbot)
+    watch, arrived, shown = _watched_run(widget, qtbot)
+    computed = arrived[-1] - arrived[0]  # from the scan and its session ready to the map made, in the worker
+    gaps, ticks = watch.gaps(arrived[0], arrived[-1])
+    assert ticks >= 2 and gaps.max() < 0.5 * computed, (
+        f"the event loop was blocked for {gaps.max():.2f} s of the {computed:.2f} s the worker computed "
+        f"({ticks} timer ticks; garbage collections {watch.collections})"
+    )
+    assert widget.cam_layer.data.shape == (24, 32, 32)
+    assert widget.controller.reviewing.review.localization["pointing_hit"]  # the mask carried at full resolution
+    showing, _ = watch.gaps(arrived[-1], shown[-1])
+    print(
+        f"\nclinical size: the worker {computed:.2f} s, longest gap {gaps.max():.3f} s ({ticks} ticks); showing "
+        f"the map {shown[-1] - arrived[-1]:.2f} s, longest gap {showing.max():.3f} s"
+    )
 
 
 def test_the_map_layers_data_to_world_puts_a_voxel_where_it_lies_on_the_scan(ct_viewer, qtbot):
@@ -168,15 +302,8 @@ def test_switching_class_and_method_reuses_the_forward(ct_viewer, qtbot):
     _run(widget, qtbot)
     session = widget.controller.sessions[0]
     assert session.forwards == 1
-    shown_at: list[float] = []
-    show = widget._show_result
-
-    def timed(job, result):  # the GUI thread's update of the layer, as the worker's result arrives
-        show(job, result)
-        if result is not None:
-            shown_at.append(time.perf_counter())
-
-    widget._show_result = timed
+    shown_at: list[float] = []  # the GUI thread's update of the layer, as the worker's result arrives
+    widget.map_shown.connect(lambda layer: shown_at.append(time.perf_counter()))
     compute, to_layer, round_trip = [], [], []
     for method, target in (("gradcam", "normal"), ("gradcam++", "covid"), ("layercam", "predicted")):
         widget.explain_panel.method.setCurrentText(method)
@@ -214,7 +341,7 @@ def test_review_steps_profile_and_compare(ct_viewer, qtbot):
     widget.step_top(1)
     assert widget.current_slice() == top_slices(cam, k=5)[1]
     np.testing.assert_allclose(widget.review_panel.plot.profile, slice_profile(cam))
-    widget.review_panel.plot._clicked(type("Click", (), {"xdata": 7.2})())  # a click on the profile at slice 7
+    widget.review_panel.plot.clicked(type("Click", (), {"xdata": 7.2})())  # a click on the profile at slice 7
     assert widget.current_slice() == 7
 
     from qtpy.QtCore import Qt
@@ -234,7 +361,7 @@ def test_review_steps_profile_and_compare(ct_viewer, qtbot):
         "hirescam · covid (compare)",
     ]
     assert viewer.grid.stride == 2
-    viewer.dims.set_point(0, widget.controller.world_of(10))
+    viewer.dims.set_point(0, widget.controller.reviewing.world_of(10))
     assert widget.current_slice() == 10  # one dims for every cell: the slices are linked
 
 
@@ -244,14 +371,14 @@ def test_model_failing_on_the_scan_leaves_the_viewer_usable(make_napari_viewer, 
     widget = _widget(viewer, qtbot)
     assert widget.explain_panel.card.text().endswith(sample_data.LUS_CARD)
     widget.explain_panel.card.setText(str(sample_data.file(sample_data.CT_CARD)))  # a CT volume model on a clip
-    widget._card_changed()
+    widget.card_changed()
     qtbot.wait(200)
     _run(widget, qtbot)
     assert "explains volumes" in widget.controller.last_error and "error" in widget.explain_panel.status.text()
     assert widget.cam_layer is None and widget.explain_panel.run_button.isEnabled()
 
     widget.explain_panel.card.setText(str(sample_data.file(sample_data.LUS_CARD)))
-    widget._card_changed()
+    widget.card_changed()
     qtbot.wait(200)
     _run(widget, qtbot)
     assert widget.controller.last_error == ""
@@ -331,6 +458,12 @@ def test_a_ct_read_by_napari_own_reader_keeps_its_forward_across_class_switches(
     assert all(other is session for other in sessions) and session.forwards == 1  # one session, one forward
     assert session.scan.dtype == scan.dtype  # no float copy of the volume
     assert {"gradcam · normal", "gradcam · covid"} <= {layer.name for layer in viewer.layers}
+    layer.data = np.array(layer.data)  # new data: the layer's session (the old scan's forward) is closed
+    assert widget.controller.sessions == []
+    _run(widget, qtbot)
+    assert len(widget.controller.sessions) == 1 and widget.controller.sessions[0] is not session
+    viewer.layers.remove(layer)  # the layer gone: its session too
+    assert widget.controller.sessions == []
 
 
 def test_a_real_colour_ultrasound_cine_is_explained_frame_by_frame(make_napari_viewer, qtbot):
@@ -355,9 +488,9 @@ def test_the_dock_leaves_qt_threads_of_its_own(make_napari_viewer, qtbot):
     if the dock's workers filled the pool (its size is the core count: 2 in CI) the viewer froze."""
     from qtpy.QtCore import QThreadPool
 
-    from napari_volcam._qt._dock import _QT_THREADS, _WORKERS
+    from napari_volcam._qt._dock import QT_THREADS, WORKERS
 
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("volcam", "demo_ct")
     _widget(viewer, qtbot)
-    assert QThreadPool.globalInstance().maxThreadCount() >= _WORKERS + _QT_THREADS
+    assert QThreadPool.globalInstance().maxThreadCount() >= WORKERS + QT_THREADS

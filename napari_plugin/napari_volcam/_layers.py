@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from monai.data import MetaTensor
 
 SCAN_KEY = "volcam_scan"
-BUILT_KEY = "volcam_built_scan"  # a scan built from a layer volcam did not read, and what from
+BUILT_KEY = "volcam_built_scan"  # (data, (scale, translate), scan): the scan of the layer's data, and what from
 INFO_KEY = "volcam"
 RESULT_KEY = "volcam_result"
 EXPLANATION_KEY = "volcam_explanation"
@@ -94,17 +94,19 @@ def mask_layer(mask: Any, like: dict[str, Any], name: str) -> tuple[np.ndarray, 
 
 
 def scan_of(layer: Any) -> Any:
-    """The scan behind an image layer: the one it was read from, else one built from its data and
-    scale, once per layer (kept in the layer's metadata beside what it was built from: the same data
-    object, scale and translation give the same scan, so the dock's session, keyed by the scan, keeps
-    its forward across class and method switches). The data keeps its stored type: no float copy."""
-    scan = layer.metadata.get(SCAN_KEY)
-    if scan is not None:
-        return scan
-    built_from = (id(layer.data), tuple(np.asarray(layer.scale, float)), tuple(np.asarray(layer.translate, float)))
+    """The scan behind an image layer: the one it was read from while the layer holds the data it was read
+    with, else one built from its data and scale, once per data object, scale and translation (kept in
+    the layer's metadata with what it was made from, so the dock's session of the layer keeps its
+    forward across class and method switches, and a new one is made when the data changes). The data
+    keeps its stored type: no float copy."""
+    place = (tuple(np.asarray(layer.scale, float)), tuple(np.asarray(layer.translate, float)))
+    read = layer.metadata.get(SCAN_KEY)
     kept = layer.metadata.get(BUILT_KEY)
-    if kept is not None and kept[0] == built_from:
-        return kept[1]
+    if kept is not None and kept[0] is layer.data and (read is not None or kept[1] == place):
+        return kept[2]
+    if read is not None and kept is None:  # first asked: the data is what volcam read (a view of the scan)
+        layer.metadata[BUILT_KEY] = (layer.data, place, read)
+        return read
     from volcam.errors import InputError
     from volcam.io.image import LPS_TO_RAS, make_volume
 
@@ -120,7 +122,7 @@ def scan_of(layer: Any) -> Any:
         lps[source, 3] = translate[display]
     volume = np.transpose(data, (2, 1, 0))[None]  # a view
     scan = make_volume(volume, LPS_TO_RAS @ lps, path=layer.name, modality=None)
-    layer.metadata[BUILT_KEY] = (built_from, scan)
+    layer.metadata[BUILT_KEY] = (layer.data, place, scan)  # the data itself: its id is never reused meanwhile
     return scan
 
 

@@ -22,11 +22,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_volcam._controller import DockController, ModelChoices
+from napari_volcam._controller import DockController
+from napari_volcam._form import ModelChoices, keep
 from napari_volcam._layers import COLORMAPS
 
 
-def _fill(combo: QComboBox, items: list[str], current: str) -> None:
+def fill_combo(combo: QComboBox, items: list[str], current: str) -> None:
     """Replace a combo's entries without signalling, then select ``current``."""
     combo.blockSignals(True)
     combo.clear()
@@ -36,7 +37,8 @@ def _fill(combo: QComboBox, items: list[str], current: str) -> None:
 
 
 class ExplainPanel(QWidget):
-    """The form: fields write to the controller; ``on_image``, ``on_card``, ``on_run``, ``on_cancel``: the dock."""
+    """The form: fields write to the controller's :class:`~napari_volcam._form.Form` (whose defaults are the
+    spec's); ``on_image``, ``on_card``, ``on_run``, ``on_cancel``: the dock."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class ExplainPanel(QWidget):
     ) -> None:
         super().__init__()
         self.controller = controller
+        form = controller.form
         self._on_card = on_card
         self.url = QLineEdit()
         self.url.setPlaceholderText("http://pacs/dicom-web/studies/<uid>[/series/<uid>]")
@@ -63,7 +66,7 @@ class ExplainPanel(QWidget):
         url_row.addWidget(self.url)
         url_row.addWidget(self.open_button)
         self.image = QComboBox()
-        self.card = QLineEdit(controller.card)
+        self.card = QLineEdit(form.card)
         browse = QPushButton("…")
         browse.setToolTip("Choose a model card (.json) or a MONAI bundle folder")
         browse.clicked.connect(self._browse)
@@ -72,7 +75,7 @@ class ExplainPanel(QWidget):
         card_row.addWidget(browse)
         self.method = QComboBox()
         self.method.addItems(controller.methods())
-        self.method.setCurrentText(controller.method)
+        self.method.setCurrentText(form.method)
         self.target = QComboBox()
         self.target_layer = QComboBox()
         self.sigma = QDoubleSpinBox()
@@ -81,6 +84,7 @@ class ExplainPanel(QWidget):
         self.sigma.setSuffix(" mm")
         self.sigma.setSpecialValueText("off")
         self.sigma.setToolTip("Gaussian σ applied to the gradients (gradient methods only); 0 = off")
+        self.sigma.setValue(form.sigma_mm)
         self.run_button = QPushButton("Explain")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -93,27 +97,27 @@ class ExplainPanel(QWidget):
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        form = QFormLayout()
-        form.addRow("PACS URL", url_row)
-        form.addRow("image", self.image)
-        form.addRow("model card", card_row)
-        form.addRow("method", self.method)
-        form.addRow("class", self.target)
-        form.addRow("target layer", self.target_layer)
-        form.addRow("gradient σ", self.sigma)
+        rows = QFormLayout()
+        rows.addRow("PACS URL", url_row)
+        rows.addRow("image", self.image)
+        rows.addRow("model card", card_row)
+        rows.addRow("method", self.method)
+        rows.addRow("class", self.target)
+        rows.addRow("target layer", self.target_layer)
+        rows.addRow("gradient σ", self.sigma)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(form)
+        layout.addLayout(rows)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
 
         self.image.currentTextChanged.connect(on_image)
-        self.card.textChanged.connect(lambda text: setattr(controller, "card", text.strip()))
+        self.card.textChanged.connect(lambda text: setattr(controller.form, "card", text.strip()))
         self.card.editingFinished.connect(on_card)
-        self.method.currentTextChanged.connect(lambda text: setattr(controller, "method", text))
-        self.target.currentTextChanged.connect(lambda text: setattr(controller, "target", text))
-        self.target_layer.currentTextChanged.connect(lambda text: setattr(controller, "layer", text))
-        self.sigma.valueChanged.connect(lambda value: setattr(controller, "sigma_mm", float(value)))
+        self.method.currentTextChanged.connect(lambda text: setattr(controller.form, "method", text))
+        self.target.currentTextChanged.connect(lambda text: setattr(controller.form, "target", text))
+        self.target_layer.currentTextChanged.connect(lambda text: setattr(controller.form, "layer", text))
+        self.sigma.valueChanged.connect(lambda value: setattr(controller.form, "sigma_mm", float(value)))
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model card", self.card.text(), "Model cards (*.json);;All (*)")
@@ -172,20 +176,20 @@ class ExplainPanel(QWidget):
         self.open_button.setEnabled(True)
 
     def show_images(self, names: list[str], current: str) -> None:
-        _fill(self.image, names, current)
+        fill_combo(self.image, names, current)
 
     def show_card(self) -> None:
-        if self.card.text().strip() != self.controller.card:
-            self.card.setText(self.controller.card)
+        if self.card.text().strip() != self.controller.form.card:
+            self.card.setText(self.controller.form.card)
 
     def show_choices(self, choices: ModelChoices) -> None:
-        c = self.controller
+        form = self.controller.form
         for combo, items, attribute in (
             (self.target, choices.classes, "target"),
             (self.target_layer, choices.layers, "layer"),
         ):
-            _fill(combo, items, c.keep(combo.currentText(), items))
-            setattr(c, attribute, combo.currentText())
+            fill_combo(combo, items, keep(getattr(form, attribute), items))  # the form's choice: at first the spec's
+            setattr(form, attribute, combo.currentText())
         self.target_layer.setToolTip(choices.layer_tip)
 
     def show_running(self, running: bool) -> None:
@@ -193,7 +197,7 @@ class ExplainPanel(QWidget):
         self.cancel_button.setEnabled(running)
 
     def show_status(self) -> None:
-        self.status.setText(self.controller.status)
+        self.status.setText(self.controller.status.text)
 
 
 class DisplayPanel(QGroupBox):

@@ -8,27 +8,31 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_volcam._controller import ProfileView
+from napari_volcam._review import ProfileView
 
 
 class ProfilePlot(QWidget):
-    """A matplotlib plot of a :class:`~napari_volcam._controller.ProfileView`; ``on_pick(x)`` gets a click's x."""
+    """A matplotlib plot of a :class:`~napari_volcam._review.ProfileView`; ``on_pick(x)`` gets a click's x."""
 
     def __init__(self, on_pick: Callable[[float | None], Any]) -> None:
         super().__init__()
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 1.6), tight_layout=True)
+        # fixed margins: a tight layout measures every label again at each draw, on the GUI thread
+        self.figure = Figure(figsize=(3.2, 1.6))
+        self.figure.subplots_adjust(left=0.2, right=0.97, bottom=0.3, top=0.95)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.axes = self.figure.add_subplot(111)
         self.profile = np.zeros(0)
         self._on_pick = on_pick
-        self.canvas.mpl_connect("button_press_event", self._clicked)
+        self.canvas.mpl_connect("button_press_event", self.clicked)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
-        self.canvas.setMinimumHeight(130)
+        # a fixed height: rows above it that change (the status line, at every press) move the plot, which
+        # repaints its picture; resizing it would draw it again
+        self.canvas.setFixedHeight(130)
 
     def show_view(self, view: ProfileView | None) -> None:
         if view is None:
@@ -44,5 +48,6 @@ class ProfilePlot(QWidget):
         ax.tick_params(labelsize=7)
         self.canvas.draw_idle()
 
-    def _clicked(self, event: Any) -> None:
+    def clicked(self, event: Any) -> None:
+        """A click on the plot (matplotlib's event: its ``xdata``)."""
         self._on_pick(event.xdata)

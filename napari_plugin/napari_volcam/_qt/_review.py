@@ -8,7 +8,7 @@ from typing import Any
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
 from napari_volcam._controller import DockController
-from napari_volcam._qt._explain import _fill
+from napari_volcam._qt._explain import fill_combo
 from napari_volcam._qt._profile import ProfilePlot
 
 
@@ -25,12 +25,13 @@ class ReviewPanel(QGroupBox):
         self.peak_button.setToolTip("Go to the slice (frame) holding the map's maximum")
         self.prev_button = QPushButton("◀ top")
         self.next_button = QPushButton("top ▶")
-        self.peak_button.clicked.connect(lambda: go_to(controller.peak()))
-        self.prev_button.clicked.connect(lambda: go_to(controller.step_top(-1)))
-        self.next_button.clicked.connect(lambda: go_to(controller.step_top(1)))
+        reviewing = controller.reviewing
+        self.peak_button.clicked.connect(lambda: go_to(reviewing.peak()))
+        self.prev_button.clicked.connect(lambda: go_to(reviewing.step_top(-1)))
+        self.next_button.clicked.connect(lambda: go_to(reviewing.step_top(1)))
         for button in (self.peak_button, self.prev_button, self.next_button):
             steps.addWidget(button)
-        self.plot = ProfilePlot(lambda x: go_to(controller.pick(x)))
+        self.plot = ProfilePlot(lambda x: go_to(reviewing.pick(x)))
         self.lesion_mask = QComboBox()
         self.lesion_mask.currentTextChanged.connect(on_mask)
         self.localization = QLabel("")
@@ -44,7 +45,7 @@ class ReviewPanel(QGroupBox):
         layout.addWidget(self.localization)
 
     def show_masks(self, names: list[str], current: str) -> None:
-        _fill(self.lesion_mask, names, current)
+        fill_combo(self.lesion_mask, names, current)
 
     def show_localization(self, text: str | None) -> None:
         if text is not None:
