@@ -50,7 +50,7 @@ class MethodEvaluation:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, MapScores):
+            if f.metadata.get("record"):  # a record of its own (the scores): its columns in their place
                 out.update(value.row())
             elif value is not None:
                 out[column_name(f)] = value
