@@ -410,17 +410,10 @@ def run_dock(data: Path, clock: Clock, extra: dict) -> None:
         widget = ExplainWidget(viewer)
         viewer.window.add_dock_widget(widget, name="volcam", area="right")
         widget.explain_panel.card.setText(str(data / "card.json"))
-        widget._card_changed()
+        widget.card_changed()
         wait(lambda: widget.explain_panel.target.count() > 1)  # the card's classes, loaded in a worker
         shown: list[float] = []
-        show = widget._show_result
-
-        def timed(job, result) -> None:
-            show(job, result)
-            if result is not None:
-                shown.append(time.perf_counter())
-
-        widget._show_result = timed
+        widget.map_shown.connect(lambda layer: shown.append(time.perf_counter()))  # the map layer updated
 
         def explain(method: str, target: str) -> float:
             widget.explain_panel.method.setCurrentText(method)
