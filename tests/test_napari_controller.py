@@ -342,3 +342,28 @@ def test_what_the_gui_thread_asks_reads_no_voxels_and_computes_nothing(controlle
     r = c.reviewing
     assert r.peak() == r.review.peak and r.step_top(1) == r.review.top[0] and r.profile_view(3).current == 3
     assert "hit" in r.localization_text() and r.world_of(r.index_of(r.world_of(4))) == r.world_of(4)
+
+
+def test_a_clip_shows_the_explained_class_per_frame_and_a_click_goes_to_that_frame():
+    """What an ultrasound reader looks at beside the clip: the explained class's probability in each frame
+    (the same numbers as summary.json's), on the map's frames; a click on the plot picks that frame."""
+    import numpy as np
+
+    from napari_volcam._controller import DockController
+    from napari_volcam._images import ScanImage
+    from napari_volcam._sample_data import demo_ultrasound
+
+    clip = ScanImage.of(demo_ultrasound()[0])
+    c = DockController()
+    assert c.card_for(clip).endswith(sample_data.LUS_CARD)
+    c.form.target = "covid"
+    assert len(run(c, c.start(clip))) == 1
+    explanation = c.reviewing.explanation
+    frames = explanation.result.frame_probabilities[:, list(explanation.probabilities).index("covid")]
+    view = c.reviewing.profile_view(current=3)
+    assert view.label == "frame" and view.probability_label == "covid" and view.current == 3
+    assert view.probability.shape == view.profile.shape == (clip.data.shape[0],)
+    np.testing.assert_allclose(view.probability, frames.numpy(), rtol=1e-6)
+    best = int(np.argmax(view.probability))
+    assert c.reviewing.pick(best + 0.3) == best  # a click near a frame on the plot goes to that frame
+    assert c.reviewing.world_of(best) == pytest.approx(clip.translate[0] + best * clip.scale[0])

@@ -56,11 +56,26 @@ def review_of(data: np.ndarray, mask: np.ndarray | None, spacing: Sequence[float
 
 @dataclass
 class ProfileView:
-    """The profile plot: activation per slice, its axis label and the slice shown now."""
+    """The profile plot: activation per slice, its axis label and the slice shown now; for a clip also
+    the explained class's probability in each frame (``(T,)``, the curve a reader looks at to find the
+    decisive frames) and that class's name."""
 
     profile: np.ndarray
     label: str
     current: int | None
+    probability: np.ndarray | None = None
+    probability_label: str = ""
+
+
+def frame_probability(explanation: Any) -> tuple[np.ndarray, str] | None:
+    """The explained class's probability per frame ``(T,)`` of a clip's explanation and the class's name;
+    ``None`` for a volume (no frames) or a custom target (no class of its own)."""
+    result = getattr(explanation, "result", None)
+    frames = getattr(result, "frame_probabilities", None)
+    labels = list(getattr(explanation, "probabilities", {}) or {})
+    if frames is None or explanation.target not in labels:
+        return None
+    return np.asarray(frames[:, labels.index(explanation.target)].detach().cpu().float()), explanation.target
 
 
 @dataclass(eq=False)
@@ -106,7 +121,14 @@ class Reviewing:
     def profile_view(self, current: int | None = None) -> ProfileView | None:
         if self.review is None:
             return None
-        return ProfileView(self.review.profile, "frame" if self.axes == "tyx" else "axial slice", current)
+        clip = self.axes == "tyx"
+        curve = frame_probability(self.explanation) if clip else None
+        if curve is not None and len(curve[0]) != len(self.review.profile):
+            curve = None  # frames the map does not have one-to-one: no curve rather than a shifted one
+        view = ProfileView(self.review.profile, "frame" if clip else "axial slice", current)
+        if curve is not None:
+            view.probability, view.probability_label = curve
+        return view
 
     def peak(self) -> int | None:
         """The slice (frame) holding the map's maximum."""

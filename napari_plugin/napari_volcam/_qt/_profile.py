@@ -1,4 +1,5 @@
-"""The profile panel: mean activation per slice (frame) of the map under review; a click picks a slice."""
+"""The profile panel: mean activation per slice (frame) of the map under review and, for a clip, the
+explained class's probability per frame; a click picks that slice (frame)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ class ProfilePlot(QWidget):
 
         # fixed margins: a tight layout measures every label again at each draw, on the GUI thread
         self.figure = Figure(figsize=(3.2, 1.6))
-        self.figure.subplots_adjust(left=0.2, right=0.97, bottom=0.3, top=0.95)
+        self.figure.subplots_adjust(left=0.2, right=0.85, bottom=0.3, top=0.95)  # room for P(class)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.axes = self.figure.add_subplot(111)
+        self.probability_axes = self.axes.twinx()  # a clip's frame probability, 0-1, on the right
+        self.probability_axes.set_visible(False)
         self.profile = np.zeros(0)
         self._on_pick = on_pick
         self.canvas.mpl_connect("button_press_event", self.clicked)
@@ -46,6 +49,14 @@ class ProfilePlot(QWidget):
         ax.set_xlabel(view.label, fontsize=8)
         ax.set_ylabel("mean map", fontsize=8)
         ax.tick_params(labelsize=7)
+        right = self.probability_axes
+        right.clear()
+        right.set_visible(view.probability is not None)
+        if view.probability is not None:
+            right.plot(np.arange(len(view.probability)), view.probability, color="tab:green", lw=1.2)
+            right.set_ylim(0.0, 1.0)
+            right.set_ylabel(f"P({view.probability_label})", fontsize=8, color="tab:green")
+            right.tick_params(labelsize=7, colors="tab:green")
         self.canvas.draw_idle()
 
     def clicked(self, event: Any) -> None:
