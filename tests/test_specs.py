@@ -56,6 +56,13 @@ def test_a_spec_says_which_choices_change_an_output() -> None:
     assert here.choices(outputs_only=True) == there.choices(outputs_only=True)
     assert {"scheduler", "workers", "prefetch"} <= set(there.choices()) - set(there.choices(outputs_only=True))
     assert here.choices(outputs_only=True) != CohortSpec.of(tolerance_mm=3).choices(outputs_only=True)
+    # the same spec from a reloaded copy of the module (IPython's autoreload) is taken as it is
+    import importlib
+
+    import volcam.workflows.specs as specs
+
+    reloaded = importlib.reload(specs).CohortSpec.of(tolerance_mm=3)
+    assert type(reloaded) is not CohortSpec and CohortSpec.of(reloaded).tolerance_mm == 3
     with pytest.raises(InputError, match=r"not a CohortSpec; give one, or the choices as keywords"):
         CohortSpec.of(["gradcam"])  # type: ignore[arg-type]  # the old positional methods
 

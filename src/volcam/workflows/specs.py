@@ -93,6 +93,9 @@ class JobSpec:
     def of(cls: type[_Spec], spec: _Spec | None = None, **choices: Any) -> _Spec:
         """``spec`` (the defaults when ``None``) with ``choices`` changed and checked. Keywords that are
         no choice of the job are method options (``gradient_sigma_mm=2``) where the job takes them."""
+        if spec is not None and not isinstance(spec, cls) and type(spec).__qualname__ == cls.__qualname__:
+            # the same spec made by a reloaded copy of this module (IPython's autoreload, importlib.reload)
+            spec = cls(**{f.name: getattr(spec, f.name) for f in fields(spec)})
         if spec is not None and not isinstance(spec, cls):
             raise InputError(f"{one_line(repr(spec))[:60]}: not a {cls.__name__}; give one, or the choices as keywords")
         names = set(_fields_of(cls))
