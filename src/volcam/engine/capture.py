@@ -6,6 +6,11 @@ while every parameter's ``requires_grad`` is off for the duration (the caller's 
 before the target layer records a graph or keeps activations for a backward pass: the backward of
 ``torch.autograd.grad(score, A)`` runs through the head alone. Hooks are removed in ``finally``, also
 when an exception passes through; the model is not changed.
+
+Attention methods read each transformer block's attention weights where the model applies dropout to
+them. Gradient-weighted attention needs ``d score / d A_l`` for every block: the first block's weights
+become a leaf that requires grad (recording starts there, as a target layer's does), and every later
+block's are nodes of that graph, so each gradient is the full one, through every later block.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class ForwardPass:
             not ``A`` itself (tokens, channels-last); activations put back go through it.
         calls: layer name -> which of its calls in the forward was captured (0 for most).
         attention: each transformer block's attention weights ``(B, H, T, T)``, when asked for.
+        attention_nodes: the same weights as nodes of the forward's graph, when their gradients are
+            asked for (:func:`volcam.engine.gradients.attention_gradients`).
         parts: the forwards this one joins (:func:`join_passes`, a clip's batches): it has no graph
             of its own, its gradients go through theirs.
     """
@@ -64,6 +71,7 @@ class ForwardPass:
     calls: Mapping[str, int] = field(default_factory=dict)
     attention: tuple[torch.Tensor, ...] | None = None
     parts: tuple[ForwardPass, ...] = ()
+    attention_nodes: tuple[torch.Tensor, ...] | None = None
 
 
 class _Capture:
@@ -123,9 +131,11 @@ class _Capture:
             # the network goes on with a copy, so an in-place op downstream (ReLU(inplace=True))
             # cannot overwrite A or trip autograd's leaf check
             return a.clone()
-        # tokens go on in their own layout, rebuilt from A so gradients arrive on the grid
+        # tokens go on in their own layout, rebuilt from A so gradients arrive on the grid; the tokens
+        # not on it (a class token) stay in a graph recorded before this layer, so no gradient through
+        # them is cut
         self.outputs[name] = output.detach()
-        return from_grid(a, self.outputs[name], layout)
+        return from_grid(a, output if output.requires_grad else self.outputs[name], layout)
 
     def note(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
         """Every module's forward hook when online: the grids a later token layer can lie on."""
@@ -163,6 +173,7 @@ def capture_forward(
     select: Callable[[Any], torch.Tensor],
     graph: bool = True,
     attention: bool = False,
+    attention_graph: bool = False,
 ) -> ForwardPass:
     """One forward of ``x`` ``(B, C, *S)`` (on the model's device and dtype) capturing ``layers``.
 
@@ -173,9 +184,13 @@ def capture_forward(
         select: the tensor explained out of the model's raw output.
         graph: record the head's graph from each ``A`` to the output (gradient methods).
         attention: keep each transformer block's attention weights ``(B, H, T, T)`` (rollout).
+        attention_graph: keep them in the graph too, recorded from the first block on, so their
+            gradients can be taken (gradient-weighted attention); implies ``attention``.
     """
     state = _Capture(model, x, layers, plan, graph)
+    attention = attention or attention_graph
     weights: list[torch.Tensor] = []
+    nodes: list[torch.Tensor] | None = [] if attention_graph else None
     handles: list[RemovableHandle] = []
     start = time.perf_counter()
     try:
@@ -185,7 +200,7 @@ def capture_forward(
             if plan is None:
                 handles += [m.register_forward_hook(state.note) for n, m in model.named_modules() if n]
             if attention:
-                handles += _attention_hooks(model, weights)
+                handles += _attention_hooks(model, weights, nodes)
             raw = model(x)
             output = select(raw)
     finally:
@@ -194,7 +209,8 @@ def capture_forward(
     state.check_calls(layers)
     if attention and not weights:
         raise MethodError(
-            "attention rollout needs the attention weights of ViT-style blocks; this model has no "
+            "attention methods (rollout, attention-gradient) need the attention weights of ViT-style blocks; "
+            "this model has no "
             f"attention module applying dropout to them ({', '.join(ATTENTION_DROPOUTS)}: MONAI's SABlock, "
             "timm's Attention), or computes attention in one fused kernel"
         )
@@ -209,6 +225,7 @@ def capture_forward(
         layer_outputs=state.outputs,
         calls={n: plan[n][1] if plan is not None else 0 for n in layers},
         attention=tuple(weights) if attention else None,
+        attention_nodes=tuple(nodes) if nodes is not None else None,
     )
 
 
@@ -243,15 +260,33 @@ def _joined(values: Sequence[Any]) -> Any:
     return first
 
 
-def _attention_hooks(model: nn.Module, weights: list[torch.Tensor]) -> list[RemovableHandle]:
-    """Hooks that append each attention block's weights ``(B, H, T, T)`` (its dropout's input) to ``weights``."""
+def _attention_hooks(
+    model: nn.Module, weights: list[torch.Tensor], nodes: list[torch.Tensor] | None = None
+) -> list[RemovableHandle]:
+    """Pre-hooks that append each attention block's weights ``(B, H, T, T)`` (its dropout's input) to
+    ``weights``, and with ``nodes`` the same weights as graph nodes gradients can be taken against:
+    where nothing before them is recorded (the first block, before any target layer), recording starts
+    there, with the weights as a leaf the dropout then takes."""
 
-    def keep(_module: nn.Module, inputs: Any, _output: Any) -> None:
-        if inputs and torch.is_tensor(inputs[0]) and inputs[0].ndim == 4:
-            weights.append(inputs[0].detach())
+    def keep(_module: nn.Module, inputs: Any) -> tuple[Any, ...] | None:
+        if not (inputs and torch.is_tensor(inputs[0]) and inputs[0].ndim == 4):
+            return None
+        a = inputs[0]
+        weights.append(a.detach())
+        if nodes is None:
+            return None
+        if a.requires_grad:  # downstream of a leaf already: a node of its graph
+            nodes.append(a)
+            return None
+        torch.set_grad_enabled(True)  # autograd starts here; no_grad's exit restores it
+        leaf = a.detach().requires_grad_(True)
+        nodes.append(leaf)
+        return (leaf, *inputs[1:])
 
     return [
-        m.register_forward_hook(keep) for n, m in model.named_modules() if n.rpartition(".")[2] in ATTENTION_DROPOUTS
+        m.register_forward_pre_hook(keep)
+        for n, m in model.named_modules()
+        if n.rpartition(".")[2] in ATTENTION_DROPOUTS
     ]
 
 

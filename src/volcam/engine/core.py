@@ -181,13 +181,16 @@ class CamEngine:
         return plain_tensor(x).detach().to(device=self.device, dtype=module_dtype(self.model))
 
     # -- forward and gradients -------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, graph: bool = True, attention: bool = False) -> ForwardPass:
+    def forward(
+        self, x: torch.Tensor, graph: bool = True, attention: bool = False, attention_graph: bool = False
+    ) -> ForwardPass:
         """Run (or reuse) the forward for ``x``, capturing the target layers.
 
         ``graph=False`` is for callers that need no gradients (activations and output only): the
         head then runs with autograd off. A cached pass with a graph serves such calls too; a
         cached pass without one is run again when gradients are asked for. ``attention=True``
-        also keeps each transformer block's attention weights (attention rollout).
+        also keeps each transformer block's attention weights (attention rollout);
+        ``attention_graph=True`` keeps them in the graph too, for their gradients.
         """
         if self._cache is not None:
             ref, version, cached, _ = self._cache
@@ -196,17 +199,23 @@ class CamEngine:
                 and x._version == version
                 and (cached.graph or not graph)
                 and (cached.attention is not None or not attention)
+                and (cached.attention_nodes is not None or not attention_graph)
             ):
                 return cached
         self._cache = None  # free the previous graph before building the next one
         prepared = self._prepare(x)
         layers = self.target_layers if not self._auto else (self._probe.auto_layer(prepared),)
-        result = self._capture(prepared, layers, graph, attention)
+        result = self._capture(prepared, layers, graph, attention, attention_graph)
         self._cache = (weakref.ref(x), x._version, result, layers)
         return result
 
     def _capture(
-        self, x: torch.Tensor, layers: Sequence[str], graph: bool = True, attention: bool = False
+        self,
+        x: torch.Tensor,
+        layers: Sequence[str],
+        graph: bool = True,
+        attention: bool = False,
+        attention_graph: bool = False,
     ) -> ForwardPass:
         # A named layer with neither reshape= nor call= is planned during the forward itself, from the
         # module calls completed before it (exactly what the probe would record): the probe's meta
@@ -215,8 +224,9 @@ class CamEngine:
         online = self.reshape is None and self.call is None and not self._probe.probed(x)
         plan = None if online else self._probe.plan(x, layers, self.reshape, self.call)
         return capture_forward(
-            self.model, x, layers, plan, freeze=self._freeze, select=self._select, graph=graph, attention=attention
-        )
+            self.model, x, layers, plan, freeze=self._freeze, select=self._select, graph=graph,
+            attention=attention, attention_graph=attention_graph,
+        )  # fmt: skip
 
     def gradients(self, x: torch.Tensor, target: TargetSpec | Target = None) -> dict[str, torch.Tensor]:
         """``d score / d A`` per target layer, ``(B, K, *s)`` each, for ``target`` (default: the
@@ -317,7 +327,12 @@ class CamEngine:
             a :class:`CamResult` whose ``map`` is ``(B, 1, *S)``, in [0, 1] when normalised.
         """
         info, opts = assembly.request(method, gradient_sigma_mm, options)
-        fwd = self.forward(x, graph=info.needs_gradients, attention="attention" in info.needs)
+        fwd = self.forward(
+            x,
+            graph=info.needs_gradients,
+            attention="attention" in info.needs,
+            attention_graph="attention_gradients" in info.needs,
+        )
         return self._explain(x, fwd, info, opts, target, spacing, gradient_sigma_mm, normalize)
 
     def explain_forward(
@@ -386,6 +401,9 @@ class CamEngine:
         if "class_weights" in info.needs:
             for n, w in gradients.class_weights(self.model, fwd, classes, self.fc_layer).items():
                 fields[n]["class_weights"] = w
+        attention_grads = None
+        if "attention_gradients" in info.needs:
+            attention_grads = gradients.attention_gradients(fwd, tgt, self._select)
         timings["backward"] = time.perf_counter() - start
         if fwd.attention is not None and "attention" in info.needs:
             for n in fields:
@@ -394,7 +412,10 @@ class CamEngine:
             runner = self.runner(x, tgt, batch_size=opts.get("batch_size"))
             for n in fields:
                 fields[n]["runner"] = runner
-        captures = [LayerCapture(n, a.detach(), classes=classes, **fields[n]) for n, a in fwd.activations.items()]
+        captures = [
+            LayerCapture(n, a.detach(), classes=classes, attention_gradients=attention_grads, **fields[n])
+            for n, a in fwd.activations.items()
+        ]
         if info.input_space:
             captures = captures[:1]
         return self._finish(x, info, captures, fwd, tgt, classes, timings, opts, normalize, on_layer)

@@ -22,6 +22,7 @@ from volcam.methods.registry import MethodInfo, get_method
 from volcam.targets import ClassProbability, ClassTarget, Target, num_classes, target_score
 
 __all__ = [
+    "attention_gradients",
     "backward",
     "class_gradients",
     "class_weights",
@@ -77,6 +78,24 @@ def target_gradients(
     with torch.enable_grad():
         score = target_score(target, fwd.raw, select)
     return backward(fwd, score.sum())
+
+
+def attention_gradients(
+    fwd: ForwardPass, target: Target, select: Callable[[Any], torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """``d score / d A_l`` for each transformer block's attention weights ``(B, H, T, T)`` of a forward
+    kept with ``attention_graph`` (:func:`~volcam.engine.capture.capture_forward`): the full gradient,
+    through every later block (zeros for a block the score does not depend on). One backward call, the
+    graph kept for the next target."""
+    if fwd.attention_nodes is None:
+        raise MethodError("this forward kept no attention graph (forward(x, attention_graph=True))")
+    nodes = fwd.attention_nodes
+    with torch.enable_grad():
+        score = target_score(target, fwd.raw, select)
+    if not score.requires_grad:
+        raise MethodError("the model's output does not depend on its attention weights; nothing to weight them by")
+    grads = torch.autograd.grad(score.sum(), nodes, retain_graph=True, allow_unused=True)
+    return tuple(g if g is not None else torch.zeros_like(a) for g, a in zip(grads, nodes, strict=True))
 
 
 def joined_gradients(

@@ -19,6 +19,7 @@ from volcam.methods.gradient import (
     hirescam,
     layercam,
     layercam_fuse,
+    respondcam,
     xgradcam,
 )
 from volcam.methods.perturbation import ablationcam, occlusion, scorecam
@@ -45,6 +46,7 @@ __all__ = [
     "methods",
     "occlusion",
     "register",
+    "respondcam",
     "scorecam",
     "tempered_softmax",
     "xgradcam",

@@ -39,6 +39,8 @@ class LayerCapture:
             that keep one map per class (L-CAM).
         attention: the attention weights of each transformer block of the forward, ``(B, H, T, T)``
             each, in the order the blocks ran, for attention rollout.
+        attention_gradients: ``d score / d A`` for each of those blocks' weights, the same shapes, for
+            gradient-weighted attention.
     """
 
     layer: str
@@ -51,6 +53,7 @@ class LayerCapture:
     runner: ModelRunner | None = None
     classes: torch.Tensor | None = None
     attention: tuple[torch.Tensor, ...] | None = None
+    attention_gradients: tuple[torch.Tensor, ...] | None = None
 
 
 def spatial_dims(t: torch.Tensor) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""The gradient family: Grad-CAM, Grad-CAM++, Smooth Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM.
+"""The gradient family: Grad-CAM, Grad-CAM++, Smooth Grad-CAM++, XGrad-CAM, HiResCAM, Respond-CAM, LayerCAM.
 
 Pure functions of the target layer's activations ``A`` and gradients ``g = d y_c / d A``, both
 ``(B, K, *s)`` with any number of spatial axes (images, volumes, clips); each returns the map at
@@ -27,6 +27,7 @@ __all__ = [
     "hirescam",
     "layercam",
     "layercam_fuse",
+    "respondcam",
     "xgradcam",
 ]
 
@@ -73,6 +74,18 @@ def hirescam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor
     """HiResCAM (Draelos & Carin, 2020): ``ReLU(sum_k g_k(v) A_k(v))``, no spatial averaging, so
     the map shows exactly where the score's first-order change comes from."""
     return F.relu((gradients * activations).sum(dim=1, keepdim=True))
+
+
+def respondcam(activations: torch.Tensor, gradients: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Respond-CAM (Zhao et al., MICCAI 2018, made for 3D): ``sum_k w_k A_k`` with
+    ``w_k = sum_v g_k(v) A_k(v) / (sum_v A_k(v) + eps)``, and no ReLU: the map is signed, negative
+    where the layer's evidence is against the class, and sums over ``v`` to ``sum_{k,v} g_k A_k``
+    (up to ``eps``), the score's first-order term (the paper's sum-to-score property). With a ReLU
+    it would be XGrad-CAM, whose weights are the same; the engine's min-max scaling puts the
+    strongest negative evidence at 0 (``docs/methods.md#respondcam``)."""
+    dims = spatial_dims(activations)
+    weights = (activations * gradients).sum(dim=dims) / (activations.sum(dim=dims) + eps)
+    return channel_weighted_sum(weights, activations)
 
 
 def layercam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:

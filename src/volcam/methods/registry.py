@@ -30,7 +30,7 @@ from volcam.methods.learned import lcam as _lcam
 
 __all__ = ["NEEDS", "MethodInfo", "get_method", "methods", "register", "signature_defaults"]
 
-NEEDS = frozenset({"gradients", "class_weights", "gradient_moments", "runner", "attention"})
+NEEDS = frozenset({"gradients", "class_weights", "gradient_moments", "runner", "attention", "attention_gradients"})
 """What a method may ask the engine for; see :class:`volcam.methods.base.LayerCapture`."""
 
 
@@ -196,6 +196,17 @@ register(
 )
 register(
     MethodInfo(
+        "respondcam",
+        _grad_method(_grad.respondcam),
+        frozenset({"gradients"}),
+        "1F+1B",
+        "XGrad-CAM's weights without the ReLU: a signed map summing to the score's first-order term (3D)",
+        function=_grad.respondcam,
+        gradient_terms=True,
+    )
+)
+register(
+    MethodInfo(
         "scorecam",
         lambda c, weights, max_channels, **_: _pert.scorecam(
             c.activations, c.runner, weights=weights, max_channels=max_channels
@@ -308,6 +319,18 @@ register(
         "(ViT-style models; class-agnostic)",
         function=_attn.rollout,
         takes=("head_fusion",),
+    )
+)
+
+register(
+    MethodInfo(
+        "attention-gradient",
+        lambda c, **_: _attn.attention_gradient(c.attention, c.attention_gradients, c.activations.shape[2:]),
+        frozenset({"attention", "attention_gradients"}),
+        "1F+1B",
+        "gradient-weighted attention (Chefer et al.): each block's positive gradient x attention, mean over "
+        "heads, accumulated as R <- R + AR; the class token's row (ViT-style models)",
+        function=_attn.attention_gradient,
     )
 )
 
