@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from volcam import VolcamError
-from volcam.metrics import VoxelHistograms, precision_recall, voxel_histograms, voxel_precision
+from volcam.metrics import VoxelHistograms, precision_recall, voxel_histograms, voxel_precision_recall
 from volcam.testing.phantoms import chest_ct
 
 THRESHOLDS = np.arange(101, dtype=np.float64) / 100  # τ_k = k / 100, k = 0 … 100
@@ -69,14 +69,14 @@ def lesion() -> torch.Tensor:
 
 def test_a_perfect_map_scores_one_and_an_inverted_one_the_prevalence(lesion) -> None:
     prevalence = float(lesion.double().mean())
-    perfect = voxel_precision(lesion.float(), lesion)
+    perfect = voxel_precision_recall(lesion.float(), lesion)
     assert (perfect.vxap, perfect.max_f1, perfect.precision_at_max_f1, perfect.recall_at_max_f1) == (1, 1, 1, 1)
-    inverted = voxel_precision(1 - lesion.float(), lesion)
+    inverted = voxel_precision_recall(1 - lesion.float(), lesion)
     assert inverted.vxap == pytest.approx(prevalence, abs=1e-12)  # only τ = 0 finds a lesion voxel
     assert inverted.max_f1 == pytest.approx(2 * prevalence / (1 + prevalence), abs=1e-12)
     assert inverted.threshold_at_max_f1 == 0 and inverted.recall_at_max_f1 == 1
     for cam in (lesion.float(), 1 - lesion.float()):
-        _check(voxel_precision(cam, lesion), _direct(_normalised(cam.numpy()), lesion.numpy().ravel()))
+        _check(voxel_precision_recall(cam, lesion), _direct(_normalised(cam.numpy()), lesion.numpy().ravel()))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -84,7 +84,7 @@ def test_random_maps_equal_the_direct_computation_and_se3d_code(lesion, seed) ->
     g = torch.Generator().manual_seed(seed)
     cam = torch.rand(lesion.shape, generator=g) + 0.5 * lesion * torch.rand(1, generator=g) - 0.2
     values, truth = _normalised(cam.numpy()), lesion.numpy().ravel()
-    found = voxel_precision(cam, lesion)
+    found = voxel_precision_recall(cam, lesion)
     _check(found, _direct(values, truth))
     assert found.vxap == pytest.approx(_se3d_vxap(values, truth), abs=1e-9)
     h = voxel_histograms(cam, lesion)[0]
@@ -101,7 +101,7 @@ def test_threshold_convention_is_at_or_above_each_lower_edge(lesion) -> None:
     h = voxel_histograms(cam, lesion)[0]
     assert h.lesion[50] == lesion.sum() and h.background[25] == 1 and h.background[100] == 1
     assert h.background[0] == (~lesion).sum() - 2
-    found = voxel_precision(cam, lesion)
+    found = voxel_precision_recall(cam, lesion)
     assert found.threshold_at_max_f1 == 0.26  # the lowest threshold above the 0.25 voxel (the maximum stays)
     _check(found, _direct(_normalised(cam.numpy()), lesion.numpy().ravel()))
 
@@ -133,7 +133,7 @@ def test_pooled_and_mean_of_cases_differ_and_pooling_is_the_voxels_together() ->
     truth = np.concatenate([a_mask.numpy().ravel(), b_mask.numpy().ravel()])
     _check(pooled, _direct(values, truth))
     # a batch is pooled the same way: each map normalised on its own
-    batch = voxel_precision(torch.stack([a, b])[:, None], torch.stack([a_mask, b_mask]))
+    batch = voxel_precision_recall(torch.stack([a, b])[:, None], torch.stack([a_mask, b_mask]))
     assert batch.vxap == pytest.approx(pooled.vxap) and batch.max_f1 == pytest.approx(pooled.max_f1)
 
 
@@ -145,12 +145,11 @@ def test_on_a_ct_phantom_with_its_lesions_and_lungs() -> None:
     assert lesions.any()
     rng = np.random.default_rng(0)
     cam = ndimage.gaussian_filter(lesions.astype(np.float32), 3) + 0.05 * rng.random(lesions.shape)
-    _check(
-        voxel_precision(torch.from_numpy(cam), torch.from_numpy(lesions)), _direct(_normalised(cam), lesions.ravel())
-    )
+    found = voxel_precision_recall(torch.from_numpy(cam), torch.from_numpy(lesions))
+    _check(found, _direct(_normalised(cam), lesions.ravel()))
     # within the lungs: the lung voxels only, normalised among themselves
     lungs = phantom.lungs
-    inside = voxel_precision(cam, lesions, region=lungs)
+    inside = voxel_precision_recall(cam, lesions, region=lungs)
     _check(inside, _direct(_normalised(cam[lungs]), lesions[lungs]))
     assert inside.vxap > 0.5
 

@@ -52,7 +52,7 @@ from volcam.metrics.voxel_precision import (
     VoxelPrecision,
     precision_recall,
     voxel_histograms,
-    voxel_precision,
+    voxel_precision_recall,
 )
 
 __all__ = [
@@ -97,5 +97,5 @@ __all__ = [
     "spearman",
     "ssim",
     "voxel_histograms",
-    "voxel_precision",
+    "voxel_precision_recall",
 ]

@@ -35,7 +35,7 @@ __all__ = [
     "pool",
     "precision_recall",
     "voxel_histograms",
-    "voxel_precision",
+    "voxel_precision_recall",
 ]
 
 #: Bins of the normalised map (SE3D's 0.01 steps); the thresholds are ``k / BINS``, ``k = 0 … BINS``.
@@ -232,7 +232,7 @@ def precision_recall(histograms: VoxelHistograms) -> VoxelPrecision:
     )
 
 
-def voxel_precision(cam: Any, mask: Any, *, region: Any | None = None, bins: int = BINS) -> VoxelPrecision:
+def voxel_precision_recall(cam: Any, mask: Any, *, region: Any | None = None, bins: int = BINS) -> VoxelPrecision:
     """VxAP and MaxF1 of one map (``(*S)`` or ``(1, 1, *S)``), or of a batch's maps pooled (each map
     normalised on its own, the voxels of all counted together). See :func:`voxel_histograms`."""
     return precision_recall(pool(voxel_histograms(cam, mask, region=region, bins=bins)))
