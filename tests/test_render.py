@@ -10,7 +10,7 @@ from PIL import Image
 import volcam
 from io_fixtures import dicomdir_tests, nibabel_data, pydicom_file
 from volcam.errors import InputError
-from volcam.viz.render import _choose, _display_volume, _panel, fuse, montage
+from volcam.viz.render import _choose, _panel, _reoriented, fuse, montage
 
 
 def ras_blob(image, centre_ras) -> torch.Tensor:
@@ -46,7 +46,8 @@ def test_radiological_orientation_patient_right_on_the_left_anterior_on_top() ->
     centre = affine @ np.append((np.array(image.shape[1:]) - 1) / 2, 1.0)
     right_front = centre[:3] + np.array([20.0, 20.0, 0.0])  # RAS: +x right, +y anterior
     cam = ras_blob(image, right_front).numpy()
-    _, heat, spacing, axis, positions = _display_volume(image.numpy(), cam, affine)
+    shown = _reoriented(cam.shape, affine)
+    heat, spacing, axis, positions = shown.volume(cam), shown.spacing, shown.axis, shown.positions
     assert axis == 2 and spacing == pytest.approx([2.0, 2.0, 2.0])
     k = int(np.argmax(heat.reshape(-1, heat.shape[2]).sum(0)))
     panel = _panel(heat, axis, k)

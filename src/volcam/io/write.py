@@ -22,7 +22,7 @@ import numpy as np
 from volcam._version import __version__
 from volcam.errors import InputError, first_line
 from volcam.io.atomic import atomic_file, atomic_folder, output_folder, source_paths
-from volcam.maps.arrays import image_array, map_array
+from volcam.maps.arrays import image_array, map_array, map_voxels
 from volcam.maps.colour import COLORMAP, fuse
 from volcam.maps.result import MapInfo
 from volcam.maps.windowing import Window
@@ -38,9 +38,12 @@ _BLOCK = (
 )
 
 
-def _grid(cam: Any, like: Any, result: Any) -> tuple[np.ndarray, MapInfo, np.ndarray, np.ndarray | None, dict]:
-    """The map, what it explains, the affine to write it with, and the source image array and meta."""
-    values, info, own_affine = map_array(cam, result)
+def _grid(
+    cam: Any, like: Any, result: Any, lazily: bool = False
+) -> tuple[Any, MapInfo, np.ndarray, np.ndarray | None, dict]:
+    """The map, what it explains, the affine to write it with, and the source image array and meta;
+    with ``lazily``, a map still to be resampled stays a :class:`~volcam.maps.resampled.ResampledMap`."""
+    values, info, own_affine = map_voxels(cam, result) if lazily else map_array(cam, result)
     if like is None:
         if own_affine is None:
             raise InputError("the map has no affine; pass like= (the image it was computed on, from volcam.load)")
@@ -81,12 +84,12 @@ def write_nifti(
     """
     from volcam.io.nifti import save_nifti
 
-    values, info, affine, _, meta = _grid(cam, like, result)
+    values, info, affine, _, meta = _grid(cam, like, result, lazily=True)
     path = Path(path)
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise InputError(f"{path}: a NIfTI file name ends in .nii or .nii.gz")
     if values.ndim == 2:
-        values = values[..., None]
+        values = np.asarray(values)[..., None]
     codes = (int(meta.get("qform_code", 1) or 1), int(meta.get("sform_code", 1) or 1))
     protected = [*inputs, *source_paths(like), *source_paths(cam)]
     with atomic_file(path, overwrite=overwrite, inputs=protected) as temporary:

@@ -149,11 +149,16 @@ def resample_axis_aligned(
     dst_affine: torch.Tensor,
     dst_shape: Sequence[int],
     dtype: torch.dtype = torch.float32,
+    region: Sequence[slice] | None = None,
 ) -> torch.Tensor | None:
     """An image or map ``(C, *s)`` on a grid with ``src_affine`` → ``(C, *dst_shape)`` in ``dtype`` on the
     grid of ``dst_affine``, by separable linear interpolation (voxel centres matched through the
     affines; outside the source grid the border value, as ``grid_sample``'s ``padding_mode="border"``).
     ``None`` when the grids are not axis-aligned to each other (then a full affine resampling is needed).
+
+    ``region`` (one ``slice`` per destination axis, steps of 1) asks for a box of the destination only:
+    the result is ``(C, *box)``, that box of the whole within float32 rounding (each destination voxel
+    is computed from its own coordinate), so a large result can be made and consumed slab by slab.
 
     Cost: one pass per axis (:func:`_interpolate_axis`), in the order that moves the fewest
     elements; no full-volume sampling grid is built. The source may be in any dtype and memory
@@ -168,6 +173,12 @@ def resample_axis_aligned(
         return None
     axes, scale, offset = aligned
     n = len(dst_shape)
+    box = [range(int(size))[r] for size, r in zip(dst_shape, region, strict=True)] if region else None
+    if box is not None:
+        if any(b.step != 1 for b in box):
+            raise ValueError(f"region {region}: slices with a step of 1")
+        dst_shape = [len(b) for b in box]
+        offset = [o + s * b.start for o, s, b in zip(offset, scale, box, strict=True)]
     # passes[a]: (destination size, scale, offset) of the destination axis read from source axis a
     passes = {axes[i]: (int(dst_shape[i]), scale[i], offset[i]) for i in range(n)}
     # The source's axes in memory order (outermost first): a view, never a copy.

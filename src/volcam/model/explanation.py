@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -20,10 +21,14 @@ class ScanExplanation:
     """A map of a scan, and what it explains.
 
     Attributes:
+        placed: the map where it lies: a tensor (see ``map``), or on the scan's grid a
+            :class:`~volcam.maps.resampled.ResampledMap` that makes it slab by slab as writers read
+            it (the NIfTI's blocks, a video's frames), so no full-size copy exists unless ``map`` is asked.
         map: ``(1, *S)`` in [0, 1] on the scan's grid, a ``MetaTensor`` with the scan's affine; or,
             when ``grid`` is ``"network"``, ``(1, *S')`` on the network input's grid, a ``MetaTensor``
             whose affine places its voxels in the scan's world (the same RAS millimetres as the
             scan's affine): shown through that affine, it overlays the scan without resampling.
+            Made from ``placed`` on first use and kept.
         result: the engine's :class:`~volcam.CamResult` (volumes) or :class:`~volcam.ClipResult`
             (clips), on the network's grid.
         prediction: the predicted label.
@@ -36,7 +41,7 @@ class ScanExplanation:
         options: the method options the caller gave (plain values; others by their type's name).
     """
 
-    map: Any
+    placed: Any
     result: Any
     method: str
     prediction: str
@@ -50,6 +55,12 @@ class ScanExplanation:
     options: dict[str, Any] = field(default_factory=dict)
     # how a network-grid map is carried to the scan's grid, when asked (to_scan); None on the scan's grid
     carry_to_scan: Callable[[], ScanExplanation] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def map(self) -> Any:
+        from volcam.maps.resampled import is_resampled
+
+        return self.placed.tensor() if is_resampled(self.placed) else self.placed
 
     def to_scan(self) -> ScanExplanation:
         """This explanation on the scan's grid: itself when it lies there, else its map carried back

@@ -27,6 +27,7 @@ from volcam.errors import (
     TargetError,
     first_line,
 )
+from volcam.maps.resampled import is_resampled
 from volcam.model.build import network_of
 from volcam.model.card import KINDS, ModelCard, read_card
 from volcam.model.explanation import ScanExplanation
@@ -323,12 +324,12 @@ class Model:
         ``options`` (the caller's method options) are recorded with the model's card name and hash."""
         start = time.perf_counter()
         cam = self.preprocessing.invert(
-            result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared, like=scan
+            result.map[0] if result.map.ndim == prepared.ndim + 1 else result.map, prepared, like=scan, lazily=True
         )
-        cam = _on_scan(cam, scan)
+        cam = cam if is_resampled(cam) else _on_scan(cam, scan)
         decision = self.named_decision(result)
         return ScanExplanation(
-            map=cam,
+            placed=cam,
             result=result,
             method=result.method,
             **decision,

@@ -302,7 +302,7 @@ class Preprocessing:
             chunk.affine = placed
             yield self(chunk).as_tensor()
 
-    def invert(self, cam: torch.Tensor, prepared: Any, like: Any = None) -> Any:
+    def invert(self, cam: torch.Tensor, prepared: Any, like: Any = None, *, lazily: bool = False) -> Any:
         """A map on the network's grid ``(1, *S')`` → the scan's grid ``(1, *S)`` with the scan's affine.
 
         ``prepared`` is what :meth:`__call__` returned for the scan (it holds the steps to undo);
@@ -312,6 +312,10 @@ class Preprocessing:
         map goes to the scan's grid by one separable linear resampling (:func:`resample_axis_aligned`),
         equal to MONAI's inverse to float precision. Other chains (oblique scans, several resampling
         steps, nearest or area modes) take MONAI's full inverse.
+
+        With ``lazily``, the separable route gives a :class:`~volcam.maps.resampled.ResampledMap`
+        instead: the same map, resampled slab by slab as writers consume it (no full-size copy); the
+        other routes give the tensor as before.
         """
         from monai.data import MetaTensor
 
@@ -325,17 +329,18 @@ class Preprocessing:
             plain, meta=dict(prepared.meta), applied_operations=copy.deepcopy(list(prepared.applied_operations))
         )
         carried.affine = prepared.affine
-        back = self._separable(carried, like) if like is not None else None
+        back = self._separable(carried, like, lazily) if like is not None else None
         if back is None:
             back = self.compose.inverse(carried.cpu())
-        return back.cpu().clamp_(0.0, 1.0)  # interpolation may overshoot [0, 1] a hair
+        return back if lazily and not isinstance(back, torch.Tensor) else back.cpu().clamp_(0.0, 1.0)
 
-    def _separable(self, carried: Any, like: Any) -> torch.Tensor | None:
-        """The map on ``like``'s grid by index arithmetic and one separable resampling, or ``None``
-        when the chain is not one this route reproduces exactly."""
+    def _separable(self, carried: Any, like: Any, lazily: bool = False) -> Any:
+        """The map on ``like``'s grid by index arithmetic and one separable resampling (a
+        :class:`ResampledMap` made when asked, with ``lazily``), or ``None`` when the chain is not one
+        this route reproduces exactly."""
         from monai.transforms import InvertibleTransform
 
-        from volcam.maps.geometry import resample_axis_aligned
+        from volcam.maps.resampled import ResampledMap
 
         scan_affine = getattr(like, "affine", None)
         if scan_affine is None or (tuple(like.shape[1:]) != tuple(carried.shape[1:]) and carried.ndim != like.ndim):
@@ -352,9 +357,10 @@ class Preprocessing:
             return None  # decided before any inverse runs: MONAI's full inverse gets the records untouched
         for step in reversed(steps[cut:]):
             carried = step.inverse(carried)
-        source = torch.as_tensor(carried.affine, dtype=torch.float64)
-        target = torch.as_tensor(scan_affine, dtype=torch.float64)
-        return resample_axis_aligned(carried.as_tensor(), source, target, tuple(like.shape[1:]))
+        made = ResampledMap.of(carried.as_tensor(), carried.affine, scan_affine, tuple(like.shape[1:]), like.meta)
+        if made is None or lazily:
+            return made
+        return made.region(tuple(slice(0, n) for n in made.shape))
 
     def mask(self, mask: torch.Tensor, like: Any | None = None) -> torch.Tensor:
         """A mask on the scan's grid ``(*S)`` or ``(1, *S)`` → the network's grid ``(*S')``, boolean.

@@ -170,7 +170,7 @@ class ScanSession:
             return kept[0]
 
         return ScanExplanation(
-            map=cam,
+            placed=cam,
             result=result,
             method=result.method,
             **decision,

@@ -21,8 +21,9 @@ import numpy as np
 from volcam.errors import InputError
 from volcam.io.atomic import atomic_file
 from volcam.io.image import voxel_spacing
-from volcam.maps.arrays import image_array, map_array
+from volcam.maps.arrays import image_array, map_voxels
 from volcam.maps.colour import COLORMAP, display_range, fuse, percentile_limits
+from volcam.maps.resampled import MapValues, is_resampled
 from volcam.maps.windowing import Window
 
 # display_range and fuse live in maps.colour
@@ -34,26 +35,63 @@ PICTURE_ALPHA = 0.5
 PICTURE_THRESHOLD = 0.05
 
 
-def _display_volume(image: np.ndarray, cam: np.ndarray, affine: np.ndarray | None) -> tuple[Any, ...]:
-    """Reorient to (L, P, S) voxel order and pick the acquisition's slice axis for the panels.
+def _mass(values: MapValues, axis: int) -> np.ndarray:
+    """The map's sum per index along ``axis`` (an array, or a map made slab by slab)."""
+    if is_resampled(values):
+        return values.mass(axis)
+    return values.sum(axis=tuple(a for a in range(values.ndim) if a != axis))
 
-    Returns the reoriented image ``(X, Y, Z)`` and map (views: flips and transpositions), spacing per
-    axis (mm), the slice axis and each slice's position along it (mm, RAS).
-    """
-    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+@dataclass(frozen=True)
+class _Reoriented:
+    """A volume's voxel order → (L, P, S): the nibabel transform, the new shape, spacing per axis (mm),
+    the acquisition's slice axis (in the new order) and each slice's position along it (mm, RAS)."""
+
+    transform: np.ndarray
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    axis: int
+    positions: np.ndarray
+
+    def volume(self, values: np.ndarray) -> np.ndarray:
+        """``values`` in (L, P, S) order: a view (flips and transpositions)."""
+        from nibabel.orientations import apply_orientation
+
+        return apply_orientation(values, self.transform)
+
+    def source_index(self, k: int) -> tuple[int, int]:
+        """(source axis, index) of slice ``k`` along the slice axis in (L, P, S) order."""
+        source_axis = int(np.flatnonzero(self.transform[:, 0] == self.axis)[0])
+        flipped = self.transform[source_axis, 1] < 0
+        return source_axis, self.shape[self.axis] - 1 - k if flipped else k
+
+    def slice_of(self, values: MapValues, k: int) -> np.ndarray:
+        """Slice ``k`` along the slice axis, in (L, P, S) order, of an array or a map made slab by slab
+        (only that slice is made)."""
+        if not is_resampled(values):
+            return _panel(self.volume(values), self.axis, k)
+        source_axis, index = self.source_index(k)
+        box = [slice(None)] * values.ndim
+        box[source_axis] = slice(index, index + 1)
+        thin = self.volume(values[tuple(box)])  # one slice thick, reoriented; the axis kept, length 1
+        return _panel(thin, self.axis, 0)
+
+
+def _reoriented(shape: tuple[int, ...], affine: np.ndarray | None) -> _Reoriented:
+    """How a volume of ``shape`` with ``affine`` is shown (:class:`_Reoriented`)."""
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
     if affine is None:
         affine = np.eye(4)
     ornt = io_orientation(affine)
     transform = ornt_transform(ornt, axcodes2ornt(("L", "P", "S")))
-    shape = cam.shape
-    image = apply_orientation(image, transform)
-    cam = apply_orientation(cam, transform)
+    shown = [0, 0, 0]
+    for axis, (to, _) in enumerate(transform):
+        shown[int(to)] = shape[axis]
     affine = affine @ inv_ornt_aff(transform, shape)
-    spacing = voxel_spacing(affine, 3)
     slice_axis = int(ornt[2, 0])  # the world axis the file's slices step along
-    positions = affine[slice_axis, 3] + affine[slice_axis, slice_axis] * np.arange(cam.shape[slice_axis])
-    return image, cam, spacing, slice_axis, positions
+    positions = affine[slice_axis, 3] + affine[slice_axis, slice_axis] * np.arange(shown[slice_axis])
+    return _Reoriented(transform, tuple(shown), voxel_spacing(affine, 3), slice_axis, positions)
 
 
 def _panel(volume: np.ndarray, axis: int, k: int) -> np.ndarray:
@@ -109,7 +147,7 @@ def montage(
         The path written.
     """
     data, affine, meta = image_array(image)
-    values, info, _ = map_array(cam, result)
+    values, info, _ = map_voxels(cam, result)  # a map still to be resampled is read slice by slice
     if tuple(values.shape) != tuple(data.shape[1:]):
         raise InputError(f"map {tuple(values.shape)} is not on the image grid {tuple(data.shape[1:])}")
     pick = functools.partial(_choose, every=every, hottest=hottest, max_panels=max_panels)
@@ -137,14 +175,14 @@ class _Panels:
 
 
 def _clip_panels(
-    data: np.ndarray, values: np.ndarray, meta: dict, pick: Callable[[np.ndarray], list[int]], window: Window | None
+    data: np.ndarray, values: MapValues, meta: dict, pick: Callable[[np.ndarray], list[int]], window: Window | None
 ) -> _Panels:
     """The frames with the most map mass (``data`` ``(C, T, H, W)`` as loaded, ``values`` ``(T, H, W)``);
     rows and columns as the scanner showed them. Only the frames shown are scaled for display, with the
     grey range of the whole clip."""
     modality = meta.get("modality")
     limits = percentile_limits(data, axis=1) if window is None else None
-    chosen = pick(values.reshape(len(values), -1).sum(axis=1))
+    chosen = pick(_mass(values, 0))
     shown = [display_range(data[:, t], modality, window, limits).transpose(1, 2, 0) for t in chosen]  # (H, W, C)
     pictures = [
         (frame if frame.shape[-1] == 3 else frame[..., 0], values[t]) for frame, t in zip(shown, chosen, strict=True)
@@ -157,7 +195,7 @@ def _clip_panels(
 
 def _volume_panels(
     data: np.ndarray,
-    values: np.ndarray,
+    values: MapValues,
     affine: np.ndarray | None,
     modality: str | None,
     window: Window | None,
@@ -169,14 +207,16 @@ def _volume_panels(
     # an image without one (MR) is scaled by its whole volume's percentiles.
     pointwise = window is not None or (modality or "").upper() == "CT"
     gray = data if pointwise else display_range(data, modality, window)
-    grey, values, spacing, axis, positions = _display_volume(gray[0], values, affine)
-    chosen = pick(values.sum(axis=tuple(a for a in range(3) if a != axis)))  # map mass per slice
+    shown = _reoriented(tuple(values.shape), affine)
+    grey, axis, spacing = shown.volume(gray[0]), shown.axis, shown.spacing
+    mass = _mass(values, shown.source_index(0)[0])  # map mass per slice, in the file's order
+    chosen = pick(mass if shown.source_index(0)[1] == 0 else mass[::-1])
     pictures = [
         (display_range(_panel(grey, axis, k), modality, window) if pointwise else _panel(grey, axis, k),
-         _panel(values, axis, k))
+         shown.slice_of(values, k))
         for k in chosen
     ]  # fmt: skip
-    labels = [f"{'xyz'[axis]} = {positions[k]:.1f} mm" for k in chosen]  # RAS patient coordinate
+    labels = [f"{'xyz'[axis]} = {shown.positions[k]:.1f} mm" for k in chosen]  # RAS patient coordinate
     rows_axis, cols_axis = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[axis]
     return _Panels(pictures, labels, spacing[rows_axis] / spacing[cols_axis], min(len(pictures), 4))
 

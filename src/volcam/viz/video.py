@@ -28,7 +28,7 @@ import numpy as np
 
 from volcam.errors import DependencyError, InputError
 from volcam.io.atomic import atomic_file
-from volcam.maps.arrays import image_array, map_array
+from volcam.maps.arrays import image_array, map_voxels
 from volcam.maps.colour import fuse
 from volcam.viz.display import display_limits
 from volcam.viz.render import PICTURE_ALPHA, PICTURE_THRESHOLD
@@ -197,7 +197,7 @@ class _Renderer:
 
     def __init__(self, image: Any, cam: Any, curve: FrameCurve, title: str | None) -> None:
         data, _, meta = image_array(image)
-        values, _, _ = map_array(cam)
+        values, _, _ = map_voxels(cam)  # a map still to be resampled gives each frame as it is drawn
         if data.ndim != 4 or tuple(values.shape) != tuple(data.shape[1:]):
             raise InputError(f"a map {tuple(values.shape)} on a clip (C, T, H, W) {tuple(data.shape)}: not its grid")
         if len(curve.values) != data.shape[1]:

@@ -126,11 +126,12 @@ def _write_explanation(
 
     start = time.perf_counter()
     clip, stem = _is_clip(scan), method_stem(explained.method)
-    write_nifti(explained.map, folder / f"{stem}.nii.gz", like=scan)
+    # the explanation itself, not its .map: a map still to be resampled is written slab by slab
+    write_nifti(explained, folder / f"{stem}.nii.gz", like=scan)
     probability = explained.probabilities.get(explained.target, float("nan"))
     layers = ",".join(explained.layers)
     title = f"{model.name} · {explained.method} @ {layers} · '{explained.target}' (p = {probability:.2f})"
-    montage(scan, explained.map, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung")
+    montage(scan, explained, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung")
     files: dict[str, Any] = {"nifti": str(out / f"{stem}.nii.gz"), "png": str(out / f"{stem}.png")}
     for kind in spec.dicom:
         write_dicom(explained, folder / f"{stem}_{kind}", scan, kind=kind, overwrite=True)
@@ -176,7 +177,7 @@ def _clip_outputs(
     }
     start = time.perf_counter()
     try:
-        written = write_clip_video(scan, explained.map, curve, stem, title=title)
+        written = write_clip_video(scan, explained, curve, stem, title=title)
     except DependencyError as error:  # PyAV is optional: the maps and the summary still come, and say so
         record["warnings"].append(f"no video of the clip: {error}")
         return {}
