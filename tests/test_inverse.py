@@ -79,16 +79,26 @@ def test_the_fast_route_equals_monais_inverse(scan_name, steps, separable) -> No
         ("ct", [{"name": "Spacing", "args": {"pixdim": [2.8, 2.8, 5.0], "padding_mode": "zeros"}}], False),
         ("ct", [{"name": "Spacing", "args": {"pixdim": [2.8, 2.8, 5.0], "mode": "nearest"}}], False),
         ("ct", [CARD_STEPS[2], CARD_STEPS[1]], False),  # an intensity step first
+        ("ct", [CARD_STEPS[0], {"name": "Resize", "args": {"spatial_size": [50, 40, 30], "mode": "trilinear"}}], True),
+        ("ct", [{"name": "Resize", "args": {"spatial_size": [50, 40, 30]}}], False),  # area mode
+        ("ct", [{"name": "Resize", "args": {"spatial_size": [50, 40, 30], "mode": "trilinear",
+                                              "anti_aliasing": True}}], False),
+        ("clip", [{"name": "Resize", "args": {"spatial_size": [-1, 112, 112], "mode": "trilinear"}},
+                  {"name": "ScaleIntensityRange", "args": {"a_min": 0, "a_max": 255, "b_min": 0.0, "b_max": 1.0}}],
+         True),  # an RGB ultrasound clip's uint8 frames, as a frame or window card prepares them
     ],
 )  # fmt: skip
 def test_the_fast_way_there_equals_monais_transforms(scan_name, steps, fast) -> None:
-    """The leading orientation + linear Spacing run as one separable pass on the scan as stored; the
-    network input, its affine and the inverse records are MONAI's own."""
+    """The leading orientation + linear Spacing (or linear Resize) run as one separable pass on the scan
+    as stored; the network input, its affine and the inverse records are MONAI's own."""
     if scan_name == "dicom":
         scan = volcam.load(sd.file(sd.CT_DICOM))
+    elif scan_name == "clip":
+        scan = volcam.load(sd.file(sd.LUS_DICOM))
+        assert scan.dtype == torch.uint8
     else:
         scan = volcam.load(sd.file(sd.CT_NIFTI)) if scan_name == "ct" else odd_scan()
-    pre = Preprocessing(steps)
+    pre = Preprocessing(steps, channels=scan.shape[0])
     assert (pre._resample_separably(scan) is not None) is fast
     prepared = pre(scan)
     reference = pre._run(scan.to(torch.float32, memory_format=torch.contiguous_format), pre.compose.transforms, "scan")

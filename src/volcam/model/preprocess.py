@@ -50,12 +50,19 @@ _VALUE_BY_VALUE = frozenset({"ScaleIntensityRange", "ThresholdIntensity", "Shift
 
 
 def _border_linear_spacing(transform: Any) -> bool:
-    """Whether a step is MONAI's ``Spacing`` resampling linearly with border padding and centred voxels:
-    the one resampling :func:`resample_axis_aligned` reproduces."""
+    """Whether a step resamples as :func:`resample_axis_aligned` does (linearly, centred voxels, the
+    border value outside the grid): MONAI's ``Spacing`` with border padding, or ``Resize`` in a linear
+    mode without anti-aliasing (``F.interpolate`` with ``align_corners=False`` clamps to the border)."""
+    name = type(transform).__name__
+    linear = _mode(transform) in ("bilinear", "trilinear", "linear")
+    if name == "Resize":
+        return (
+            linear and not getattr(transform, "anti_aliasing", False) and not getattr(transform, "align_corners", None)
+        )
     resample = getattr(transform, "sp_resample", None)
     return (
-        type(transform).__name__ == "Spacing"
-        and _mode(transform) in ("bilinear", "trilinear", "linear")
+        name == "Spacing"
+        and linear
         and str(getattr(resample, "padding_mode", "")).lower().endswith("border")
         and getattr(resample, "align_corners", None) is False
     )
@@ -176,8 +183,10 @@ class Preprocessing:
         return self._run(image, self.compose.transforms, "scan")
 
     def _resample_separably(self, image: Any) -> tuple[Any, Sequence[Any]] | None:
-        """The card's leading orientation and linear ``Spacing`` steps in one separable pass over the
-        scan as stored, and the steps still to run; ``None`` when the chain does not start that way.
+        """The card's leading orientation and linear ``Spacing`` (or ``Resize``) steps in one separable
+        pass over the scan as stored, and the steps still to run; ``None`` when the chain does not start
+        that way (a clip's chunk of uint8 frames goes to the network's size without a float copy at
+        full size, too).
 
         MONAI runs the steps lazily first: that only computes the grid they lead to (affine and shape)
         and their records for the inverse. The scan then goes to that grid by
