@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["axis_aligned", "like_input", "normalize", "resample_axis_aligned", "upsample"]
+__all__ = ["axis_aligned", "interpolation_weights", "like_input", "normalize", "resample_axis_aligned", "upsample"]
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -127,6 +127,21 @@ def _interpolate_axis(
             target.copy_(below)
             target.lerp_(x.select(axis, j).to(dtype), w)
     return out
+
+
+def interpolation_weights(size: int, n: int, step: float, start: float) -> torch.Tensor:
+    """``(size, n)`` float64: row ``k`` holds the weights :func:`_interpolate_axis` gives the ``n`` source
+    samples for destination ``k`` (at ``step · k + start``, clamped to the border; two neighbours).
+    Its column sums say how much each source sample contributes to the whole destination axis."""
+    coordinate = (torch.arange(size, dtype=torch.float64) * step + start).clamp(0, n - 1)
+    low = coordinate.floor().long()
+    high = (low + 1).clamp(max=n - 1)
+    weight = coordinate - low
+    matrix = torch.zeros(size, n, dtype=torch.float64)
+    rows = torch.arange(size)
+    matrix.index_put_((rows, low), 1.0 - weight, accumulate=True)
+    matrix.index_put_((rows, high), weight, accumulate=True)
+    return matrix
 
 
 def _cheapest_order(shape: Sequence[int], sizes: Sequence[int]) -> tuple[int, ...]:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from typing_extensions import TypeIs
 
-from volcam.maps.geometry import resample_axis_aligned
+from volcam.maps.geometry import axis_aligned, interpolation_weights, resample_axis_aligned
 
 __all__ = ["MapValues", "ResampledMap", "is_resampled"]
 
-_SLAB_VOXELS = 4 << 20  # destination voxels per slab when a whole-map statistic streams (16 MB of float32)
+_SLAB_VOXELS = 4 << 20  # destination voxels per slab (16 MB of float32)
 
 
 class ResampledMap:
@@ -125,14 +125,32 @@ class ResampledMap:
             yield range(start, min(start + step, self.shape[axis])), out[0]
 
     def mass(self, axis: int) -> np.ndarray:
-        """``(S[axis],)`` float64: the map's sum over every other axis, per index along ``axis``,
-        computed slab by slab (no full-size copy)."""
+        """``(S[axis],)`` float64: the map's sum over every other axis, per index along ``axis``, from
+        the small source alone (no destination voxel is made).
+
+        Linear interpolation is separable, so summing the destination over an axis weighs each source
+        sample along it by how much it contributes there (the column sums of that axis's
+        :func:`~volcam.maps.geometry.interpolation_weights`); the axis asked keeps its weights.
+        (Interpolating values in [0, 1] with convex weights never leaves [0, 1], so the clamp of
+        :meth:`region` changes nothing summed here.)
+        """
         axis = axis % self.ndim
-        total = np.zeros(self.shape[axis])
-        others = tuple(a for a in range(self.ndim) if a != axis)
-        for indices, values in self.slabs(axis):
-            total[indices.start : indices.stop] = values.double().sum(dim=others).numpy()
-        return total
+        aligned = axis_aligned(self.source_affine, self.affine)
+        assert aligned is not None  # axis-aligned by construction (of())
+        axes, scale, offset = aligned
+        values = self.source[0].double()
+        kept = None
+        for i in range(self.ndim):  # destination axis i reads source axis axes[i]
+            weights = interpolation_weights(self.shape[i], values.shape[axes[i]], scale[i], offset[i])
+            if i == axis:
+                kept = weights
+            else:
+                shape = [1] * values.ndim
+                shape[axes[i]] = -1
+                values = values * weights.sum(0).reshape(shape)
+        assert kept is not None
+        along = values.sum(dim=tuple(a for a in range(values.ndim) if a != axes[axis]))
+        return (kept @ along).numpy()
 
     def __repr__(self) -> str:
         return f"ResampledMap({tuple(self.source.shape[1:])} → {self.shape})"
