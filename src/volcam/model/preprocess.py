@@ -391,7 +391,15 @@ class Preprocessing:
         spatial = like.ndim - 1 if like is not None else plain.ndim - int(plain.shape[0] == 1 and plain.ndim > 1)
         if plain.ndim == spatial:
             plain = plain[None]
-        image = MetaTensor((plain != 0).float(), meta=meta)
-        out = self._run(image, self._geometric.transforms, "mask")
+        # 0/1 as uint8: a leading orientation + linear resampling runs as one separable pass from it (no
+        # float copy of a full-size mask: 576 MB for a clinical cine); MONAI's steps get floats otherwise
+        image = MetaTensor((plain != 0).to(torch.uint8), meta=meta)
+        separable = self._resample_separably(image)
+        if separable is not None:
+            image, rest = separable
+            steps = [t for t in rest if isinstance(t, InvertibleTransform)]
+        else:
+            image, steps = image.float(), self._geometric.transforms
+        out = self._run(image, steps, "mask")
         out = out.as_tensor() if isinstance(out, MetaTensor) else out
         return out[0] >= 0.5
