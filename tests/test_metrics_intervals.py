@@ -117,6 +117,17 @@ def test_paired_differences_resample_the_same_cases() -> None:
         paired_difference(a, b[:-1])
 
 
+def test_a_p_value_below_5_percent_is_a_95_percent_interval_without_0() -> None:
+    rng = np.random.default_rng(8)
+    agree = 0
+    for i in range(300):
+        a, b = rng.beta(2, 5, 20), rng.beta(2, 5, 20) + rng.normal(0, 0.08)
+        for method in ("studentized", "percentile"):
+            found = paired_difference(a, b, seed=i, method=method)
+            agree += (found.p_value < 0.05) == (found.difference.low > 0 or found.difference.high < 0)
+    assert agree >= 0.98 * 600  # up to one resample at the boundary
+
+
 def test_paired_p_values_are_uniform_under_no_difference() -> None:
     rng = np.random.default_rng(4)
     p = []

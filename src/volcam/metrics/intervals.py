@@ -111,9 +111,12 @@ class PairedDifference:
 
     Attributes:
         difference: the statistic of A minus that of B, with its interval (the same resamples for both).
-        p_value: two-sided bootstrap p-value of "no difference", ``(1 + #extreme) / (resamples + 1)``:
-            studentized, the resamples with ``|t*| ≥ |d / se|``; otherwise those whose difference, centred
-            on the observed ``d``, lies at least ``|d|`` from it. Uncorrected: :func:`holm` corrects a family.
+        p_value: two-sided bootstrap p-value of "no difference", the interval inverted: the smallest ``α``
+            at which the ``1 − α`` interval of the same kind leaves out 0, ``min(1, 2 · min(1 + #below,
+            1 + #above) / (resamples + 1))`` with ``#below``, ``#above`` the resamples at or below / above the
+            observed value (``t*`` against ``d / se``, studentized; otherwise ``d*`` against 0, the percentile
+            interval's, also for BCa). So ``p < 1 − confidence`` when a studentized or percentile interval
+            leaves out 0 (up to the resamples' granularity). Uncorrected: :func:`holm` corrects a family.
     """
 
     difference: Interval
@@ -164,13 +167,14 @@ def _quantiles(replicates: np.ndarray, levels: np.ndarray) -> tuple[float, float
     return float(low), float(high)
 
 
-def _centred_p(replicates: np.ndarray, estimate: float) -> float:
-    """``(1 + #{|d* − d| ≥ |d|}) / (kept + 1)``: how often a cohort drawn under "no difference" (the
-    resamples shifted to centre on 0) lies as far from 0 as the observed one."""
+def _two_sided(replicates: np.ndarray, observed: float) -> float:
+    """``min(1, 2 · min(1 + #(r ≤ observed), 1 + #(r ≥ observed)) / (kept + 1))``: the smallest ``α`` at
+    which the equal-tailed ``1 − α`` interval read off ``replicates`` leaves ``observed`` out."""
     kept = replicates[~np.isnan(replicates)]
-    if not kept.size or math.isnan(estimate):
+    if not kept.size or math.isnan(observed):
         return math.nan
-    return float((1 + np.sum(np.abs(kept - estimate) >= abs(estimate))) / (kept.size + 1))
+    tail = 1 + min(np.sum(kept <= observed), np.sum(kept >= observed))
+    return float(min(1.0, 2 * tail / (kept.size + 1)))
 
 
 def _bca_levels(estimate: float, replicates: np.ndarray, jackknife: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -226,7 +230,7 @@ def _of_mean(
     mean = float(x.mean())
     se = float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     if se == 0:  # every case the same value: no spread to resample
-        return Interval(mean, mean, mean, resamples, n, confidence, method), 1.0 if mean == 0 else 1 / (resamples + 1)
+        return Interval(mean, mean, mean, resamples, n, confidence, method), 1.0 if mean == 0 else 2 / (resamples + 1)
     found = _apply(n, _mean_and_se(x), resamples, seed)
     means, ses = found[:, 0], found[:, 1]
     levels = _levels(confidence)
@@ -235,13 +239,13 @@ def _of_mean(
             t = np.where(ses > 0, (means - mean) / ses, np.sign(means - mean) * np.inf)
             low_t, high_t = (float(q) for q in np.quantile(t, levels))
         if math.isfinite(low_t) and math.isfinite(high_t):
-            p = float((1 + np.sum(np.abs(t) >= abs(mean / se))) / (resamples + 1))
+            p = _two_sided(t, mean / se)  # the t* at or beyond the t of "the mean is 0"
             return Interval(mean, mean - high_t * se, mean - low_t * se, resamples, n, confidence, method), p
         method = "percentile"  # too many resamples without spread: t* is unbounded
     if method == "bca":
         levels = _bca_levels(mean, means, (x.sum() - x) / (n - 1), levels)
     low, high = _quantiles(means, levels)
-    return Interval(mean, low, high, resamples, n, confidence, method), _centred_p(means, mean)
+    return Interval(mean, low, high, resamples, n, confidence, method), _two_sided(means, 0.0)
 
 
 def bootstrap_interval(
@@ -353,7 +357,7 @@ def _pooled(histograms: Sequence[VoxelHistograms], statistic: Pooled) -> tuple[S
 def _of_statistic(
     n: int, statistic: Statistic, resamples: int, confidence: float, seed: int | None, method: str, width: int
 ) -> tuple[Interval, float]:
-    """A percentile or BCa interval of a weight statistic over ``n`` cases, and its centred p-value."""
+    """A percentile or BCa interval of a weight statistic over ``n`` cases, and the p-value of "it is 0"."""
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, resamples, 0, confidence, method), math.nan
     estimate = float(statistic(np.ones((1, n)))[0])
@@ -362,7 +366,7 @@ def _of_statistic(
     if method == "bca" and n > 1:
         levels = _bca_levels(estimate, replicates, statistic(1.0 - np.eye(n)), levels)
     low, high = _quantiles(replicates, levels)
-    return Interval(estimate, low, high, resamples, n, confidence, method), _centred_p(replicates, estimate)
+    return Interval(estimate, low, high, resamples, n, confidence, method), _two_sided(replicates, 0.0)
 
 
 def pooled_interval(
@@ -392,7 +396,7 @@ def paired_pooled_difference(
     method: Literal["percentile", "bca"] = "percentile",
 ) -> PairedDifference:
     """Pooled VxAP (or MaxF1) of method A minus that of method B on the same cases (``a[i]`` and ``b[i]``
-    one case), each resampled cohort pooled for both; the p-value is the centred one."""
+    one case), each resampled cohort pooled for both."""
     _check(resamples, confidence, method, ("percentile", "bca"))
     if len(a) != len(b):
         raise MetricInputError(f"paired histograms need the same cases: {len(a)} and {len(b)}")

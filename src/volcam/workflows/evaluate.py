@@ -94,8 +94,8 @@ def evaluate_to_folder(
         spec: what to measure (:class:`~volcam.workflows.specs.EvaluateSpec`: methods, target, layer,
             tolerance, deletion/insertion steps and baselines, ROAD, robustness); ``choices`` as
             keywords (``methods=["gradcam"], steps=20``) change it.
-        region: a body or lung mask on the scan's grid (like ``mask``): the energy is counted
-            within it, and deletion/insertion rank and change only its voxels (carried to the
+        region: a body or lung mask on the scan's grid (like ``mask``): the energy, VxAP and MaxF1
+            count its voxels only, and deletion/insertion rank and change only its voxels (carried to the
             network's grid by the card's geometric steps). Zeroing air outside the body or deleting
             lung by lung is then what the curves measure, not the background.
         progress: called with a line per method.
@@ -120,9 +120,10 @@ def evaluate_to_folder(
         rows.append(evaluation.row())
         if progress is not None:
             scores = evaluation.scores
+            vxap = "n/a" if scores.vxap is None else f"{scores.vxap:.3f}"  # lesions all outside the region
             progress(
-                f"  {evaluation.method:<16} pointing {scores.pointing_hit}  deletion {scores.deletion_auc:.3f}  "
-                f"insertion {scores.insertion_auc:.3f}  sanity {evaluation.sanity}"
+                f"  {evaluation.method:<16} pointing {scores.pointing_hit}  VxAP {vxap}  deletion "
+                f"{scores.deletion_auc:.3f}  insertion {scores.insertion_auc:.3f}  sanity {evaluation.sanity}"
             )
     # the tables and plots appear together, or (an error, Ctrl-C) not at all
     with output_folder(out, inputs=inputs, command="evaluate") as folder:

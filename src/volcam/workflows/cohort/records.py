@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -40,8 +41,9 @@ __all__ = [
 
 CASE_FILE = "case.json"
 # case.json's layout and what a case's outputs mean; a new value changes every fingerprint, so every case
-# is redone. 2: case.json is a CaseRecord (1: a dict with "metrics" and "timings"; read as not done).
-FORMAT = 2
+# is redone. 3: each map's scores add VxAP/MaxF1 and the voxel histograms a cohort pools; 2: case.json
+# is a CaseRecord (1: a dict with "metrics" and "timings"; read as not done).
+FORMAT = 3
 #: The per-method score columns, in order (``<method>.<metric>``): the per-map scores'.
 METRICS = tuple(columns(MapScores))
 
@@ -138,8 +140,9 @@ class CaseRecord:
         return out
 
     def to_json(self) -> str:
-        """``case.json``'s text."""
-        return json.dumps({"format": FORMAT, **asdict(self)}, indent=1) + "\n"
+        """``case.json``'s text (a list of numbers, such as a voxel histogram, on one line)."""
+        text = json.dumps({"format": FORMAT, **asdict(self)}, indent=1)
+        return _NUMBERS.sub(lambda found: "[" + "".join(found.group(1).split()) + "]", text) + "\n"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CaseRecord:
@@ -149,6 +152,10 @@ class CaseRecord:
         given = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         maps = tuple(MapRecord(one["method"], MapScores(**one["scores"])) for one in given.pop("maps", ()))
         return cls(**{**given, "maps": maps, "files": tuple(given.get("files", ()))})
+
+
+# a JSON list of integers as json.dumps(indent=...) writes it: one number a line
+_NUMBERS = re.compile(r"\[\n\s*(-?\d+(?:,\n\s*-?\d+)*)\n\s*\]")
 
 
 def column_descriptions() -> dict[str, str]:

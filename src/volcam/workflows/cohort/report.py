@@ -1,4 +1,5 @@
-"""A cohort's outputs for people and programs: the results table, ``summary.md`` and a PNG of distributions.
+"""A cohort's outputs for people and programs: the results table, ``summary.md`` (with intervals, the
+pooled VxAP/MaxF1 and the methods compared: :mod:`.statistics`) and a PNG of distributions.
 
 The table has one row per case, in manifest order; its columns are the fields of a case's record
 (:class:`~volcam.workflows.cohort.records.CaseRecord`: case, image, mask, label, status, error,
@@ -17,7 +18,8 @@ from typing import Any
 from volcam.io.atomic import atomic_file
 from volcam.io.tables import Case
 from volcam.workflows.cohort.records import METRICS, TIMINGS, CaseRecord, Settings, column_descriptions
-from volcam.workflows.scoring import MapScores, columns
+from volcam.workflows.cohort.statistics import Bootstrap, metric_intervals, paired_comparisons, pooled_scores
+from volcam.workflows.scoring import MapScores, columns, hit_columns
 
 __all__ = ["METRICS", "results_table", "write_report"]
 
@@ -59,12 +61,25 @@ def _auc(table: Any, labels: Sequence[str]) -> tuple[str, float | None]:
     )
 
 
-def _summary(table: Any, settings: Settings, model: Any, manifest: Any, computed: Sequence[str], seconds: float) -> str:
-    """``summary.md``: what ran, against the labels, per method, the failures, time, the columns."""
+def _summary(
+    table: Any,
+    records: Mapping[str, CaseRecord],
+    settings: Settings,
+    model: Any,
+    manifest: Any,
+    computed: Sequence[str],
+    seconds: float,
+    bootstrap: Bootstrap,
+) -> str:
+    """``summary.md``: what ran, against the labels, per method with intervals, the pooled VxAP/MaxF1,
+    the methods compared, the failures, time, the columns."""
     ok = table[table["status"] == "ok"]
     errors = table[table["status"] != "ok"]
-    lines = [*_head(table, settings, model, manifest, computed, seconds), *_against_labels(ok, table, model.labels)]
-    lines += _per_method(ok, settings.spec.methods)
+    methods, labels = settings.spec.methods, list(model.labels)
+    lines = [*_head(table, settings, model, manifest, computed, seconds), *_against_labels(ok, table, labels)]
+    lines += _per_method(metric_intervals(ok, methods, labels, bootstrap), methods, bootstrap)
+    lines += _pooled(pooled_scores(ok, records, methods, labels, bootstrap), bootstrap)
+    lines += _compared(paired_comparisons(ok, records, methods, bootstrap), bootstrap)
     if len(errors):
         lines += ["", "## Failed cases", "", "| case | error |", "|---|---|"]
         lines += [f"| {row.case} | {str(row.error).replace('|', '/')} |" for row in errors.itertuples()]
@@ -122,24 +137,83 @@ def _against_labels(ok: Any, table: Any, labels: Sequence[str]) -> list[str]:
     return lines
 
 
-def _per_method(ok: Any, methods: Sequence[str]) -> list[str]:
-    """Mean ± sd (n) of each score measured, per method, and what each score is."""
-    measured = [m for m in METRICS if any(f"{method}.{m}" in ok for method in methods)]
-    if not measured:
+def _cell(mean: float, low: float, high: float, n: int | None = None) -> str:
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]" + (f" ({n})" if n is not None else "")
+
+
+def _per_method(intervals: Any, methods: Sequence[str], bootstrap: Bootstrap) -> list[str]:
+    """Each score's mean [interval] (n) per method, a table per group of cases, and what each score is."""
+    if not len(intervals):
         return []
-    lines = ["", "## Per method: mean ± sd (n)", "", "| method | " + " | ".join(measured) + " |"]
-    lines.append("|---|" + "---|" * len(measured))
-    for method in methods:
-        cells = []
-        for metric in measured:
-            values = ok.get(f"{method}.{metric}")
-            if values is not None and len(values := values.dropna()):
-                cells.append(f"{values.mean():.3f} ± {values.std(ddof=0):.3f} ({len(values)})")
-            else:
-                cells.append("")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    hits = ", ".join(f"`{name}`" for name in hit_columns(MapScores))
+    lines = [
+        "", f"## Per method: mean [{bootstrap.confidence:.0%} interval] (n)", "",
+        f"Intervals: {bootstrap.describe()} (studentized; the percentile interval where nearly every case "
+        f"has the same value); Wilson's score interval for hits ({hits}). docs/methods.md#intervals",
+    ]  # fmt: skip
+    tables: dict[tuple[str, ...], list[str]] = {}  # a table → the groups it holds for (the same numbers)
+    for group in dict.fromkeys(intervals["group"]):
+        rows = intervals[intervals["group"] == group]
+        body = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for metric in dict.fromkeys(rows["metric"]):
+            found = {row.method: _cell(row.mean, row.low, row.high, row.n) for row in rows.itertuples()
+                     if row.metric == metric}  # fmt: skip
+            body.append(f"| {metric} | " + " | ".join(found.get(m, "") for m in methods) + " |")
+        tables.setdefault(tuple(body), []).append(group)
+    for table, groups in tables.items():
+        lines += ["", "### " + "; ".join(_group_title(g) for g in groups), "", *table]
     described = columns(MapScores)
+    measured = dict.fromkeys(intervals["metric"])
     return [*lines, "", *[f"- `{m}`: {described[m]}" for m in measured]]
+
+
+def _group_title(group: str) -> str:
+    if group == "all":
+        return "all ok cases"
+    if group in ("correct", "wrong"):
+        return f"cases the model classified {'right' if group == 'correct' else 'wrong'}"
+    return f"cases labelled {group.removeprefix('label ')}"
+
+
+def _pooled(pooled: Any, bootstrap: Bootstrap) -> list[str]:
+    """The pooled VxAP and MaxF1 per method and group (SE3D's code pools the voxels of every case)."""
+    if not len(pooled):
+        return []
+    lines = [
+        "", "## VxAP and MaxF1 over the pooled voxels of the cases with lesions", "",
+        "Each map min-max normalised, its voxels counted per threshold 0, 0.01, …, 1 and pooled over the cases "
+        "(as SE3D's code computes them; the per-case means are in the tables above). Interval: "
+        f"{bootstrap.describe()}, percentile, the cases' histograms resampled. docs/methods.md#vxap",
+        "", "| cases | method | n | VxAP | MaxF1 | precision | recall | threshold |", "|---" * 8 + "|",
+    ]  # fmt: skip
+    rows: dict[str, list[str]] = {}  # a row's numbers → the groups they hold for
+    for row in pooled.itertuples():
+        numbers = (
+            f"{row.method} | {row.cases} | {_cell(row.vxap, row.vxap_low, row.vxap_high)} | "
+            f"{_cell(row.max_f1, row.max_f1_low, row.max_f1_high)} | {row.precision:.3f} | {row.recall:.3f} | "
+            f"{row.threshold:.2f} |"
+        )
+        rows.setdefault(numbers, []).append(row.group)
+    return [*lines, *[f"| {', '.join(groups)} | {numbers}" for numbers, groups in rows.items()]]
+
+
+def _compared(comparisons: Any, bootstrap: Bootstrap) -> list[str]:
+    """Each pair of methods on the same cases: the mean difference, its interval, p and Holm's p."""
+    if not len(comparisons):
+        return []
+    lines = [
+        "", "## Methods compared on the same cases", "",
+        f"a − b over the cases both were measured on; interval: {bootstrap.describe()}, the same cases "
+        "resampled for both; p: two-sided bootstrap test of no difference, and Holm's correction for the "
+        f"{len(comparisons)} comparisons of this table. Which sign is better depends on the score (above).",
+        "", "| score | a − b | n | difference | p | p (Holm) |", "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for row in comparisons.itertuples():
+        lines.append(
+            f"| {row.metric} | {row.a} − {row.b} | {row.n} | {_cell(row.difference, row.low, row.high)} | "
+            f"{row.p:.4f} | {row.p_holm:.4f} |"
+        )
+    return lines
 
 
 def _plot(table: Any, methods: Sequence[str], labels: Sequence[str], path: Path) -> None:
@@ -189,8 +263,11 @@ def write_report(
     *,
     computed: Sequence[str],
     seconds: float,
+    bootstrap: Bootstrap | None = None,
 ) -> Any:
-    """Write ``results.parquet``, ``results.csv``, ``summary.md``, ``distributions.png``; return the table."""
+    """Write ``results.parquet``, ``results.csv``, ``summary.md``, ``distributions.png``; return the table.
+
+    ``bootstrap``: how ``summary.md``'s intervals are drawn (2000 resamples, 95 %, seed 0 by default)."""
     out = settings.out
     labels = list(model.labels)
     table = results_table(cases, records, settings.spec.methods, labels)
@@ -199,6 +276,8 @@ def write_report(
     with atomic_file(out / "results.csv") as temporary:
         table.to_csv(temporary, index=False)
     with atomic_file(out / "summary.md") as temporary:
-        temporary.write_text(_summary(table, settings, model, manifest, computed, seconds))
+        temporary.write_text(
+            _summary(table, records, settings, model, manifest, computed, seconds, bootstrap or Bootstrap())
+        )
     _plot(table, settings.spec.methods, labels, out / "distributions.png")
     return table
