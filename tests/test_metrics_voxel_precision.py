@@ -106,6 +106,20 @@ def test_threshold_convention_is_at_or_above_each_lower_edge(lesion) -> None:
     _check(found, _direct(_normalised(cam.numpy()), lesion.numpy().ravel()))
 
 
+def test_values_next_to_every_threshold_fall_on_the_right_side() -> None:
+    """float32 k/100 lies a hair above or below the float64 threshold k/100: each is binned as ``≥`` says."""
+    cam = torch.cat([torch.arange(101) / 100, torch.arange(101) / 100 + 1e-7, torch.arange(101) / 100 - 1e-7])
+    cam = cam.clamp(0, 1).float()
+    mask = torch.zeros_like(cam, dtype=torch.bool)
+    mask[::3] = True
+    values = _normalised(cam.numpy())
+    h = voxel_histograms(cam, mask)[0]
+    above = [int(np.sum(values >= tau)) for tau in THRESHOLDS] + [0]  # voxels at or above each threshold
+    direct = [above[k] - above[k + 1] for k in range(101)]
+    assert (h.lesion + h.background).tolist() == direct
+    _check(voxel_precision_recall(cam, mask), _direct(values, mask.numpy()))
+
+
 def test_a_constant_map_has_every_voxel_at_the_lowest_threshold(lesion) -> None:
     h = voxel_histograms(torch.full(lesion.shape, 3.0), lesion)[0]
     assert h.lesion[0] == lesion.sum() and h.background[0] == (~lesion).sum() and h.lesion[1:].sum() == 0

@@ -122,7 +122,6 @@ def voxel_histograms(cam: Any, mask: Any, *, region: Any | None = None, bins: in
     m = as_map(cam)
     masks = as_mask(mask, m)
     regions = as_mask(region, m, "region") if region is not None else None
-    edges = torch.arange(bins + 1, dtype=torch.float64, device=m.device) / bins
     out = []
     for i in range(m.shape[0]):
         values, lesion = m[i, 0].reshape(-1), masks[i, 0].reshape(-1)
@@ -133,24 +132,24 @@ def voxel_histograms(cam: Any, mask: Any, *, region: Any | None = None, bins: in
             values, lesion = values[keep], lesion[keep]
         if not bool(torch.isfinite(values).all()):
             raise MetricInputError(f"the map of sample {i} has values that are not finite")
-        out.append(_histograms(values, lesion, edges))
+        out.append(_histograms(values, lesion, bins))
     return out
 
 
-def _histograms(values: torch.Tensor, lesion: torch.Tensor, edges: torch.Tensor) -> VoxelHistograms:
-    """``values`` ``(N,)`` normalised and binned (``edges[k] ≤ v`` → bin ``k``), chunk by chunk."""
+def _histograms(values: torch.Tensor, lesion: torch.Tensor, bins: int) -> VoxelHistograms:
+    """``values`` ``(N,)`` normalised and binned (the last ``k / bins ≤ v`` → bin ``k``), chunk by chunk."""
     low, high = float(values.min()), float(values.max())
-    size = edges.numel()
-    counts = torch.zeros(2, size, dtype=torch.int64, device=values.device)
-    for start in range(0, values.numel(), _CHUNK):
-        v = values[start : start + _CHUNK].double()
-        v = (v - low) / (high - low) if high > low else torch.zeros_like(v)
-        k = torch.bucketize(v, edges, right=True) - 1  # the last edge at or below v
-        inside = lesion[start : start + _CHUNK]
-        counts[0] += torch.bincount(k[inside], minlength=size)
-        counts[1] += torch.bincount(k[~inside], minlength=size)
-    found = counts.cpu().numpy()
-    return VoxelHistograms(found[0], found[1])
+    edges = np.arange(bins + 1, dtype=np.float64) / bins
+    flat, inside = values.detach().cpu().numpy(), lesion.cpu().numpy()
+    counts = np.zeros(2 * (bins + 1), dtype=np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        v = flat[start : start + _CHUNK].astype(np.float64)
+        v = (v - low) / (high - low) if high > low else np.zeros_like(v)
+        k = np.minimum((v * bins).astype(np.int64), bins)  # may be one off where v * bins rounds
+        k -= v < edges[k]
+        k += (k < bins) & (v >= edges[np.minimum(k + 1, bins)])
+        counts += np.bincount(k + (bins + 1) * inside[start : start + _CHUNK], minlength=2 * (bins + 1))
+    return VoxelHistograms(counts[bins + 1 :], counts[: bins + 1])
 
 
 @dataclass(frozen=True, eq=False)
