@@ -393,13 +393,13 @@ class Preprocessing:
             plain = plain[None]
         # 0/1 as uint8: a leading orientation + linear resampling runs as one separable pass from it (no
         # float copy of a full-size mask: 576 MB for a clinical cine); MONAI's steps get floats otherwise
-        image = MetaTensor((plain != 0).to(torch.uint8), meta=meta)
-        separable = self._resample_separably(image)
+        ones = MetaTensor((plain != 0).to(torch.uint8), meta=meta)
+        separable = self._resample_separably(ones)
         if separable is not None:
             image, rest = separable
             steps = [t for t in rest if isinstance(t, InvertibleTransform)]
         else:
-            image, steps = image.float(), self._geometric.transforms
+            image, steps = MetaTensor(ones.as_tensor().float(), meta=meta), self._geometric.transforms
         out = self._run(image, steps, "mask")
         out = out.as_tensor() if isinstance(out, MetaTensor) else out
         return out[0] >= 0.5
