@@ -365,6 +365,16 @@ def test_review_steps_profile_and_compare(ct_viewer, qtbot):
     assert widget.current_slice() == 10  # one dims for every cell: the slices are linked
 
 
+def _lies_over(cam, clip) -> None:
+    """A map layer on the network's grid covers the clip layer exactly: the outer edges of its first and
+    last pixels (and frames) fall on the clip's in the viewer's world."""
+    shape, under = cam.data.shape, clip.data.shape[:3]
+    for edge in (0, 1):
+        ours = tuple(-0.5 + edge * n for n in shape)
+        theirs = tuple(-0.5 + edge * n for n in under)
+        np.testing.assert_allclose(cam.data_to_world(ours), clip.data_to_world(theirs), atol=1e-6)
+
+
 def test_model_failing_on_the_scan_leaves_the_viewer_usable(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.open_sample("volcam", "demo_ultrasound")
@@ -384,8 +394,10 @@ def test_model_failing_on_the_scan_leaves_the_viewer_usable(make_napari_viewer, 
     assert widget.controller.last_error == ""
     clip = viewer.layers["demo lung ultrasound"]
     cam = widget.cam_layer
-    assert cam.data.shape == clip.data.shape == (24, 128, 128)
-    np.testing.assert_allclose(cam.scale, clip.scale)
+    # the map on the network's grid (the card's 64 × 64 frames), laid over the clip by its affine: the
+    # outer edges of its first and last pixels fall on the clip's
+    assert clip.data.shape == (24, 128, 128) and cam.data.shape == (24, 64, 64)
+    _lies_over(cam, clip)
     assert viewer.dims.nsteps[0] == 24  # the clip's time axis is the slider
 
 
@@ -478,8 +490,8 @@ def test_a_real_colour_ultrasound_cine_is_explained_frame_by_frame(make_napari_v
     _run(widget, qtbot)
     assert widget.controller.last_error == ""
     cam = widget.cam_layer
-    assert clip.rgb and cam.data.shape == clip.data.shape[:3] == (30, 240, 320)
-    np.testing.assert_allclose(cam.scale, clip.scale)
+    assert clip.rgb and clip.data.shape[:3] == (30, 240, 320) and cam.data.shape == (30, 64, 64)  # network grid
+    _lies_over(cam, clip)
     assert len(widget.review_panel.plot.profile) == 30  # one value per frame
 
 

@@ -154,12 +154,14 @@ class Runner:
         kept = self.models.session(job.card, job.image, scan)
         scan_spacing = map_spacing(job.image.scale, is_clip(job.image))
         yield None
-        spec, volume = job.spec, geometry.axes == "zyx"
+        spec = job.spec
         for method in spec.methods:
             if self.cancelled:
                 return
+            # on the network's grid, placed over the scan by an affine: a volume's and a clip's alike (a
+            # clip's map on its own grid would be a full-size float copy, 576 MB for a clinical cine)
             explanation = kept.session.explain(
-                method, target=spec.target, layer=spec.layer, **spec.method_kwargs(), on="network" if volume else "scan"
+                method, target=spec.target, layer=spec.layer, **spec.method_kwargs(), on="network"
             )
             data, shown, affine = map_view(explanation, geometry)
             onto: Onto = same_grid
