@@ -99,3 +99,17 @@ def test_a_clip_is_explained_to_a_folder_without_its_full_size_map(tmp_path) -> 
     assert (tmp_path / "out" / "gradcam.nii.gz").exists() and summary["explanations"][0]["files"]["png"]
     read = nib.load(tmp_path / "out" / "gradcam.nii.gz")
     np.testing.assert_allclose(read.get_fdata(), explained.map[0].numpy(), atol=0.5 / 255 + 1e-6)
+
+
+def test_interleaved_channels_resample_as_planar_ones() -> None:
+    """An RGB clip as decoded ((T, H, W, 3) in memory, seen as (3, T, H, W)) resamples all channels in
+    one go, to the same values as the planar copy."""
+    raw = torch.randint(0, 255, (5, 60, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    interleaved = raw.permute(3, 0, 1, 2)
+    src = _affine((0.033, 0.1, 0.1), (0.0, 0.0, 0.0))
+    for dst, shape in ((_affine((0.033, 0.6, 0.7), (0.0, 0.25, 0.3)), (5, 10, 11)),
+                       (_affine((0.033, 0.05, 0.04), (0.0, -0.02, 0.0)), (5, 120, 200))):  # fmt: skip
+        got = resample_axis_aligned(interleaved, src, dst, shape)
+        want = resample_axis_aligned(interleaved.contiguous(), src, dst, shape)
+        assert got.shape == (3, *shape)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

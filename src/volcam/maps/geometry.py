@@ -196,9 +196,13 @@ def resample_axis_aligned(
         offset = [o + s * b.start for o, s, b in zip(offset, scale, box, strict=True)]
     # passes[a]: (destination size, scale, offset) of the destination axis read from source axis a
     passes = {axes[i]: (int(dst_shape[i]), scale[i], offset[i]) for i in range(n)}
+    shrinking = math.prod(dst_shape) < math.prod(cam.shape[1:])
+    if cam.shape[0] > 1 and cam.stride(0) < min(cam.stride(a + 1) for a in range(n)):
+        # interleaved channels (an RGB clip as decoded: (T, H, W, 3) in memory): all channels in one go,
+        # carried along as a trailing axis, rather than a strided view per channel
+        return _resample_interleaved(cam, axes, passes, dst_shape, shrinking, dtype)
     # The source's axes in memory order (outermost first): a view, never a copy.
     order = sorted(range(n), key=lambda a: (-cam.stride(a + 1), a))
-    shrinking = math.prod(dst_shape) < math.prod(cam.shape[1:])
     channels = []
     for channel in cam:  # (*s) each: PyTorch gathers fastest on a contiguous tensor without a batch axis
         if shrinking:  # work in the source's memory order; reorder the small result at the end
@@ -212,3 +216,28 @@ def resample_axis_aligned(
         out = out.to(dtype).permute(*[held.index(a) for a in axes])  # destination order, a view
         channels.append(out.contiguous() if shrinking else out)
     return torch.stack(channels) if len(channels) > 1 else channels[0][None]
+
+
+def _resample_interleaved(
+    cam: torch.Tensor,
+    axes: Sequence[int],
+    passes: dict[int, tuple[int, float, float]],
+    dst_shape: Sequence[int],
+    shrinking: bool,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """:func:`resample_axis_aligned` of a source whose channels are fastest in memory ``(C, *s)``: the
+    passes run over ``(*s, C)`` (a view), each moving whole pixels; the result is ``(C, *dst_shape)``,
+    contiguous when it is the smaller side."""
+    n = len(dst_shape)
+    x = cam.movedim(0, -1)  # (*s, C), a view of the interleaved memory
+    if shrinking:
+        held = sorted(range(n), key=lambda a: (-x.stride(a), a))
+        out = x.permute(*held, n)
+    else:
+        held = list(reversed(axes))
+        out = x.permute(*held, n).contiguous()
+    for i in _cheapest_order(tuple(out.shape[:n]), [passes[a][0] for a in held]):
+        out = _interpolate_axis(out, i, *passes[held[i]], dtype)
+    out = out.to(dtype).permute(*[held.index(a) for a in axes], n).movedim(-1, 0)
+    return out.contiguous() if shrinking else out
