@@ -232,7 +232,7 @@ def _resample_interleaved(
     n = len(dst_shape)
     x = cam.movedim(0, -1)  # (*s, C), a view of the interleaved memory
     if shrinking:
-        held = sorted(range(n), key=lambda a: (-x.stride(a), a))
+        held = sorted(range(n), key=lambda a: (-x.stride()[a], a))
         out = x.permute(*held, n)
     else:
         held = list(reversed(axes))
