@@ -83,6 +83,7 @@ def axis_aligned(src_affine: torch.Tensor, dst_affine: torch.Tensor, tol: float 
 
 
 _ROW = 32  # contiguous elements after the interpolated axis from which a pass goes slice by slice
+_SLICE = 1 << 16  # ... and elements per slice (below, a slice's call costs more than its work: a slab's pass)
 
 
 def _take(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
@@ -106,11 +107,14 @@ def _interpolate_axis(
     output's bytes, at memory speed); along the fastest axis the neighbours are gathered instead.
     """
     n = x.shape[axis]
+    if size == n and step == 1.0 and start == 0.0:  # the same grid along this axis (a clip's frames): no pass
+        return x
     coordinate = (torch.arange(size, dtype=torch.float64) * step + start).clamp(0, n - 1)
     low = coordinate.floor().long()
     high = (low + 1).clamp(max=n - 1)
     weight = (coordinate - low).to(dtype)
-    if math.prod(x.shape[axis + 1 :]) < _ROW:
+    per_slice = math.prod(x.shape[:axis]) * math.prod(x.shape[axis + 1 :])
+    if math.prod(x.shape[axis + 1 :]) < _ROW or per_slice < _SLICE:  # small slices: one gather beats a loop
         shape = [1] * x.ndim
         shape[axis] = -1
         out = _take(x, axis, low.to(x.device)).to(dtype)  # the first pass makes floats, at its own size
@@ -215,7 +219,8 @@ def resample_axis_aligned(
             out = _interpolate_axis(out, i, *passes[held[i]], dtype)
         out = out.to(dtype).permute(*[held.index(a) for a in axes])  # destination order, a view
         channels.append(out.contiguous() if shrinking else out)
-    return torch.stack(channels) if len(channels) > 1 else channels[0][None]
+    result = torch.stack(channels) if len(channels) > 1 else channels[0][None]
+    return _own(result, cam)
 
 
 def _resample_interleaved(
@@ -240,4 +245,12 @@ def _resample_interleaved(
     for i in _cheapest_order(tuple(out.shape[:n]), [passes[a][0] for a in held]):
         out = _interpolate_axis(out, i, *passes[held[i]], dtype)
     out = out.to(dtype).permute(*[held.index(a) for a in axes], n).movedim(-1, 0)
-    return out.contiguous() if shrinking else out
+    return _own(out.contiguous() if shrinking else out, cam)
+
+
+def _own(result: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``result``, copied when every pass was the identity and it is still ``source``'s memory (a caller
+    may write into what it gets)."""
+    if result.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        return result.clone()
+    return result
