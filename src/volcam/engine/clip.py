@@ -23,7 +23,7 @@ from torch import nn
 from volcam.engine.capture import ForwardPass, join_passes
 from volcam.engine.core import CamEngine, LayerSpec
 from volcam.errors import InputError
-from volcam.maps.geometry import like_input, normalize, upsample
+from volcam.maps.geometry import like_input, normalize_, upsample
 from volcam.maps.result import CamResult, MapInfo
 from volcam.methods.registry import get_method
 from volcam.targets import Target, TargetSpec, probabilities
@@ -306,7 +306,7 @@ def clip_map(
     if min_frame_probability is not None and target_class >= 0:
         quiet = frame_probs[:, target_class] < min_frame_probability
         cam[:, :, quiet.to(cam.device)] = 0
-    return normalize(cam)[0]
+    return normalize_(cam)[0]  # in place: the clip's map is the largest thing made here
 
 
 def frame_spacing(clip: torch.Tensor) -> tuple[float, float] | None:

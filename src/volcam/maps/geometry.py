@@ -14,7 +14,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["axis_aligned", "interpolation_weights", "like_input", "normalize", "resample_axis_aligned", "upsample"]
+__all__ = [
+    "axis_aligned",
+    "interpolation_weights",
+    "like_input",
+    "normalize",
+    "normalize_",
+    "resample_axis_aligned",
+    "upsample",
+]
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -39,11 +47,16 @@ def normalize(cam: torch.Tensor) -> torch.Tensor:
     over the whole clip, not per frame. A constant map (all zero, say) becomes all zero, never NaN;
     the maximum of any other map is exactly 1, however small its range (no additive epsilon).
     """
+    return normalize_(cam.clone())
+
+
+def normalize_(cam: torch.Tensor) -> torch.Tensor:
+    """:func:`normalize` in place (a large map that nobody else holds: no second copy of its size)."""
     flat = cam.flatten(1)
     view = (-1, *[1] * (cam.ndim - 1))
     low = flat.amin(dim=1).view(view)
     span = flat.amax(dim=1).view(view) - low
-    return (cam - low) / torch.where(span > 0, span, torch.ones_like(span))
+    return cam.sub_(low).div_(torch.where(span > 0, span, torch.ones_like(span)))
 
 
 def like_input(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
