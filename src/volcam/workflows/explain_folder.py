@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +127,16 @@ def _write_explanation(
 
     start = time.perf_counter()
     clip, stem = _is_clip(scan), method_stem(explained.method)
-    # the explanation itself, not its .map: a map still to be resampled is written slab by slab
-    write_nifti(explained, folder / f"{stem}.nii.gz", like=scan)
     probability = explained.probabilities.get(explained.target, float("nan"))
     layers = ",".join(explained.layers)
     title = f"{model.name} · {explained.method} @ {layers} · '{explained.target}' (p = {probability:.2f})"
-    montage(scan, explained, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung")
+    # The NIfTI (resampling, quantising and compressing slabs: NumPy, torch and zlib work that releases the
+    # GIL) is written on a second thread while this one draws the montage (matplotlib: the GIL's). The
+    # explanation itself is written, not its .map: a map still to be resampled goes slab by slab.
+    with ThreadPoolExecutor(1, thread_name_prefix="volcam-nifti") as pool:
+        nifti = pool.submit(write_nifti, explained, folder / f"{stem}.nii.gz", like=scan)
+        montage(scan, explained, folder / f"{stem}.png", hottest=8, title=title, window=None if clip else "lung")
+        nifti.result()
     files: dict[str, Any] = {"nifti": str(out / f"{stem}.nii.gz"), "png": str(out / f"{stem}.png")}
     for kind in spec.dicom:
         write_dicom(explained, folder / f"{stem}_{kind}", scan, kind=kind, overwrite=True)
