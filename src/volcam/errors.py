@@ -12,6 +12,7 @@ __all__ = [
     "FileFormatError",
     "InputError",
     "LayerError",
+    "MemoryLimitError",
     "MethodError",
     "OutputError",
     "SeriesError",
@@ -90,3 +91,9 @@ class VolcamWarning(UserWarning):
 
 class CardError(VolcamError, ValueError):
     """A model card that cannot be used: unreadable, an unknown field, or weights that do not fit it."""
+
+
+class MemoryLimitError(FileFormatError, MemoryError):
+    """An input that would need more memory than this process may have now (the machine's free memory,
+    its address-space limit, its cgroup's): one line, as any user error, and a ``MemoryError``, so a
+    cohort records it as a failure that may pass with more memory (tried again on the next run)."""

@@ -1,7 +1,8 @@
 """The output file system fills up part-way through a cohort (a small tmpfs mounted for the test; root
 only: skipped otherwise, with the reason).
 
-After two cases a ballast file takes every free byte. The cases that then cannot be written are error
+After two cases a ballast file takes every free byte but 16 KiB (a case's record would fit, its map
+does not). The cases that then cannot be written are error
 rows that may pass (``write: ... No space left on device``; never recorded as finished, nothing
 half-written), and the report cannot be written either: one line. With room again, a resume writes
 exactly the cases that were not finished and the report.
@@ -39,14 +40,19 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _fill(folder: Path) -> Path:
-    """A file that takes every free byte of ``folder``'s file system."""
+def _fill(folder: Path, leave: int = 16 << 10) -> Path:
+    """A file that takes every free byte of ``folder``'s file system but ``leave``: room for a small file
+    (a case's record), none for a map."""
     ballast = folder / "ballast"
-    with open(ballast, "wb") as out, contextlib.suppress(OSError):
-        chunk = b"\0" * (1 << 16)
-        while True:
-            out.write(chunk)
-            out.flush()
+    descriptor = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        chunk = b"\0" * (1 << 12)
+        with contextlib.suppress(OSError):
+            while os.write(descriptor, chunk):
+                pass
+        os.ftruncate(descriptor, max(0, os.fstat(descriptor).st_size - leave))
+    finally:
+        os.close(descriptor)
     return ballast
 
 

@@ -272,8 +272,11 @@ def _dicom_change(dataset: Any, rng: Random) -> None:
 
 def mutate_series(folder: Path, files: tuple[str, ...], rng: Random) -> None:
     """A series: one slice changed (structure or bytes), dropped, doubled under a new name, or mixed."""
+    present = [name for name in files if (folder / name).is_file()]  # an earlier round may have dropped one
+    if not present:
+        return
     op = rng.randrange(6)
-    chosen = folder / pick(rng, files)
+    chosen = folder / pick(rng, present)
     if op <= 2:
         mutate_dicom(chosen, rng)
     elif op == 3:
@@ -567,11 +570,14 @@ CELLS = ("", " ", "..", ".", "/", "/dev/null", "/dev/zero", "scans", "scans/", "
 
 
 def mutate_manifest(path: Path, rng: Random) -> None:
-    text = path.read_text()
-    rows = list(csv.reader(io.StringIO(text)))
+    raw = path.read_bytes()
+    try:
+        rows = list(csv.reader(io.StringIO(raw.decode())))
+    except (UnicodeDecodeError, csv.Error):  # an earlier round broke it
+        rows = []
     op = rng.randrange(10)
     if op == 9 or not rows:
-        path.write_bytes(mutate_bytes(text.encode(), rng, header=len(text)))
+        path.write_bytes(mutate_bytes(raw, rng, header=len(raw)))
         return
     for _ in range(rng.randint(1, 3)):
         choice = rng.randrange(7)

@@ -197,7 +197,8 @@ def keep_failure(folder: Path, request: Request, outcome: Outcome, destination: 
     target = destination / f"{request.target}-{outcome.failure}-{digest}"
     if target.exists():
         return target
-    shutil.copytree(folder, target, symlinks=True, ignore=shutil.ignore_patterns("out"))
+    kept = ("out",) if request.args else ("out", "scan.nii.gz")  # the scan an explain of a card reads
+    shutil.copytree(folder, target, symlinks=True, ignore=shutil.ignore_patterns(*kept))
     sample = str(Path(__file__).resolve().parents[2] / "sample_data")
     args = [a.replace(str(folder), "{folder}").replace(sample, "{sample}") for a in request.args]
     record: dict[str, Any] = {

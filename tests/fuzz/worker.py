@@ -104,8 +104,9 @@ def _cli(args: list[str]) -> tuple[int, str, str]:
 
 def _judge_cli(code: int, err: str) -> str | None:
     """Why a CLI run is not acceptable, or None: exit 0, or exit 2 with exactly one error line."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if not line.startswith("volcam: warning: ")]
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    # volcam's own lines but its warnings (a progress bar shares stderr)
+    errors = [line for line in lines if line.startswith("volcam: ") and not line.startswith("volcam: warning: ")]
     if "Traceback" in err:
         return f"a traceback on stderr: {err[-300:]!r}"
     if code == 0:

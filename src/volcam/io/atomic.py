@@ -143,7 +143,9 @@ def _as_output_error(target: Path) -> Iterator[None]:
     except OutputError:
         raise
     except OSError as error:
-        raise OutputError(f"{target}: cannot write ({error.strerror or error})") from None
+        found = OutputError(f"{target}: cannot write ({error.strerror or error})")
+        found.errno = error.errno  # why, for a caller that tells a full disk (may pass) from a bad path
+        raise found from None
 
 
 @contextlib.contextmanager

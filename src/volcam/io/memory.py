@@ -12,7 +12,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-from volcam.errors import FileFormatError
+from volcam.errors import MemoryLimitError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,8 +22,16 @@ __all__ = ["available_bytes", "check_fits", "empty"]
 
 
 def available_bytes() -> int | None:
-    """Bytes of memory available to a new allocation (``MemAvailable`` on Linux, else the free
-    physical pages); ``None`` where the platform does not say."""
+    """Bytes of memory available to a new allocation: the least of the machine's (``MemAvailable`` on
+    Linux, else the free physical pages), what this process's own address-space limit leaves
+    (``ulimit -v``, ``prlimit --as``: past it an allocation fails however much the machine has) and
+    what its cgroup's limit leaves (a container's ``--memory``: past it the kernel kills the process);
+    ``None`` where none of them is known."""
+    known = [found for found in (_machine_bytes(), _address_space_left(), _cgroup_left()) if found is not None]
+    return max(0, min(known)) if known else None
+
+
+def _machine_bytes() -> int | None:
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -37,8 +45,48 @@ def available_bytes() -> int | None:
         return None
 
 
+def _address_space_left() -> int | None:
+    """The soft ``RLIMIT_AS`` less the address space in use (``VmSize``); None without a limit."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY or limit < 0:
+        return None
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return limit - int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return limit
+
+
+def _cgroup_left() -> int | None:
+    """A cgroup v2 ``memory.max`` (this process's group, as the namespace shows it) less the memory the
+    group holds that cannot be reclaimed (its anonymous pages); None without a limit."""
+    try:
+        with open("/proc/self/cgroup") as groups:
+            path = next((line[3:].strip() for line in groups if line.startswith("0::")), None)
+        if path is None:
+            return None
+        folder = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+        with open(os.path.join(folder, "memory.max")) as found:
+            text = found.read().strip()
+        if text == "max":
+            return None
+        with open(os.path.join(folder, "memory.stat")) as stat:
+            anon = next((int(line.split()[1]) for line in stat if line.startswith("anon ")), 0)
+        return int(text) - anon
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def check_fits(nbytes: int, where: object, what: str = "the image data") -> None:
-    """Raise a one-line :class:`FileFormatError` when ``nbytes`` exceed the memory available.
+    """Raise a one-line :class:`MemoryLimitError` (a ``FileFormatError`` and a ``MemoryError``) when
+    ``nbytes`` exceed the memory available (:func:`available_bytes`).
 
     Args:
         nbytes: what the allocation would take, computed from a header.
@@ -47,7 +95,7 @@ def check_fits(nbytes: int, where: object, what: str = "the image data") -> None
     """
     available = available_bytes()
     if available is not None and nbytes > available:
-        raise FileFormatError(
+        raise MemoryLimitError(
             f"{where}: {what} would need {nbytes / 2**30:.1f} GiB, more than the "
             f"{available / 2**30:.1f} GiB of memory available (is the header damaged?)"
         )

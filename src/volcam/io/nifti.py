@@ -191,7 +191,7 @@ def load_nifti(path: str | os.PathLike, volume: int | None = None) -> Any:
         data = _scaled(raw, slope, inter) if scaled else np.array(raw, dtype=dtype, order="C")
     except MemoryError:
         raise FileFormatError(f"{path}: not enough memory to read the image data") from None
-    except (OSError, EOFError, ValueError, gzip.BadGzipFile, zlib.error) as error:
+    except (OSError, EOFError, ValueError, OverflowError, gzip.BadGzipFile, zlib.error) as error:
         raise FileFormatError(f"{path}: the image data is truncated or unreadable ({first_line(error)})") from None
     data = data.reshape(shape[:3] if len(shape) >= 3 else shape)
     while data.ndim < 3:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from volcam.errors import FileFormatError, InputError, first_line
+from volcam.errors import FileFormatError, InputError, first_line, one_line
 from volcam.io.formats import full_suffix, is_image_name, is_url
 from volcam.io.paths import is_regular_file
 
@@ -80,7 +80,8 @@ def _pick(columns: list[str], role: str, where: Path) -> str | None:
             return lowered[name]
     if role == "image":
         wanted = " or ".join(repr(n) for n in _COLUMNS[role])
-        raise InputError(f"{where}: no {role} column ({wanted}); its columns: {', '.join(map(str, columns))}")
+        found = ", ".join(one_line(str(c)) for c in columns)  # a header cell may hold a line break
+        raise InputError(f"{where}: no {role} column ({wanted}); its columns: {found}")
     return None
 
 

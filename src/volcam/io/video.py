@@ -116,6 +116,8 @@ def _decode(av: Any, path: Path) -> tuple[np.ndarray, float | None]:
         if not container.streams.video:
             raise FileFormatError(f"{path}: has no video stream")
         stream = container.streams.video[0]
+        if stream.codec_context is None:  # a codec FFmpeg has no decoder for (or a damaged header names none)
+            raise FileFormatError(f"{path}: its video stream's codec cannot be decoded")
         stream.thread_type = "AUTO"  # frame threads: FFmpeg decodes the next frames while one is copied
         layout = "gray" if stream.codec_context.pix_fmt in _GRAY else "rgb24"
         frames = _Frames(path, _announced(stream))

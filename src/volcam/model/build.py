@@ -126,6 +126,6 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
             outputs = read_json(metadata, "bundle metadata").get("network_data_format", {}).get("outputs", {})
             channels = next(iter(outputs.values())).get("channel_def", {})
             labels = tuple(str(channels[k]) for k in sorted(channels, key=int))
-        except (CardError, ValueError, StopIteration, AttributeError, KeyError):
+        except (CardError, ValueError, TypeError, StopIteration, AttributeError, KeyError):
             labels = ()
     return network, labels

@@ -27,6 +27,7 @@ import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
 
 from volcam.errors import FileFormatError, first_line, one_line
@@ -283,10 +284,10 @@ def frame_item(ds: Dataset, index: int, sequence: str, keyword: str) -> Dataset 
     shared ones; ``None`` when neither has it."""
     for groups, i in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
         items = ds.get(groups)
-        if items is None or len(items) <= i:
+        if not isinstance(items, DicomSequence) or len(items) <= i:  # absent, or of another VR in a damaged file
             continue
         inner = items[i].get(sequence)
-        if inner is not None and len(inner) and keyword in inner[0]:
+        if isinstance(inner, DicomSequence) and len(inner) and keyword in inner[0]:
             return inner[0]
     return None
 

@@ -23,9 +23,18 @@ import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
-from volcam.errors import DependencyError, FileFormatError, first_line
-from volcam.io.dicom.headers import FieldError, frame_count, header_int, header_numbers, quiet, read_header
+from volcam.errors import DependencyError, FileFormatError, MemoryLimitError, first_line
+from volcam.io.dicom.headers import (
+    FieldError,
+    frame_count,
+    header_int,
+    header_numbers,
+    header_text,
+    quiet,
+    read_header,
+)
 from volcam.io.memory import check_fits, empty
 
 __all__ = ["decode", "decode_frames", "image_bytes", "is_clip", "read_pixels", "rescale", "rescale_of"]
@@ -50,9 +59,17 @@ def _codec_hint(syntax_name: str) -> str:
 
 def _check_decoder(ds: Dataset, path: Path) -> None:
     """A one-line error naming what to install when the pixel data is compressed and no decoder is."""
-    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-    if syntax is None or not syntax.is_compressed:
+    text = header_text(getattr(ds, "file_meta", None) or Dataset(), "TransferSyntaxUID", path)
+    if not text:
         return
+    syntax = UID(text)
+    try:
+        if not syntax.is_compressed:
+            return
+    except ValueError:  # a UID, but no transfer syntax pydicom knows
+        raise FileFormatError(
+            f"{path}: the file meta's TransferSyntaxUID {text[:64]!r} names no transfer syntax"
+        ) from None
     from pydicom.pixels.decoders.base import get_decoder
 
     try:
@@ -218,8 +235,10 @@ def decode(ds: Dataset, path: Path) -> np.ndarray:
 
             array = apply_color_lut(array, ds)
     except MemoryError:
-        raise FileFormatError(f"{path}: not enough memory to decode the pixel data") from None
-    except Exception as error:  # truncated data, a codec failing: one line naming the file
+        raise MemoryLimitError(f"{path}: not enough memory to decode the pixel data") from None
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as error:  # truncated data, a codec failing (a Rust codec's panic is a BaseException)
         raise FileFormatError(f"{path}: cannot decode the pixel data ({first_line(error)})") from None
     finally:
         if kept is not None and kept.value is None:  # deferred: drop the bytes and pydicom's cached array
@@ -301,8 +320,10 @@ def decode_frames(ds: Dataset, path: Path) -> np.ndarray:
     except (FileFormatError, DependencyError):
         raise
     except MemoryError:
-        raise FileFormatError(f"{path}: not enough memory to decode the pixel data") from None
-    except Exception as error:  # truncated data, a codec failing: one line naming the file
+        raise MemoryLimitError(f"{path}: not enough memory to decode the pixel data") from None
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as error:  # truncated data, a codec failing (a Rust codec's panic is a BaseException)
         raise FileFormatError(f"{path}: cannot decode the pixel data ({first_line(error)})") from None
     finally:
         if kept is not None and kept.value is None:  # deferred: drop the bytes pydicom read

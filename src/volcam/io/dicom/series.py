@@ -25,9 +25,11 @@ _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 
 
 def is_dicomdir(ds: Dataset) -> bool:
-    """Whether ``ds`` is a DICOMDIR: the index of a folder (or of removable media), no image."""
-    meta = getattr(ds, "file_meta", Dataset())
-    return _DICOMDIR_SOP in (ds.get("SOPClassUID", ""), meta.get("MediaStorageSOPClassUID", ""))
+    """Whether ``ds`` is a DICOMDIR: the index of a folder (or of removable media), no image. Read through
+    :func:`~volcam.io.dicom.headers.header_text`: a UID pydicom cannot convert (an unknown VR) is none."""
+    meta = getattr(ds, "file_meta", None) or Dataset()
+    found = (header_text(ds, "SOPClassUID", "header"), header_text(meta, "MediaStorageSOPClassUID", "file meta"))
+    return _DICOMDIR_SOP in found
 
 
 def _is_image(ds: Dataset) -> bool:

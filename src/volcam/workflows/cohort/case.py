@@ -2,12 +2,13 @@
 score the maps, write its folder (NIfTI maps, montages, DICOM objects; ``case.json`` last), store.
 
 A problem of the case never raises: it becomes the case's record (status ``error``), persisted unless
-it may pass on another try (out of memory, a PACS that is down).
+it may pass on another try (out of memory, a full disk, a PACS that is down).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,17 +83,22 @@ def load_case(case: Case) -> Loaded:
     return loaded
 
 
-def is_transient(error: BaseException) -> bool:
-    """Out of memory: may pass on another try (fewer workers, a free GPU), so not recorded as finished."""
+def _out_of_memory(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, MemoryError) or (
         isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
     )
 
 
+def is_transient(error: BaseException) -> bool:
+    """Out of memory or a full disk (or quota): may pass on another try (fewer workers, a free GPU, room
+    on the disk), so not recorded as finished."""
+    return _out_of_memory(error) or (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+
+
 def error_message(error: BaseException) -> str:
     """One line (:func:`volcam.errors.error_line`), out of memory said plainly."""
-    if is_transient(error):
+    if _out_of_memory(error):
         return f"out of memory ({one_line(first_line(error, limit=300))})"
     return error_line(error, limit=300)
 
