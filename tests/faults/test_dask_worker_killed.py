@@ -68,28 +68,28 @@ def test_a_worker_killed_mid_case_loses_nothing_and_a_resume_has_nothing_to_do(t
     processes, address = _start_cluster(tmp_path)
     killed: dict[str, object] = {}
     try:
-        with Client(address, timeout="30s") as client:
+        with Client(address, timeout="30s") as client:  # closed before the run: one client per process
             client.wait_for_workers(2, timeout=120)
             workers = set(client.run(os.getpid).values())
 
-            def kill_one() -> None:
-                """After two cases, SIGKILL the worker that is writing a case (else either one)."""
-                try:
-                    wait_until(lambda: len(finished(out, manifest)) >= 2, 240, "two finished cases", 0.01)
-                    wait_until(lambda: _writer(out) in workers, 30, "a case being written", 0.005)
-                except AssertionError:
-                    pass
-                pid = _writer(out)
-                pid = pid if pid in workers else sorted(workers)[0]
-                killed["case"] = [n for n in temporaries(out) if f"volcam-{pid}-" in n]
-                killed["done before"] = len(finished(out, manifest))
-                os.kill(pid, signal.SIGKILL)
-                killed["pid"] = pid
+        def kill_one() -> None:
+            """After two cases, SIGKILL the worker that is writing a case (else either one)."""
+            try:
+                wait_until(lambda: len(finished(out, manifest)) >= 2, 240, "two finished cases", 0.01)
+                wait_until(lambda: _writer(out) in workers, 30, "a case being written", 0.005)
+            except AssertionError:
+                pass
+            pid = _writer(out)
+            pid = pid if pid in workers else sorted(workers)[0]
+            killed["case"] = [n for n in temporaries(out) if f"volcam-{pid}-" in n]
+            killed["done before"] = len(finished(out, manifest))
+            os.kill(pid, signal.SIGKILL)
+            killed["pid"] = pid
 
-            killer = threading.Thread(target=kill_one, daemon=True)
-            killer.start()
-            table = volcam.run_cohort(manifest, sd.file(sd.CT_CARD), out, scheduler=address, **FAST)
-            killer.join(30)
+        killer = threading.Thread(target=kill_one, daemon=True)
+        killer.start()
+        table = volcam.run_cohort(manifest, sd.file(sd.CT_CARD), out, scheduler=address, **FAST)
+        killer.join(30)
         assert "pid" in killed, "no worker was killed"
         assert killed["done before"] < 8, "the run ended before the kill"
         statuses = table.set_index("case")["status"]
