@@ -31,6 +31,7 @@ from typing import Any
 from volcam._version import __version__
 from volcam.errors import OutputError
 from volcam.io.formats import full_suffix
+from volcam.io.jsondata import parse_json
 
 __all__ = [
     "MARKER",
@@ -208,8 +209,8 @@ def atomic_folder(
 def made_by_volcam(folder: Path) -> bool:
     """Whether ``folder`` holds volcam's :data:`MARKER` (a folder an earlier run wrote whole)."""
     try:
-        return isinstance(json.loads((folder / MARKER).read_text()), dict)
-    except (OSError, ValueError):
+        return isinstance(parse_json((folder / MARKER).read_bytes(), folder / MARKER), dict)
+    except (OSError, ValueError):  # FileFormatError is a ValueError
         return False
 
 

@@ -52,6 +52,11 @@ def _check_header(reader: Any, path: Path) -> None:
     size = tuple(int(n) for n in reader.GetSize())
     if min(size) <= 0:
         raise FileFormatError(f"{path}: the header gives a size of {'×'.join(map(str, size))}: no voxels")
+    kind = str(_sitk().GetPixelIDValueAsString(reader.GetPixelID()))
+    if "complex" in kind.lower():  # a type volcam cannot read: said from the header, nothing allocated
+        raise FileFormatError(
+            f"{path}: voxels of type {kind}; volcam reads real numbers (integers or floats) and RGB/RGBA colour"
+        )
     components = int(reader.GetNumberOfComponents())
     voxels = int(np.prod(size, dtype=object)) * max(components, 1)
     check_fits(voxels * np.dtype(np.float32).itemsize, path, f"the image ({'×'.join(map(str, size))})")

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from volcam.errors import InputError
-from volcam.io.formats import NIFTI_SUFFIXES, format_of
-from volcam.io.paths import require_regular_file
+from volcam.errors import FileFormatError, InputError
+from volcam.io.formats import NIFTI_SUFFIXES, companion_files, format_of
+from volcam.io.paths import not_regular_reason, require_regular_file
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -73,6 +73,7 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
     path = Path(path)
     if not path.is_dir():
         require_regular_file(path)  # a FIFO or /dev/zero would block or never end: refuse before opening
+        _require_companions(path)
     kind = format_of(path)
     if series is not None and kind not in ("dicom-folder", "dicom"):
         raise InputError(
@@ -97,3 +98,16 @@ def load(path: str | os.PathLike, series: str | int | None = None, *, volume: in
     from volcam.io.dicom.reader import load_dicom
 
     return load_dicom(path, series)
+
+
+def _require_companions(path: Path) -> None:
+    """A one-line :class:`FileFormatError` when a two-file image lacks the file it needs beside it (a
+    ``.hdr`` its ``.img``, a ``.mhd`` its data file), or that file is no regular file (a FIFO would block)."""
+    for companion, role in companion_files(path):
+        reason = not_regular_reason(companion)
+        if reason is not None:
+            what = "is missing" if reason.startswith("missing") else f"is {reason}"
+            raise FileFormatError(
+                f"{path}: {companion.name}, the {role} this file needs beside it, {what}; "
+                "keep the two files of the image together"
+            )

@@ -19,7 +19,7 @@ import os
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from numpy.lib.recfunctions import structured_to_unstructured
 
 from volcam.errors import FileFormatError, InputError, first_line, one_line
 from volcam.io.image import affine_problem, make_volume, warn_problem
@@ -130,8 +131,31 @@ def _result_dtype(stored: np.dtype, scaled: bool) -> np.dtype:
     return _WIDER.get(native, np.dtype(np.float32))
 
 
+def _colour(stored: np.dtype, image: Any, path: Path) -> int:
+    """How many channels a voxel of the stored type holds: 1 for a number, 3 or 4 for RGB24 / RGBA32
+    (unsigned bytes, read as channels). A type volcam cannot read (complex numbers, another record of
+    fields) is a one-line :class:`FileFormatError` naming the file and the NIfTI datatype, from the
+    header alone, before anything is allocated."""
+    record: Mapping[str, Any] = stored.fields or {}
+    fields = [record[name][0] for name in stored.names or ()]
+    if fields and len(fields) in (3, 4) and all(f.kind == "u" and f.itemsize == 1 for f in fields):
+        return len(fields)  # RGB24, RGBA32
+    if not fields and stored.kind in "biuf":
+        return 1
+    try:
+        named = str(image.header.get_value_label("datatype"))
+    except Exception:  # a header without datatype labels (not NIfTI)
+        named = ""
+    code = f" {named}" if named else ""
+    raise FileFormatError(
+        f"{path}: voxels of NIfTI datatype{code} ({stored.newbyteorder('=').str if not fields else 'a record'}); "
+        "volcam reads real numbers (integers or floats) and RGB/RGBA colour"
+    )
+
+
 def _check_size(image: Any, path: Path, shape: tuple[int, ...], volume: int | None, dtype: np.dtype) -> None:
-    """Refuse, from the header alone, an image with no voxels or more than the file or the memory holds."""
+    """Refuse, from the header alone, an image with no voxels or more than the file or the memory holds
+    (``dtype``: one voxel as read, its channels included)."""
     if any(n <= 0 for n in shape):
         raise FileFormatError(f"{path}: the header gives a size of {'×'.join(map(str, shape))}: no voxels")
     header = image.header
@@ -176,10 +200,11 @@ def load_nifti(path: str | os.PathLike, volume: int | None = None) -> Any:
     elif volume not in (None, 0):
         raise InputError(f"{path}: volume={volume} given for a {len(shape)}D file with one volume")
     proxy = image.dataobj
+    channels = _colour(proxy.dtype, image, path)
     slope, inter = float(proxy.slope), float(proxy.inter)
-    scaled = (slope, inter) != (1.0, 0.0)
-    dtype = _result_dtype(proxy.dtype, scaled)
-    _check_size(image, path, full, volume, dtype)
+    scaled = (slope, inter) != (1.0, 0.0) and channels == 1  # the NIfTI standard scales no colour
+    dtype = _result_dtype(proxy.dtype, scaled) if channels == 1 else np.dtype(np.uint8)
+    _check_size(image, path, full, volume, np.dtype((dtype, channels)) if channels > 1 else dtype)
     affine = _affine(image, path, problems)
     try:
         # The stored values as they are (an ArrayProxy without the scaling), then one conversion.
@@ -188,20 +213,25 @@ def load_nifti(path: str | os.PathLike, volume: int | None = None) -> Any:
             proxy.file_like, (proxy.shape, proxy.dtype, proxy.offset, 1.0, 0.0), order=proxy.order
         )
         raw = np.asarray(stored[..., volume] if len(shape) == 4 else stored)
-        data = _scaled(raw, slope, inter) if scaled else np.array(raw, dtype=dtype, order="C")
+        if channels > 1:  # (..., channels) bytes, each channel's voxels together: (C, X, Y, Z) as MONAI's
+            data = np.ascontiguousarray(np.moveaxis(structured_to_unstructured(raw, dtype=np.uint8), -1, 0))
+        else:
+            data = _scaled(raw, slope, inter) if scaled else np.array(raw, dtype=dtype, order="C")
     except MemoryError:
         raise FileFormatError(f"{path}: not enough memory to read the image data") from None
     except (OSError, EOFError, ValueError, OverflowError, gzip.BadGzipFile, zlib.error) as error:
         raise FileFormatError(f"{path}: the image data is truncated or unreadable ({first_line(error)})") from None
-    data = data.reshape(shape[:3] if len(shape) >= 3 else shape)
-    while data.ndim < 3:
+    data = data.reshape((channels, *shape[:3]) if len(shape) >= 3 else (channels, *shape))
+    while data.ndim < 4:
         data = data[..., None]
     header = image.header
     extra = {
         "qform_code": int(header["qform_code"]),
         "sform_code": int(header["sform_code"]),
     }
-    return make_volume(data[None], affine, path=path, modality=None, problems=problems, **extra)
+    return make_volume(
+        data, affine, path=path, modality=None, problems=problems, channel_dim=-1 if channels > 1 else None, **extra
+    )
 
 
 def _scaled(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:

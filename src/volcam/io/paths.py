@@ -84,7 +84,12 @@ def check_fits_file(path: str | os.PathLike, data_file: str | os.PathLike, nbyte
     An uncompressed file must hold them; a ``.gz`` file can hold at most :data:`GZIP_MAX_RATIO` times
     its size. Catches a header that claims a huge image before a reader allocates for it.
     """
-    size = Path(data_file).stat().st_size
+    try:
+        size = Path(data_file).stat().st_size
+    except OSError as error:  # a two-file image whose data file went missing
+        raise FileFormatError(
+            f"{path}: cannot read its image data file {Path(data_file).name} ({error.strerror or type(error).__name__})"
+        ) from None
     if str(data_file).lower().endswith(".gz"):
         if nbytes + offset > size * GZIP_MAX_RATIO:
             raise FileFormatError(

@@ -179,14 +179,16 @@ def read_cases(source: str | os.PathLike) -> list[Case]:
     """The cases of a manifest (``.csv``/``.tsv``/``.parquet``) or of a folder of scans, in order.
 
     Raises:
-        InputError: a missing column, an empty id or path, an id that cannot name a folder, or
-            the same id twice (the message names the file and row).
+        InputError: a missing column, an empty id or path, an id that cannot name a folder, the
+            same id twice (the message names the file and row), or no case at all.
         FileFormatError: the manifest does not exist or cannot be parsed.
     """
     source = Path(source).absolute()  # Dask workers may start elsewhere: every path absolute
     if not source.exists():
         raise FileFormatError(f"{source}: no such manifest or folder")
     cases = _from_folder(source) if source.is_dir() else _from_manifest(source)
+    if not cases:
+        raise InputError(f"{source}: the manifest lists no case (a header row and no rows)")
     seen: set[str] = set()
     for case in cases:
         if case.case_id in seen:

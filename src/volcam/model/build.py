@@ -3,12 +3,19 @@ bundle's ``network_def``, or (trusted only) a TorchScript program or a bundle wi
 
 Without ``trust`` nothing in the card or the bundle runs (see :mod:`volcam.model.allowlist`);
 weights load with ``torch.load(weights_only=True)``.
+
+:func:`declared_outputs` tells, without running the network on data, how many outputs (classes) it
+gives, so that a card whose labels do not name them one for one is refused when the model is built
+(:func:`volcam.load_model`), not deep inside the first explanation.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +25,9 @@ from volcam.model.allowlist import build_network, resolve_references
 from volcam.model.card import ModelCard, bundle_card, read_card, read_json
 from volcam.model.weights import fit_state, load_weights
 
-__all__ = ["network_of"]
+__all__ = ["declared_outputs", "network_of"]
+
+logger = logging.getLogger("volcam")
 
 
 def network_of(path: Path, trust: bool = False) -> tuple[nn.Module, ModelCard]:
@@ -129,3 +138,116 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
         except (CardError, ValueError, TypeError, StopIteration, AttributeError, KeyError):
             labels = ()
     return network, labels
+
+
+# -- how many outputs ---------------------------------------------------------------------------------
+
+# Modules and functions after the classifier that keep its outputs' count (activations, dropout, ...).
+_KEEPING_MODULES = (
+    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Softmax, nn.LogSoftmax,
+    nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.PReLU, nn.Flatten,
+)  # fmt: skip
+_KEEPING_NAMES = frozenset({"softmax", "log_softmax", "sigmoid", "tanh", "relu", "dropout", "flatten", "contiguous"})
+
+
+class _ChildrenAsLeaves:
+    """A tracer of a module's own ``forward`` only: each child module is one call (what happens inside
+    a child, an embedding written with einops or data-dependent code, cannot stop the trace)."""
+
+    def __new__(cls) -> Any:
+        from torch import fx
+
+        class Tracer(fx.Tracer):
+            def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+                return True
+
+        return Tracer()
+
+
+def _fx_outputs(network: nn.Module, output: Any = None, depth: int = 0) -> int | None:
+    """The output count of the layer that makes ``network``'s output, from its traced ``forward``: a
+    ``Linear``'s out_features or a convolution's out_channels, past activations and dropout; a child
+    module that makes it is looked into the same way."""
+    from torch import fx
+
+    if depth > 8:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = fx.GraphModule(network, _ChildrenAsLeaves().trace(network))
+    result: Any = next(n for n in graph.graph.nodes if n.op == "output").args[0]
+    if isinstance(result, tuple | list) and isinstance(output, int) and -len(result) <= output < len(result):
+        result = result[output]
+    elif isinstance(result, dict) and isinstance(output, str):
+        result = result.get(output)
+    elif isinstance(result, tuple | list | dict):  # one tensor among plain values, as select_output takes it
+        nodes = [v for v in (result.values() if isinstance(result, dict) else result) if isinstance(v, fx.Node)]
+        result = nodes[0] if len(nodes) == 1 and output is None else None
+    while isinstance(result, fx.Node):
+        if result.op == "call_module":
+            module = network.get_submodule(str(result.target))
+            if isinstance(module, nn.Linear):
+                return int(module.out_features)
+            if isinstance(module, nn.modules.conv._ConvNd):
+                return int(module.out_channels)
+            if not isinstance(module, _KEEPING_MODULES):
+                return _fx_outputs(module, None, depth + 1)
+        elif getattr(result.target, "__name__", str(result.target)) not in _KEEPING_NAMES:
+            return None
+        inputs = [n for n in result.args if isinstance(n, fx.Node)]
+        result = inputs[0] if len(inputs) == 1 else None
+    return None
+
+
+def _input_size(card: ModelCard) -> tuple[int, ...] | None:
+    """The network input's spatial size when the card's preprocessing fixes it (the last step with a
+    ``spatial_size`` or ``roi_size`` of whole positive numbers); ``None`` when the scan decides it."""
+    for step in reversed(card.preprocessing):
+        args = step.get("args") or {}
+        size = args.get("spatial_size", args.get("roi_size")) if isinstance(args, dict) else None
+        if not isinstance(size, list) or not size:
+            continue
+        if card.kind == "frames":
+            size = size[1:]  # a clip's (T, H, W): the frame model sees (H, W)
+        elif card.kind == "clip" and card.window is not None and size[0] == -1:
+            size = [card.window.frames, *size[1:]]
+        if size and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+            return tuple(size)
+        return None
+    return None
+
+
+def _meta_outputs(network: nn.Module, card: ModelCard) -> int | None:
+    """The output count from one forward on PyTorch's ``meta`` device (shapes only: nothing computed or
+    allocated), on an input of the size the preprocessing fixes."""
+    from torch.func import functional_call
+
+    from volcam.targets import select_output
+
+    size = _input_size(card)
+    if size is None:
+        return None
+    state = {name: torch.empty_like(t, device="meta") for name, t in network.state_dict(keep_vars=True).items()}
+    x = torch.empty((1, card.in_channels, *size), device="meta")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        out = select_output(functional_call(network, state, (x,)), card.output)
+    return int(out.shape[1]) if out.ndim >= 2 else None
+
+
+def declared_outputs(network: nn.Module, card: ModelCard) -> int | None:
+    """How many outputs (classes) ``network`` gives, found without data: from its traced graph (the
+    layer that makes its output), else from a forward on the ``meta`` device at the input size the
+    card's preprocessing fixes; ``None`` when neither tells (a TorchScript program, a network that
+    cannot be traced and a scan-sized input): then the first forward checks the labels."""
+    if isinstance(network, torch.jit.ScriptModule):
+        return None
+    for find in (lambda: _fx_outputs(network, card.output), lambda: _meta_outputs(network, card)):
+        try:
+            found = find()
+        except Exception as error:  # untraceable control flow, a module that makes CPU tensors, ...
+            logger.debug("cannot tell %s's outputs this way: %s", type(network).__name__, error)
+            continue
+        if found is not None:
+            return found
+    return None

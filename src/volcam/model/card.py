@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from volcam.errors import CardError, first_line, one_line
+from volcam.errors import CardError, one_line
+from volcam.io.jsondata import read_json_file
 from volcam.model.allowlist import check_plain
 
 __all__ = ["KINDS", "WINDOW_MODES", "ModelCard", "Window", "bundle_card", "read_card", "read_json"]
@@ -108,15 +109,9 @@ def _strings(data: Mapping[str, Any], key: str, path: Path) -> tuple[str, ...]:
 
 def read_json(path: Path, what: str) -> Any:
     """The JSON value in ``path`` (a card, a bundle config, a metrics file); one :class:`CardError`
-    naming the file when it is missing, not a regular file or not JSON."""
-    if not path.exists():
-        raise CardError(f"{path}: no such {what}")
-    if not path.is_file():  # a FIFO or a device would block the read
-        raise CardError(f"{path}: not a regular file")
-    try:
-        return json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CardError(f"{path}: not a JSON {what} ({first_line(error)})") from None
+    naming the file when it is missing, not a regular file, not JSON or nested too deeply
+    (:func:`volcam.io.jsondata.read_json_file`)."""
+    return read_json_file(path, what, CardError)
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:

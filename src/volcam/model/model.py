@@ -28,7 +28,7 @@ from volcam.errors import (
     first_line,
 )
 from volcam.maps.resampled import is_resampled
-from volcam.model.build import network_of
+from volcam.model.build import declared_outputs, network_of
 from volcam.model.card import KINDS, ModelCard, read_card
 from volcam.model.explanation import ScanExplanation
 from volcam.model.preprocess import Preprocessing
@@ -265,9 +265,12 @@ class Model:
         from volcam.targets import select_output
 
         try:
-            return select_output(output, self.card.output)
+            picked = select_output(output, self.card.output)
         except InputError as error:
             raise CardError(f"{self.card.path}: {error}") from None
+        if picked.ndim >= 2:  # every forward passes here: labels are checked before any names a class
+            self.check_outputs(int(picked.shape[1]))
+        return picked
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         try:
@@ -412,9 +415,14 @@ def load_model(path: str | os.PathLike, *, trust: bool = False, device: str | to
         device: where to run (CPU by default).
 
     Raises:
-        CardError: the card is unreadable, names an unknown network or transform, or its network
-            does not match the weights (the message says which parameters differ).
+        CardError: the card is unreadable, names an unknown network or transform, its network
+            does not match the weights (the message says which parameters differ), or its labels do
+            not name the network's outputs one for one (:func:`volcam.model.build.declared_outputs`).
     """
     parse_device(device)  # a device this machine lacks is said before anything loads
     network, card = network_of(Path(path), trust)
-    return Model(network, card, device)
+    model = Model(network, card, device)
+    outputs = declared_outputs(network, card)
+    if outputs is not None:  # labels that do not name the network's outputs: said now, not mid-explanation
+        model.check_outputs(outputs)
+    return model

@@ -21,6 +21,7 @@ from torch import nn
 
 from volcam.errors import CardError, first_line
 from volcam.io.atomic import atomic_file
+from volcam.io.jsondata import read_json_file
 from volcam.methods.learned import LCamAttention
 
 __all__ = ["FORMAT", "default_path", "fit_state", "load_lcam", "load_weights", "record_in_card", "save_lcam"]
@@ -183,7 +184,7 @@ def default_path(card_path: Path, variant: str) -> Path:
 def record_in_card(card_path: Path, variant: str, weights: Path, layer: str, labels: Sequence[str]) -> None:
     """Add (or replace) ``"lcam": {variant: {...}}`` in a volcam card file, atomically."""
 
-    data = json.loads(card_path.read_text())
+    data = read_json_file(card_path, "model card", CardError)
     if not isinstance(data, dict) or "volcam_card" not in data:
         raise CardError(f"{card_path}: not a volcam model card; save the module with out= and update_card=False")
     try:

@@ -261,6 +261,8 @@ def _speaking(address: Address, client: Any, error_type: type[VolcamError], miss
         if _broke_off(error):
             raise error_type(f"{address}: the connection to {address.server} broke off ({_reason(error)})") from None
         raise error_type(f"{address}: cannot reach the DICOMweb server {address.server} ({_reason(error)})") from None
+    except RecursionError:  # JSON nested deeper than the parser goes
+        raise error_type(f"{address}: not a DICOMweb answer (its JSON is nested too deeply)") from None
     except requests.RequestException as error:  # invalid JSON, a broken transfer, too many redirects
         if isinstance(error, ValueError):
             raise error_type(

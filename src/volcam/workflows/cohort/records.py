@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from volcam.io.jsondata import parse_json
 from volcam.io.tables import Case
 from volcam.workflows.scoring import MapScores, column, column_name, columns
 from volcam.workflows.specs import CohortSpec
@@ -179,8 +180,8 @@ def true_label(label: str | None, labels: Sequence[str]) -> str | None:
 
 def _read(folder: Path) -> Any:
     try:
-        return json.loads((folder / CASE_FILE).read_text())
-    except (OSError, ValueError):
+        return parse_json((folder / CASE_FILE).read_bytes(), folder / CASE_FILE, "case record")
+    except (OSError, ValueError):  # no case.json, or not JSON (FileFormatError is a ValueError): not done
         return None
 
 

@@ -31,7 +31,8 @@ def results_table(
     import pandas as pd
 
     rows = [records.get(case.case_id, CaseRecord()).on(case, labels).row(methods, labels) for case in cases]
-    table = pd.DataFrame(rows)
+    # the columns from the record's fields, not from the rows: every one is there whatever the rows hold
+    table = pd.DataFrame(rows, columns=list(CaseRecord().row(methods, labels)))
     table["correct"] = table["correct"].astype("boolean")
     # Metrics nobody computed (no masks, faithfulness off) are left out rather than all-NaN columns.
     empty = [c for c in table.columns if "." in c and c.split(".", 1)[0] in methods and table[c].isna().all()]
