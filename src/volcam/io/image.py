@@ -18,7 +18,8 @@ The metadata keys volcam adds (besides MONAI's ``affine``, ``original_affine``, 
 - ``spacing``: one value per spatial axis, mm (seconds on a clip's T axis);
 - ``axes``: ``"xyz"`` for a volume, ``"thw"`` for a clip;
 - ``frame_interval``: seconds between frames of a clip (``None`` when the file does not say);
-- ``problems``: what a reader should know (gaps, tilt, guessed spacing), also issued as warnings;
+- ``problems``: what a reader should know (gaps, tilt, guessed spacing, values outside the modality's
+  plausible range: :mod:`volcam.io.ranges`), also issued as warnings;
 - DICOM only: ``series_uid``, ``series_description``, ``study_uid``, ``frame_of_reference_uid``,
   ``source_files`` (one path per slice, in slice order) for the derived-series writer.
 """
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from volcam.errors import FileFormatError, VolcamWarning
+from volcam.io.ranges import range_problem
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -134,6 +136,10 @@ def make_volume(
     affine_ras = np.asarray(affine_ras, dtype=np.float64)
     _check_grid(data, affine_ras, path)
     _check_finite(data, path)
+    found = list(problems)
+    implausible = range_problem(data, modality)
+    if implausible is not None:
+        warn_problem(found, f"{path}: {implausible}")
     spacing = voxel_spacing(affine_ras, data.ndim - 1)
     meta = {
         "space": "RAS",
@@ -143,7 +149,7 @@ def make_volume(
         "spacing": spacing,
         "axes": "xyz"[: data.ndim - 1],
         "frame_interval": None,
-        "problems": list(problems),
+        "problems": found,
         **extra,
     }
     return _metatensor(data, affine_ras, meta)

@@ -1,7 +1,8 @@
 """What a path holds, for ``volcam info``: series, sizes, spacing, orientation, frames and problems.
 
-A DICOM folder is judged from its headers alone (no pixel data is decoded), so this is quick on a
-large study; so is a DICOMweb study or series address (WADO-RS metadata: no pixel data moves).
+A DICOM folder is judged from its headers, so this is quick on a large study, and, for a modality
+with a plausible range of values (CT: :mod:`volcam.io.ranges`), from the pixels of its middle slice
+(one file decoded); a DICOMweb study or series address from its WADO-RS metadata (no pixel data moves).
 Nothing here reads or prints a patient identifier: series are named by UID and description only.
 """
 
@@ -18,6 +19,7 @@ from volcam.errors import VolcamError, first_line, one_line
 from volcam.io.formats import format_of
 from volcam.io.image import LPS_TO_RAS, voxel_spacing
 from volcam.io.load import load
+from volcam.io.ranges import RANGES, range_problem
 
 __all__ = ["Found", "axcodes", "describe"]
 
@@ -127,12 +129,14 @@ def _judge_series(series, found: Found) -> None:
             return
         geometry = multiframe_geometry(first, first_path)
         depth = frames
+        middle = None  # one file of many frames: decoding it to judge its values costs a load
     elif any(frame_count(ds, p) > 1 for p, ds in headers):
         found.problems.append(f"{len(headers)} files of which some are multi-frame: load one file directly")
         return
     else:
         geometry = series_geometry(headers)
         depth = len(headers)
+        middle = headers[int(geometry.order[len(geometry.order) // 2])] if len(geometry.order) else None
     affine = LPS_TO_RAS @ geometry.affine_lps
     found.shape = (header_int(first, "Columns", first_path), header_int(first, "Rows", first_path), depth)
     found.spacing = voxel_spacing(affine, 3)
@@ -143,6 +147,26 @@ def _judge_series(series, found: Found) -> None:
         found.problems += geometry.problems
     if not all(np.isfinite(found.spacing)) or min(found.spacing, default=1.0) <= 0:
         found.problems.append(f"the voxel spacing is not a positive number ({found.spacing})")
+    if middle is not None and found.modality in RANGES:
+        _judge_values(middle, found)
+
+
+def _judge_values(header: tuple, found: Found) -> None:
+    """The series' values judged from one slice (its middle one), rescaled as the reader rescales them."""
+    from volcam.io.dicom.headers import quiet
+    from volcam.io.dicom.pixels import decode, rescale, rescale_of
+
+    path, ds = header
+    if not isinstance(path, Path) or not path.is_file():  # a DICOMweb series: its pixels stay on the server
+        return
+    try:
+        with quiet():
+            values = rescale(decode(ds, path), *rescale_of(ds, path))
+    except VolcamError:  # loading says what is wrong with the pixels
+        return
+    problem = range_problem(values, found.modality)
+    if problem is not None:
+        found.problems.append(f"{problem} (judged from the middle slice)")
 
 
 def describe(path: str | os.PathLike) -> tuple[list[Found], dict[str, int]]:

@@ -110,9 +110,29 @@ class Model:
             raise InputError(
                 f"{self.name} explains {KINDS[self.card.kind]}; this input is {what} of shape {tuple(scan.shape)}"
             )
-        modality = (getattr(scan, "meta", None) or {}).get("modality")
+        meta = getattr(scan, "meta", None)
+        modality = (meta or {}).get("modality")
         if self.card.modality and modality not in (None, "OT", self.card.modality):
             raise InputError(f"{self.name} was trained on {self.card.modality}; this scan is {modality}")
+        if self.card.modality and modality in (None, "OT"):
+            self._check_values(scan, meta)
+
+    def _check_values(self, scan: torch.Tensor, meta: dict | None) -> None:
+        """A scan that does not say its modality (a NIfTI) holds values of the card's (a CT model: HU), or
+        a warning says so (:mod:`volcam.io.ranges`); judged once per scan. A scan that says its modality
+        was judged when it was read."""
+        from volcam.io.image import warn_problem
+        from volcam.io.ranges import range_problem
+
+        if meta is not None and meta.get("values_judged_as") == self.card.modality:
+            return
+        problem = range_problem(scan.detach().cpu() if scan.device.type != "cpu" else scan.detach(), self.card.modality)
+        if meta is not None:
+            meta["values_judged_as"] = self.card.modality
+        if problem is not None:
+            where = (meta or {}).get("filename_or_obj") or "the scan"
+            found = meta.setdefault("problems", []) if meta is not None else []
+            warn_problem(found, f"{where}: {problem} ({self.name} takes {self.card.modality} values)")
 
     def check_target(self, target: int | str | None) -> None:
         """A one-line :class:`TargetError` for a label the model does not have, listing those it has."""
