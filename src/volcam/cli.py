@@ -20,7 +20,7 @@ import typer
 
 from volcam._version import __version__
 from volcam.defaults import LCAM_LOSS, LCamLossWeights
-from volcam.errors import InputError, TargetError, VolcamError, error_line, one_line
+from volcam.errors import InputError, TargetError, VolcamError, error_line, one_line, scrub
 from volcam.io.atomic import check_output_folder
 from volcam.workflows.specs import (
     CohortSpec,
@@ -61,10 +61,11 @@ def _log_internal_error(error: BaseException) -> Path | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"volcam-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        path.write_text(
+        text = (
             f"volcam {__version__}, python {sys.version.split()[0]}\ncommand: {' '.join(sys.argv[1:])}\n\n"
             + "".join(traceback.format_exception(error))
         )
+        path.write_text(scrub(text))  # a traceback quotes values: no identifier of a scan read goes in
         return path
     except OSError:
         return None
@@ -108,7 +109,7 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         import signal
 
         def show(message, category, filename, lineno, file=None, line=None) -> None:
-            typer.echo(f"volcam: warning: {one_line(str(message))}", err=True)
+            typer.echo(f"volcam: warning: {scrub(one_line(str(message)))}", err=True)
 
         previous = warnings.showwarning
         warnings.showwarning = show
@@ -277,7 +278,7 @@ def info(
             lines.append(f"  spacing      {_numbers(item.spacing[:3], 'mm')}")
             lines.append(f"  orientation  {item.orientation}")
         lines.append(f"  problems     {'; '.join(item.problems) if item.problems else 'none'}")
-    typer.echo("\n".join(lines))
+    typer.echo(scrub("\n".join(lines)))  # a description may hold a name
 
 
 @app.command()
@@ -335,7 +336,7 @@ def explain(
     typer.echo(f"prediction: {first['prediction']} ({probabilities}); summary: {Path(out) / 'summary.json'}")
     for record in summary["explanations"]:  # a map that shows nothing says so, one line each
         for line in record.get("warnings", []):
-            typer.echo(f"volcam: warning: {one_line(line)}", err=True)
+            typer.echo(f"volcam: warning: {scrub(one_line(line))}", err=True)
     if "stored" in summary:
         typer.echo(f"stored {summary['stored']['instances']} DICOM instance(s) in {summary['stored']['url']}")
 

@@ -7,6 +7,11 @@ pydicom has not converted it (:func:`_stored_numbers`, which ``tests/test_io_dic
 pydicom's values on every file pydicom ships), else from pydicom's value; text where numbers belong,
 a wrong count, NaN or infinity is a one-line :class:`FieldError` naming the file and the keyword.
 Text attributes come back as one line (:func:`header_text`): they go into messages.
+
+Every header read here (a file, or a DICOMweb server's metadata) registers its identifying values
+(:func:`note_identifiers`: the patient's names and IDs, birth date, accession number, institution,
+every person name it holds ...) with :func:`volcam.errors.register_identifiers`, so no message or log
+line can quote them, whoever words it.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag
 
-from volcam.errors import FileFormatError, first_line, one_line
+from volcam.errors import FileFormatError, first_line, one_line, register_identifiers
 from volcam.io.paths import require_regular_file
 
 __all__ = [
@@ -40,6 +46,8 @@ __all__ = [
     "header_int",
     "header_numbers",
     "header_text",
+    "identifying_values",
+    "note_identifiers",
     "optional_numbers",
     "quiet",
     "read_header",
@@ -87,6 +95,52 @@ def quiet() -> Iterator[None]:
         _QUIET.depth = depth
 
 
+# Attributes that identify a patient, a person or a place (DICOM PS3.15 Annex E's basic profile, those
+# holding names, numbers, dates of a person and places; UIDs are not among them: volcam names series by
+# their UID). Besides these, every attribute of VR PN (a person's name) identifies.
+_IDENTIFYING_KEYWORDS = """
+    PatientName PatientID IssuerOfPatientID OtherPatientIDs OtherPatientNames PatientBirthName
+    PatientMotherBirthName PatientBirthDate PatientBirthTime PatientAddress PatientTelephoneNumbers
+    MedicalRecordLocator MilitaryRank BranchOfService PatientReligiousPreference AdmissionID
+    IssuerOfAdmissionID AccessionNumber StudyID InstitutionName InstitutionAddress InstitutionalDepartmentName
+    StationName ReferringPhysicianAddress ReferringPhysicianTelephoneNumbers PersonAddress
+    PersonTelephoneNumbers ResponsibleOrganization RequestedProcedureID PerformedProcedureStepID
+    ScheduledProcedureStepID PatientComments AdditionalPatientHistory ResponsiblePerson CountryOfResidence
+    RegionOfResidence PatientState CurrentPatientLocation PatientInstitutionResidence Occupation
+"""
+IDENTIFYING = frozenset(tag_for_keyword(keyword) for keyword in _IDENTIFYING_KEYWORDS.split())
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_person_name(tag: int) -> bool:
+    try:
+        return dictionary_VR(tag) == "PN"
+    except KeyError:  # a private or unknown tag
+        return False
+
+
+def identifying_values(ds: Dataset) -> list[Any]:
+    """The values of ``ds``'s identifying attributes (:data:`IDENTIFYING` and every person name), as
+    stored: what :func:`volcam.errors.scrub` must remove from any message about this scan."""
+    found: list[Any] = []
+    for tag in ds.keys():  # noqa: SIM118 (a Dataset iterates over its elements, converting every one)
+        if tag in IDENTIFYING or _is_person_name(int(tag)):
+            try:
+                value = ds[tag].value
+            except Exception:  # a value pydicom cannot convert: its stored bytes
+                value = getattr(ds.get_item(tag), "value", None)
+            if value is None or value == "":
+                continue
+            found.append([str(v) for v in value] if isinstance(value, MultiValue | list | tuple) else value)
+    return found
+
+
+def note_identifiers(ds: Dataset) -> None:
+    """Register ``ds``'s identifying values with the scrubber (:func:`volcam.errors.register_identifiers`)."""
+    with quiet():  # converting a malformed name warns, quoting it
+        register_identifiers(identifying_values(ds))
+
+
 def read_header(path: str | os.PathLike, *, pixels: bool = False, defer: bool = False) -> Dataset:
     """Read one DICOM file (without its pixel data unless ``pixels``); a one-line error if it is not one.
 
@@ -97,8 +151,11 @@ def read_header(path: str | os.PathLike, *, pixels: bool = False, defer: bool = 
     try:
         with quiet():
             if defer:
-                return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
-            return pydicom.dcmread(path, stop_before_pixels=not pixels)
+                ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+            else:
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+            note_identifiers(ds)  # before anything can fail with a message quoting them
+            return ds
     except pydicom.errors.InvalidDicomError:
         raise FileFormatError(f"{path}: not a DICOM file (no DICM preamble or file meta)") from None
     except IsADirectoryError:

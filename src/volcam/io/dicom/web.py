@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from volcam.errors import FileFormatError, InputError, OutputError, SeriesError, VolcamError, VolcamWarning, one_line
 from volcam.io.atomic import is_temporary, remove_stale
+from volcam.io.dicom.headers import note_identifiers
 from volcam.io.dicom.instances import dicom_instances
 from volcam.io.dicom.series import Scan, Series, select_series
 from volcam.io.formats import is_url
@@ -350,6 +351,7 @@ def _headers(client: Any, study: str, series: StudySeries) -> list[tuple[Path, D
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's warnings may quote values
             ds = Dataset.from_json(item, bulk_data_uri_handler=lambda tag, vr, uri: None)
+            note_identifiers(ds)  # as for a file: no message may quote them
         headers.append((Path(one_line(str(_first(item, _SOP_UID) or "instance"))), ds))
     return headers
 
