@@ -460,7 +460,19 @@ def demo(
     run_demo(out, echo=typer.echo)
 
 
-@app.command()
+# `volcam cohort`'s exit status when the run finishes (0: every case ok; 2, 1 and 130 as for every command):
+# scripts tell a cohort with failed cases from a clean one, and one where nothing worked from both.
+COHORT_SOME_FAILED = 3
+COHORT_ALL_FAILED = 4
+_COHORT_HELP = (
+    "Explain and score every case of MANIFEST: maps per case, results.parquet/.csv, summary.md (resumable). "
+    f"Exit status: 0 when every case is ok, {COHORT_SOME_FAILED} when some failed (their errors are in the "
+    f"table), {COHORT_ALL_FAILED} when every case failed, 2 for a wrong option, manifest, card or --out "
+    "(before any case runs), 130 when interrupted."
+)
+
+
+@app.command(help=_COHORT_HELP)
 def cohort(
     manifest: Annotated[
         Path,
@@ -482,7 +494,8 @@ def cohort(
     trust_weights: TrustWeights = False,
     device: Device = None,
 ) -> None:
-    """Explain and score every case of MANIFEST: maps per case, results.parquet/.csv, summary.md (resumable)."""
+    """Explain and score every case of MANIFEST: maps per case, results.parquet/.csv, summary.md (resumable);
+    the exit status says whether cases failed (``_COHORT_HELP``)."""
     from volcam.devices import parse_device
     from volcam.workflows.cohort.run import run_cohort
 
@@ -501,6 +514,8 @@ def cohort(
         f"{len(table) - failed} cases ok, {failed} failed ({len(table.attrs['computed'])} done now); "
         f"table: {Path(out) / 'results.parquet'}; summary: {Path(out) / 'summary.md'}"
     )
+    if failed:
+        raise typer.Exit(COHORT_ALL_FAILED if failed == len(table) else COHORT_SOME_FAILED)
 
 
 def main() -> None:

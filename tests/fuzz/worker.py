@@ -103,14 +103,17 @@ def _cli(args: list[str]) -> tuple[int, str, str]:
 
 
 def _judge_cli(code: int, err: str) -> str | None:
-    """Why a CLI run is not acceptable, or None: exit 0, or exit 2 with exactly one error line."""
+    """Why a CLI run is not acceptable, or None: exit 0 (a cohort: or its statuses for failed cases), or
+    exit 2 with exactly one error line."""
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     # volcam's own lines but its warnings (a progress bar shares stderr)
     errors = [line for line in lines if line.startswith("volcam: ") and not line.startswith("volcam: warning: ")]
     if "Traceback" in err:
         return f"a traceback on stderr: {err[-300:]!r}"
-    if code == 0:
-        return None if not errors else f"exit 0 with other lines on stderr: {errors[:2]!r}"
+    from volcam.cli import COHORT_ALL_FAILED, COHORT_SOME_FAILED
+
+    if code in (0, COHORT_SOME_FAILED, COHORT_ALL_FAILED):  # a cohort's failed cases are rows, its status says so
+        return None if not errors else f"exit {code} with other lines on stderr: {errors[:2]!r}"
     if code == 2 and len(errors) == 1 and errors[0].startswith("volcam: error: "):
         return None
     return f"exit {code}: {' | '.join(errors)[:400]}"
