@@ -8,8 +8,8 @@ new UIDs through Orthanc's own REST API (not volcam's code), and stops the serve
 that need it skip with the reason when it cannot start (not installed, no free port, it exits).
 
 ``pacs`` is the same server with its credentials in the environment (``VOLCAM_DICOMWEB_USER`` and
-``VOLCAM_DICOMWEB_PASSWORD``), as a user would set them. ``DyingServer`` stands in front of it and
-dies in the middle of a transfer.
+``VOLCAM_DICOMWEB_PASSWORD``, ``VOLCAM_DICOMWEB_HOSTS`` naming 127.0.0.1), as a user would set
+them. ``DyingServer`` stands in front of it and dies in the middle of a transfer.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import requests
 from pydicom.uid import generate_uid
 
 from volcam import sample_data
-from volcam.io.dicom.web import PASSWORD_VARIABLE, TOKEN_VARIABLE, USER_VARIABLE
+from volcam.io.dicom.web import HOSTS_VARIABLE, PASSWORD_VARIABLE, TOKEN_VARIABLE, USER_VARIABLE
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # dpkg -L orthanc-dicomweb
@@ -188,9 +188,11 @@ def orthanc(tmp_path_factory) -> Iterator[Pacs]:
 
 @pytest.fixture
 def pacs(orthanc: Pacs, monkeypatch) -> Pacs:
-    """The running Orthanc with its user and password in the environment, and no token."""
+    """The running Orthanc with its user and password in the environment, and no token; the credentials
+    may go to this machine's loopback address (any port: the server and those in front of it)."""
     monkeypatch.setenv(USER_VARIABLE, orthanc.user)
     monkeypatch.setenv(PASSWORD_VARIABLE, orthanc.password)
+    monkeypatch.setenv(HOSTS_VARIABLE, "127.0.0.1")
     monkeypatch.delenv(TOKEN_VARIABLE, raising=False)
     return orthanc
 

@@ -56,7 +56,8 @@ class ExplainPanel(QWidget):
         self.url.setPlaceholderText("http://pacs/dicom-web/studies/<uid>[/series/<uid>]")
         self.url.setToolTip(
             "Open a series from a DICOMweb server (PACS). Credentials from the environment: "
-            "VOLCAM_DICOMWEB_TOKEN, or VOLCAM_DICOMWEB_USER and VOLCAM_DICOMWEB_PASSWORD"
+            "VOLCAM_DICOMWEB_TOKEN, or VOLCAM_DICOMWEB_USER and VOLCAM_DICOMWEB_PASSWORD, sent only to the "
+            "hosts named in VOLCAM_DICOMWEB_HOSTS"
         )
         self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(lambda: self.open_url())

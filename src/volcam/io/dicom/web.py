@@ -16,7 +16,12 @@ go at exit, and what a killed process left is removed by the next one.
 Authentication comes from the environment only, never from the command line or the address:
 ``VOLCAM_DICOMWEB_TOKEN`` is sent as ``Authorization: Bearer <token>``; else
 ``VOLCAM_DICOMWEB_USER`` and ``VOLCAM_DICOMWEB_PASSWORD`` as HTTP basic authentication (Orthanc's
-``RegisteredUsers``). Neither value ever appears in a message or a log line.
+``RegisteredUsers``). Neither value ever appears in a message or a log line. They go only to the
+hosts named for them in ``VOLCAM_DICOMWEB_HOSTS`` (a comma list of ``host`` or ``host:port``; a host
+without a port stands for all its ports), and never in clear text (``http://``) to a host other than
+this machine (:func:`credential_refusal`): an address a manifest from someone else names gets no
+token of the user's. A request that would carry them elsewhere is refused with one line naming the
+host and what to set; with no credentials set, requests go anywhere without them.
 
 Failures are one line each and leave nothing behind: :class:`~volcam.errors.FileFormatError` when
 reading (unreachable server, no such study or series, refused credentials, a transfer that broke
@@ -53,12 +58,14 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 __all__ = [
+    "HOSTS_VARIABLE",
     "PASSWORD_VARIABLE",
     "TOKEN_VARIABLE",
     "USER_VARIABLE",
     "Address",
     "StudySeries",
     "check_store",
+    "credential_refusal",
     "load_url",
     "load_url_steps",
     "parse_address",
@@ -70,6 +77,7 @@ __all__ = [
 TOKEN_VARIABLE = "VOLCAM_DICOMWEB_TOKEN"  # sent as "Authorization: Bearer <token>"
 USER_VARIABLE = "VOLCAM_DICOMWEB_USER"  # with PASSWORD_VARIABLE: HTTP basic authentication
 PASSWORD_VARIABLE = "VOLCAM_DICOMWEB_PASSWORD"
+HOSTS_VARIABLE = "VOLCAM_DICOMWEB_HOSTS"  # where the credentials may go: "pacs.example.org,10.0.0.5:8042"
 # Seconds to connect, and to wait for the next bytes of an answer (a PACS may think a while before
 # answering a large STOW-RS request).
 TIMEOUT_S = (10.0, 300.0)
@@ -159,20 +167,96 @@ def _port(parts: Any) -> int | None:
 # -- the client and its failures --------------------------------------------------------------------
 
 
-def _credentials() -> str:
+def _credentials(environ: Any = None) -> str:
     """Which environment variables the requests carry (their names only, for a message)."""
-    if os.environ.get(TOKEN_VARIABLE, "").strip():
+    environ = os.environ if environ is None else environ
+    if environ.get(TOKEN_VARIABLE, "").strip():
         return TOKEN_VARIABLE
-    if os.environ.get(USER_VARIABLE, "").strip():
+    if environ.get(USER_VARIABLE, "").strip():
         return f"{USER_VARIABLE}/{PASSWORD_VARIABLE}"
     return ""
 
 
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+def _is_this_machine(host: str) -> bool:
+    """Whether ``host`` names this machine without leaving it: a loopback address or name, or the
+    machine's own host name (no DNS is asked: a name that resolves elsewhere later would not count)."""
+    import ipaddress
+    import socket
+
+    host = host.strip("[]").lower().rstrip(".")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    with contextlib.suppress(OSError):
+        return host == socket.gethostname().lower().rstrip(".")
+    return False
+
+
+def _named_hosts(text: str) -> list[tuple[str, int | None]]:
+    """``VOLCAM_DICOMWEB_HOSTS`` as (host, port or None): ``"pacs, 10.0.0.5:8042, [::1]:8042"``."""
+    found = []
+    for entry in text.split(","):
+        entry = entry.strip().lower()
+        if not entry:
+            continue
+        parts = urlsplit(f"//{entry}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        found.append(((parts.hostname or entry).rstrip("."), port))
+    return found
+
+
+def credential_refusal(url: str, environ: Any = None) -> str | None:
+    """Why the environment's credentials may not go to ``url``; ``None`` when they may (or none are set).
+
+    They may go to a host named in ``VOLCAM_DICOMWEB_HOSTS`` (with its port, when the entry gives
+    one), over ``https``, or over ``http`` to this machine only (loopback, its own name). The reason
+    names the host and what to set.
+    """
+    environ = os.environ if environ is None else environ
+    given = _credentials(environ)
+    if not given:
+        return None
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        port = None
+    shown = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    named = _named_hosts(environ.get(HOSTS_VARIABLE, ""))
+    if not any(host == h and (p is None or p == port) for h, p in named):
+        listed = f" (it names {environ.get(HOSTS_VARIABLE, '').strip()})" if named else ""
+        return (
+            f"{given} is set, but {HOSTS_VARIABLE} does not name {shown}{listed}: the credentials go only to the "
+            f"hosts named for them; add {shown} to {HOSTS_VARIABLE} to send them there, or unset {given} to "
+            "connect without them"
+        )
+    if parts.scheme.lower() != "https" and not _is_this_machine(host):
+        return (
+            f"{given} would go in clear text (http) to {shown}, another machine; use an https:// address "
+            f"(or unset {given} to connect without credentials)"
+        )
+    return None
+
+
 def _client(address: Address) -> Any:
-    """A ``DICOMwebClient`` for ``address``'s root with the environment's credentials, without retries."""
+    """A ``DICOMwebClient`` for ``address``'s root, without retries, with the environment's credentials
+    where :func:`credential_refusal` allows them (an :class:`InputError` where it does not)."""
     import requests
     from dicomweb_client.api import DICOMwebClient
 
+    refusal = credential_refusal(address.root)
+    if refusal is not None:
+        raise InputError(f"{address}: {refusal}")
     session = requests.Session()
     token = os.environ.get(TOKEN_VARIABLE, "").strip()
     if token:
@@ -218,7 +302,7 @@ def _refused(status: int) -> str:
     if status == 401 and not given:
         return (
             f"the server asks for credentials (HTTP 401); set {TOKEN_VARIABLE} (a Bearer token), "
-            f"or {USER_VARIABLE} and {PASSWORD_VARIABLE}"
+            f"or {USER_VARIABLE} and {PASSWORD_VARIABLE}, and name the host in {HOSTS_VARIABLE}"
         )
     return f"the server refused the credentials from {given or 'the environment'} (HTTP {status})"
 
