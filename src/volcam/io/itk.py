@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from volcam.errors import DependencyError, FileFormatError, one_line
+from volcam.errors import DependencyError, FileFormatError, MemoryLimitError, one_line
 from volcam.io.image import LPS_TO_RAS, make_volume
 from volcam.io.memory import check_fits
 from volcam.io.paths import require_regular_file
@@ -80,6 +80,8 @@ def load_itk(path: str | os.PathLike) -> Any:
         image = reader.Execute()
     except RuntimeError as error:
         raise FileFormatError(f"{path}: not a readable image file ({_reason(error)})") from None
+    except MemoryLimitError:
+        raise  # the header check's own line: what the image would need and what there is
     except MemoryError:
         raise FileFormatError(f"{path}: not enough memory to read the image data") from None
     array = sitk.GetArrayFromImage(image).astype(np.float32)  # (z, y, x[, components])
