@@ -129,8 +129,9 @@ def test_a_case_record_is_case_json_and_a_table_row(tmp_path) -> None:
     (tmp_path / CASE_FILE).write_text(record.to_json())
     assert read_record(tmp_path) == record and is_case_folder(tmp_path, "a")
     row = record.row(["gradcam", "layercam"], ["normal", "covid"])
-    assert list(row)[:11] == [
-        "case", "image", "mask", "label", "status", "error", "prediction", "target", "correct", "p_normal", "p_covid",
+    assert list(row)[:12] == [
+        "case", "image", "mask", "region", "label", "status", "error", "prediction", "target", "correct", "p_normal",
+        "p_covid",
     ]  # fmt: skip
     assert row["p_covid"] == 0.75 and row["gradcam.pointing_hit"] == 1 and np.isnan(row["gradcam.iou_at_0.5"])
     assert np.isnan(row["layercam.pointing_hit"]) and np.isnan(row["write_s"]) and row["load_s"] == 0.5

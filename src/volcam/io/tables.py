@@ -9,8 +9,9 @@ A manifest is a table with one row per case::
 
 Columns (names are case-insensitive): ``image`` (or ``image_path``, ``path``, ``scan``), optional
 ``case`` (or ``case_id``, ``id``; by default the image's name), ``mask`` (or ``mask_path``) and
-``label`` (a class name or index). This is the one reader of scan lists: cohorts and L-CAM training
-both use it.
+``label`` (a class name or index), and ``region`` (or ``region_mask``, ``lungs``: a body or lung mask on
+the scan's grid that the energy, VxAP, MaxF1 and deletion/insertion stay within). This is the one reader
+of scan lists: cohorts and L-CAM training both use it.
 Relative paths are taken from the manifest's folder; an ``http(s)://`` image is a DICOMweb study or
 series address (:mod:`volcam.io.dicom.web`) and needs a case id of its own. The case id names the case's output folder,
 so it must be a plain name; the id comes from the manifest, never from the scan's headers (no
@@ -39,6 +40,7 @@ _COLUMNS = {
     "image": ("image", "image_path", "path", "scan"),
     "mask": ("mask", "mask_path"),
     "label": ("label",),
+    "region": ("region", "region_mask", "lungs"),
 }
 # Names the run writes into the output folder itself: a case may not take them.
 RESERVED = frozenset({"results.parquet", "results.csv", "summary.md", "distributions.png", "cohort.json"})
@@ -55,12 +57,14 @@ class Case:
         image: the scan (a file or a DICOM folder), absolute; or a DICOMweb address (text).
         mask: the lesion mask on the scan's grid, or ``None``.
         label: the true class as written in the manifest (name or index), or ``None``.
+        region: a body or lung mask on the scan's grid that the scores stay within, or ``None``.
     """
 
     case_id: str
     image: Path | str
     mask: Path | str | None = None
     label: str | None = None
+    region: Path | str | None = None
 
 
 def _cell(value: Any) -> str | None:
@@ -129,9 +133,10 @@ def _from_manifest(path: Path) -> list[Case]:
         check_case_id(case_id, where)
         mask = _cell(row[roles["mask"]]) if roles["mask"] else None
         label = _cell(row[roles["label"]]) if roles["label"] else None
-        cases.append(
-            Case(case_id, _place(path, image), None if mask is None else _place(path, mask), label)
-        )  # an absolute path in the manifest stays as it is (pathlib drops the folder)
+        region = _cell(row[roles["region"]]) if roles["region"] else None
+        # an absolute path in the manifest stays as it is (pathlib drops the folder)
+        mask_path, region_path = (None if cell is None else _place(path, cell) for cell in (mask, region))
+        cases.append(Case(case_id, _place(path, image), mask_path, label, region_path))
     return cases
 
 
@@ -200,11 +205,12 @@ def read_cases(source: str | os.PathLike) -> list[Case]:
 def input_signature(case: Case) -> str:
     """A short hash of the case's input files as they are now (path, size, modification time).
 
-    A finished case is redone when its scan or mask changes; a DICOM folder counts every file in it,
-    a DICOMweb address its text only (what the server holds is not asked).
+    A finished case is redone when its scan, mask or region changes; a DICOM folder counts every file in
+    it, a DICOMweb address its text only (what the server holds is not asked). A case without a region
+    has the signature it had before regions were read.
     """
     digest = hashlib.sha256()
-    for path in (case.image, case.mask):
+    for path in (case.image, case.mask, *([case.region] if case.region is not None else [])):
         if path is None:
             digest.update(b"-")
             continue

@@ -44,10 +44,11 @@ class Task:
 
 @dataclass
 class Loaded:
-    """A case's scan and mask as loaded, or why they could not be."""
+    """A case's scan, mask and region as loaded, or why they could not be."""
 
     scan: Any = None
     mask: Any = None
+    region: Any = None
     seconds: float = 0.0
     error: BaseException | None = None
 
@@ -71,12 +72,13 @@ def cached_model(path: Path, trust: bool, device: str | None) -> Model:
 
 
 def load_case(case: Case) -> Loaded:
-    """Read the case's scan and mask (what prefetch overlaps with the model); errors are kept, not raised."""
+    """Read the case's scan, mask and region (what prefetch overlaps with the model); errors are kept, not raised."""
     start = time.perf_counter()
     loaded = Loaded()
     try:
         loaded.scan = load(case.image)
         loaded.mask = load(case.mask) if case.mask is not None else None
+        loaded.region = load(case.region) if case.region is not None else None
     except Exception as error:  # any unreadable input becomes this case's error row
         loaded.error = error
     loaded.seconds = time.perf_counter() - start
@@ -126,6 +128,7 @@ def process_case(task: Task, settings: Settings, model: Model, loaded: Loaded) -
     finally:
         release(loaded.scan)
         release(loaded.mask)
+        release(loaded.region)
 
 
 def _process_case(task: Task, settings: Settings, model: Model, loaded: Loaded) -> CaseRecord:
@@ -171,29 +174,38 @@ def score_maps(
     model: Model, explained: Sequence[ScanExplanation], loaded: Loaded, spec: CohortSpec
 ) -> tuple[MapRecord, ...]:
     """Each map's localization against the mask (when there is one) and faithfulness, as ``volcam
-    evaluate`` scores it (:func:`volcam.workflows.scoring.score_map`); clips get no scores."""
+    evaluate`` scores it (:func:`volcam.workflows.scoring.score_map`), within the case's region when it
+    has one (energy, VxAP, MaxF1 count its voxels; deletion/insertion change only them); clips get no
+    scores."""
     if model.card.kind != "volume":  # faithfulness needs the network's input; clips get maps only
         return ()
     scan = loaded.scan
     lesions = _lesions(scan, loaded.mask) if loaded.mask is not None else None
+    region = network_region = None
+    if loaded.region is not None:
+        region = _lesions(scan, loaded.region, "region")
+        if not bool(region.any()):
+            raise InputError("the region mask is empty")
+        network_region = model.preprocessing.mask(region, like=scan).to(model.device)
     x = model.prepare(scan)[None].as_tensor().to(model.device)
     spacing = tuple(float(s) for s in (getattr(scan, "meta", {}) or {}).get("spacing", (1.0,) * 3))[:3]
     maps = []
     for one in explained:
         scores, _ = score_map(
-            one, lesions, spacing, tolerance_mm=spec.tolerance_mm, model=model, x=x, steps=spec.faithfulness_steps
-        )
+            one, lesions, spacing, tolerance_mm=spec.tolerance_mm, region=region, model=model, x=x,
+            steps=spec.faithfulness_steps, network_region=network_region,
+        )  # fmt: skip
         maps.append(MapRecord(one.method, scores))
     return tuple(maps)
 
 
-def _lesions(scan: Any, mask: Any) -> Any:
+def _lesions(scan: Any, mask: Any, what: str = "lesion") -> Any:
     """The mask as a bool ``(X, Y, Z)`` tensor on the scan's grid (an InputError if on another grid)."""
     import torch
 
     plain = torch.as_tensor(mask.as_tensor() if hasattr(mask, "as_tensor") else mask)
     if tuple(plain.shape[-3:]) != tuple(scan.shape[-3:]) or plain.numel() != scan[0].numel():
-        raise InputError(f"the lesion mask has shape {tuple(plain.shape)}; the scan's grid is {tuple(scan.shape[1:])}")
+        raise InputError(f"the {what} mask has shape {tuple(plain.shape)}; the scan's grid is {tuple(scan.shape[1:])}")
     return plain.reshape(scan.shape[-3:]) != 0
 
 

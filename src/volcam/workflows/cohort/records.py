@@ -90,6 +90,10 @@ class CaseRecord:
     case: str = column("the manifest's case id; its folder is OUT/<case>/", default="")
     image: str = column("the scan: a file, a DICOM folder or a DICOMweb address", default="")
     mask: str = column("the lesion mask; empty without one", default="")
+    region: str = column(
+        "the body or lung mask the energy, VxAP, MaxF1 and deletion/insertion stay within; empty without one",
+        default="",
+    )
     label: str = column("the manifest's label as the model names it (an index becomes its class)", default="")
     status: str = column("ok, error, or not run", default="not run")
     error: str = column(
@@ -120,7 +124,8 @@ class CaseRecord:
         ok = self.status == "ok"
         return replace(
             self, case=case.case_id, image=str(case.image), mask="" if case.mask is None else str(case.mask),
-            label=label, correct=(self.prediction == label) if ok and label in labels else None,
+            region="" if case.region is None else str(case.region), label=label,
+            correct=(self.prediction == label) if ok and label in labels else None,
         )  # fmt: skip
 
     def row(self, methods: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:

@@ -223,7 +223,7 @@ def check_cohort_folder(
     """
     inputs: list[Any] = [manifest, model]
     for case in cases:
-        inputs += [case.image, case.mask]
+        inputs += [case.image, case.mask, case.region]
     out = check_output_folder(
         out, inputs, ours=lambda folder: any((folder / name).is_file() for name in ("cohort.json", _LOCK)),
         maker="a cohort run",
