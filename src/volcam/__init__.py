@@ -12,6 +12,7 @@ The public API::
     model = volcam.load_model("card.json")                # network + preprocessing + labels
     model.explain(volcam.load("scan/"), "gradcam").map    # the map on the scan's own grid
     volcam.run_cohort("cases.csv", "card.json", "out/")   # many cases: maps + table, resumable
+    volcam.validate_to_folder("cases.csv", "card.json", "report/")  # one HTML report with intervals
     volcam.train_lcam("card.json", "scans/", variant="fm") # learn L-CAM; then explain(..., "lcam-fm")
 
 For several methods or classes on one input keep a :class:`CamEngine`.
@@ -65,6 +66,7 @@ _LAZY = {
     "Target": "volcam.targets",
     "run_cohort": "volcam.workflows.cohort.run",
     "train_lcam": "volcam.workflows.lcam_training",
+    "validate_to_folder": "volcam.workflows.validate",
 }
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from volcam.targets import ClassProbability, ClassTarget, RegionTarget, Target
     from volcam.workflows.cohort.run import run_cohort
     from volcam.workflows.lcam_training import train_lcam
+    from volcam.workflows.validate import validate_to_folder
 
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY)
@@ -122,4 +125,5 @@ __all__ = [
     "metrics",
     "run_cohort",
     "train_lcam",
+    "validate_to_folder",
 ]

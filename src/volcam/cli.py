@@ -28,6 +28,7 @@ from volcam.workflows.specs import (
     ExplainSpec,
     JobSpec,
     LCamSpec,
+    ValidateSpec,
     default,
     help_text,
     option_name,
@@ -516,6 +517,59 @@ def cohort(
     )
     if failed:
         raise typer.Exit(COHORT_ALL_FAILED if failed == len(table) else COHORT_SOME_FAILED)
+
+
+@app.command()
+def validate(
+    manifest: Annotated[
+        Path,
+        typer.Argument(help="A manifest (.csv/.parquet: case, image, mask, optional label and region) or a folder."),
+    ],
+    model: Card,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html and the tables (CSV, Parquet).")],
+    methods: Annotated[list[str] | None, _option(ValidateSpec, "methods", "--methods")] = None,
+    target: Annotated[str | None, _option(ValidateSpec, "target")] = None,
+    layer: Annotated[list[str] | None, _option(ValidateSpec, "layer")] = None,
+    tolerance_mm: Annotated[float | None, _option(ValidateSpec, "tolerance_mm")] = None,
+    faithfulness_steps: Annotated[int | None, _option(ValidateSpec, "faithfulness_steps")] = None,
+    sanity_cases: Annotated[int | None, _option(ValidateSpec, "sanity_cases")] = None,
+    road: Annotated[bool | None, _option(ValidateSpec, "road")] = None,
+    resamples: Annotated[int | None, _option(ValidateSpec, "resamples")] = None,
+    seed: Annotated[int | None, _option(ValidateSpec, "seed")] = None,
+    misses: Annotated[int | None, _option(ValidateSpec, "misses")] = None,
+    prefetch: Annotated[bool | None, _option(ValidateSpec, "prefetch", flags="--prefetch/--no-prefetch")] = None,
+    scheduler: Annotated[str | None, _option(ValidateSpec, "scheduler")] = None,
+    workers: Annotated[int | None, _option(ValidateSpec, "workers")] = None,
+    cohort: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the cohort's maps and case records (resumable); default: OUT-cohort beside OUT."),
+    ] = None,
+    trust_weights: TrustWeights = False,
+    device: Device = None,
+) -> None:
+    """Validate a model's explanations on MANIFEST's cases with lesion masks: one self-contained report.html
+    (localisation, faithfulness, sanity, robustness, every number with its 95 % interval, methods ranked and
+    compared, the misses pictured) and its tables as CSV and Parquet in OUT."""
+    from volcam.devices import parse_device
+    from volcam.workflows.validate import cohort_folder, validate_to_folder
+
+    spec = _given(
+        ValidateSpec, methods=methods, target=target, layer=layer, tolerance_mm=tolerance_mm,
+        faithfulness_steps=faithfulness_steps, sanity_cases=sanity_cases, road=road, resamples=resamples, seed=seed,
+        misses=misses, prefetch=prefetch, scheduler=scheduler, workers=workers,
+    )  # fmt: skip
+    parse_device(device)
+    work = cohort if cohort is not None else cohort_folder(out)
+    try:
+        found = validate_to_folder(
+            manifest, model, out, spec, cohort=work, trust=trust_weights, device=device, echo=typer.echo
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"volcam: interrupted; finished cases are kept in {work}, run again to resume", err=True)
+        raise typer.Exit(130) from None
+    cases = found.tables["cases"]
+    failed = int((cases["status"] != "ok").sum())
+    typer.echo(f"{len(cases) - failed} cases ok, {failed} failed; report: {Path(out) / 'report.html'}; maps: {work}")
 
 
 def main() -> None:

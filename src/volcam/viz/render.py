@@ -1,7 +1,8 @@
 """Pictures for people who would rather look than read: fused overlays and PNG montages.
 
 A montage is a grid of slices (every n-th, or the hottest) with the map over the windowed image, a
-colour bar and a title saying what is explained; for a clip, a strip of frames. Volumes are shown
+colour bar and a title saying what is explained (and, when given, a mask such as the lesions drawn as an
+outline, with the slices that hold most of it); for a clip, a strip of frames. Volumes are shown
 in the radiological convention whatever their voxel order: axial slices with the patient's right
 on the left and anterior at the top, coronal and sagittal with superior at the top. matplotlib is
 imported when a picture is made, with its object API (no pyplot state), so it is thread-safe.
@@ -128,6 +129,8 @@ def montage(
     alpha: float = PICTURE_ALPHA,
     threshold: float = PICTURE_THRESHOLD,
     title: str | None = None,
+    outline: Any = None,
+    outlined: int = 0,
     overwrite: bool = True,
 ) -> Path:
     """Save a PNG montage of ``cam`` over ``image``: slices of a volume or frames of a clip.
@@ -142,6 +145,8 @@ def montage(
         every: show every n-th slice or frame; ``hottest``: show the n with the most map mass.
         max_panels: at most this many panels when neither is given.
         title: replaces the generated "method · class · score" title.
+        outline: a mask on the same grid (``(*S)`` or ``(1, *S)``, e.g. the lesions): its edge is drawn
+            in white on each panel; ``outlined``: also show the n slices (frames) with the most of it.
 
     Returns:
         The path written.
@@ -151,10 +156,11 @@ def montage(
     if tuple(values.shape) != tuple(data.shape[1:]):
         raise InputError(f"map {tuple(values.shape)} is not on the image grid {tuple(data.shape[1:])}")
     pick = functools.partial(_choose, every=every, hottest=hottest, max_panels=max_panels)
+    mask = None if outline is None else _Outline(_outline_mask(outline, tuple(values.shape)), outlined)
     if meta.get("axes") == "thw":
-        panels = _clip_panels(data, values, meta, pick, window)
+        panels = _clip_panels(data, values, meta, pick, window, mask)
     else:
-        panels = _volume_panels(data, values, affine, meta.get("modality"), window, pick)
+        panels = _volume_panels(data, values, affine, meta.get("modality"), window, pick, mask)
     figure = _figure(panels, columns, colormap=colormap, alpha=alpha, threshold=threshold)
     figure.suptitle(info.title() if title is None else title, fontsize=10)
     path = Path(path)
@@ -172,10 +178,39 @@ class _Panels:
     labels: list[str]
     aspect: float
     columns: int
+    outlines: tuple[np.ndarray, ...] = ()  # a mask's slice per panel, drawn as its edge
+
+
+@dataclass(frozen=True)
+class _Outline:
+    """A mask to outline ``(*S)`` bool, and how many of the slices holding most of it to show besides."""
+
+    mask: np.ndarray
+    slices: int = 0
+
+    def add_slices(self, chosen: list[int], mass: np.ndarray) -> list[int]:
+        """``chosen`` and the ``slices`` indices of ``mass`` (the mask's voxels per slice) with the most, sorted."""
+        most = [int(k) for k in np.argsort(-mass, kind="stable")[: self.slices] if mass[k] > 0]
+        return sorted(set(chosen) | set(most))
+
+
+def _outline_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``mask`` as a boolean array of ``shape`` (a leading channel of 1 dropped); an InputError if it is not."""
+    plain = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
+    if plain.ndim == len(shape) + 1 and plain.shape[0] == 1:
+        plain = plain[0]
+    if tuple(plain.shape) != shape:
+        raise InputError(f"outline mask {tuple(plain.shape)} is not on the image grid {shape}")
+    return plain != 0
 
 
 def _clip_panels(
-    data: np.ndarray, values: MapValues, meta: dict, pick: Callable[[np.ndarray], list[int]], window: Window | None
+    data: np.ndarray,
+    values: MapValues,
+    meta: dict,
+    pick: Callable[[np.ndarray], list[int]],
+    window: Window | None,
+    outline: _Outline | None = None,
 ) -> _Panels:
     """The frames with the most map mass (``data`` ``(C, T, H, W)`` as loaded, ``values`` ``(T, H, W)``);
     rows and columns as the scanner showed them. Only the frames shown are scaled for display, with the
@@ -183,6 +218,8 @@ def _clip_panels(
     modality = meta.get("modality")
     limits = percentile_limits(data, axis=1) if window is None else None
     chosen = pick(_mass(values, 0))
+    if outline is not None:
+        chosen = outline.add_slices(chosen, _mass(outline.mask, 0))
     shown = [display_range(data[:, t], modality, window, limits).transpose(1, 2, 0) for t in chosen]  # (H, W, C)
     pictures = [
         (frame if frame.shape[-1] == 3 else frame[..., 0], values[t]) for frame, t in zip(shown, chosen, strict=True)
@@ -190,7 +227,8 @@ def _clip_panels(
     interval = meta.get("frame_interval")
     labels = [f"t = {t * interval:.2f} s" if interval else f"frame {t}" for t in chosen]
     spacing = meta.get("spacing", (1, 1, 1))
-    return _Panels(pictures, labels, spacing[1] / spacing[2], len(pictures))
+    outlines = () if outline is None else tuple(outline.mask[t] for t in chosen)
+    return _Panels(pictures, labels, spacing[1] / spacing[2], len(pictures), outlines)
 
 
 def _volume_panels(
@@ -200,6 +238,7 @@ def _volume_panels(
     modality: str | None,
     window: Window | None,
     pick: Callable[[np.ndarray], list[int]],
+    outline: _Outline | None = None,
 ) -> _Panels:
     """The slices with the most map mass of a volume ``(C, X, Y, Z)`` (channel 0 as grey), in the
     viewer's orientation."""
@@ -209,8 +248,12 @@ def _volume_panels(
     gray = data if pointwise else display_range(data, modality, window)
     shown = _reoriented(tuple(values.shape), affine)
     grey, axis, spacing = shown.volume(gray[0]), shown.axis, shown.spacing
-    mass = _mass(values, shown.source_index(0)[0])  # map mass per slice, in the file's order
-    chosen = pick(mass if shown.source_index(0)[1] == 0 else mass[::-1])
+    source_axis, first = shown.source_index(0)
+    mass = _mass(values, source_axis)  # map mass per slice, in the file's order
+    chosen = pick(mass if first == 0 else mass[::-1])
+    if outline is not None:
+        held = _mass(outline.mask, source_axis)
+        chosen = outline.add_slices(chosen, held if first == 0 else held[::-1])
     pictures = [
         (display_range(_panel(grey, axis, k), modality, window) if pointwise else _panel(grey, axis, k),
          shown.slice_of(values, k))
@@ -218,7 +261,9 @@ def _volume_panels(
     ]  # fmt: skip
     labels = [f"{'xyz'[axis]} = {shown.positions[k]:.1f} mm" for k in chosen]  # RAS patient coordinate
     rows_axis, cols_axis = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[axis]
-    return _Panels(pictures, labels, spacing[rows_axis] / spacing[cols_axis], min(len(pictures), 4))
+    outlines = () if outline is None else tuple(shown.slice_of(outline.mask, k) for k in chosen)
+    aspect = spacing[rows_axis] / spacing[cols_axis]
+    return _Panels(pictures, labels, aspect, min(len(pictures), 4), outlines)
 
 
 def _figure(panels: _Panels, columns: int | None, **fusing: Any) -> Any:
@@ -240,8 +285,10 @@ def _figure(panels: _Panels, columns: int | None, **fusing: Any) -> Any:
     grid = figure.subplots(rows, columns, squeeze=False)
     for ax in grid.ravel():
         ax.set_axis_off()
-    for ax, (picture, heat), label in zip(grid.ravel(), panels.pictures, panels.labels, strict=False):
+    for i, (ax, (picture, heat), label) in enumerate(zip(grid.ravel(), panels.pictures, panels.labels, strict=False)):
         ax.imshow(fuse(picture, heat, **fusing), aspect=panels.aspect)
+        if i < len(panels.outlines) and panels.outlines[i].any():
+            ax.contour(panels.outlines[i].astype(np.float32), levels=[0.5], colors="white", linewidths=0.9)
         ax.set_title(label, fontsize=8)
     bar = figure.colorbar(
         ScalarMappable(Normalize(0, 1), fusing["colormap"]), ax=grid.ravel().tolist(), fraction=0.03, pad=0.02

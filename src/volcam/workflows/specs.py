@@ -34,6 +34,7 @@ __all__ = [
     "ExplainSpec",
     "JobSpec",
     "LCamSpec",
+    "ValidateSpec",
     "default",
     "help_text",
     "option_name",
@@ -328,6 +329,55 @@ class CohortSpec(JobSpec):
             if self.scheduler is None and self.workers != 1:
                 raise self._fail("workers", "needs --scheduler local (or the address of a Dask scheduler)")
         self._set("options", dict(self.options))
+
+
+@dataclass(frozen=True)
+class ValidateSpec(JobSpec):
+    """What ``volcam validate`` (:func:`volcam.workflows.validate.validate_to_folder`) measures and reports:
+    the cohort's choices (:meth:`cohort`), the checks on a few cases, and how the intervals are drawn."""
+
+    method_options: ClassVar[bool] = True
+
+    methods: tuple[str, ...] = _choice(("gradcam", "gradcam++"), _METHODS_HELP, "--method")
+    target: str | int | None = _choice(None, _TARGET_HELP)
+    layer: str | tuple[str, ...] | None = _choice(None, _LAYER_HELP)
+    tolerance_mm: float = _choice(TOLERANCE_MM, _TOLERANCE_HELP)
+    faithfulness_steps: int = _choice(
+        20, "Deletion/insertion steps per map, within the manifest's region (lungs) where a case has one (0: none)."
+    )
+    sanity_cases: int = _choice(
+        5,
+        "Cases (the first ok ones) on which each method is checked by cascading weight randomisation and for "
+        "max-sensitivity to input noise (0: none).",
+    )
+    road: bool = _choice(False, "Also ROAD (noisy linear imputation; slower) on those cases.")
+    resamples: int = _choice(
+        10000, "Bootstrap resamples of the cases for every interval and p-value (the smallest p is 2/(N+1))."
+    )
+    seed: int = _choice(0, "The bootstrap's seed.")
+    misses: int = _choice(3, "Pictures per method of the cases its map misses (pointing game), worst first.")
+    prefetch: bool = _choice(True, "Load the next case while this one computes.", output=False)
+    scheduler: str | None = _choice(
+        None, "'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).", output=False
+    )
+    workers: int | None = _choice(None, "Worker processes with --scheduler local (default 2).", output=False)
+    options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
+
+    def __post_init__(self) -> None:
+        self._set("methods", _methods(self, self.methods))
+        self._set("target", _target(self.target))
+        self._set("layer", _layer(self.layer))
+        self._set("tolerance_mm", _non_negative(self, "tolerance_mm", self.tolerance_mm, "a distance in mm"))
+        for name, low in (("faithfulness_steps", 0), ("sanity_cases", 0), ("resamples", 100), ("misses", 0)):
+            self._set(name, _at_least(self, name, getattr(self, name), low))
+        self._set("seed", _at_least(self, "seed", self.seed, 0))
+        self._set("options", dict(self.options))
+        self.cohort()  # the cohort's own checks (--workers without --scheduler), named by their options
+
+    def cohort(self) -> CohortSpec:
+        """The cohort the report is made from: every case explained and scored (no PNG, no DICOM)."""
+        shared = ("methods", "target", "layer", "faithfulness_steps", "tolerance_mm", "prefetch", "scheduler")
+        return CohortSpec(workers=self.workers, options=self.options, **{name: getattr(self, name) for name in shared})
 
 
 @dataclass(frozen=True)
