@@ -62,6 +62,17 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_identifiers_from_other_tests():
+    """Each test starts with no identifying values registered: a process remembers those of every scan
+    it read (volcam.errors.scrub), and one test's patient name must not remove words from another's lines."""
+    from volcam.errors import forget_identifiers
+
+    forget_identifiers()
+    yield
+    forget_identifiers()
+
+
 @pytest.fixture
 def gapnet3d() -> GapNet:
     return GapNet(3).eval()

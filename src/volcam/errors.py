@@ -103,6 +103,7 @@ def register_identifiers(values: Iterable[object]) -> None:
             if isinstance(text, bytes):
                 text = text.decode("latin-1")
             new |= _forms(str(text))
+    scrub_logging()  # (again, when something replaced logging's record factory since)
     with _lock:
         if new <= _values:
             return
@@ -111,7 +112,6 @@ def register_identifiers(values: Iterable[object]) -> None:
         # not inside a longer word or number ("Lee" stays in "asleep"; an ID is found in a UID's part)
         either = "|".join(re.escape(v) for v in longest_first)
         _pattern = re.compile(f"(?<![^\\W_])(?:{either})(?![^\\W_])", re.IGNORECASE)
-    scrub_logging()
 
 
 def scrub(text: str) -> str:
@@ -130,33 +130,29 @@ def forget_identifiers() -> None:
         _pattern = None
 
 
-_factory_installed = False
-
-
 def scrub_logging() -> None:
     """Make every :mod:`logging` record of this process pass :func:`scrub` (its message formatted once,
     when it is made): whatever handler writes it, a file or a terminal, and whichever library logs it.
-    Installed once, when the first identifying value is registered."""
-    global _factory_installed
+    Installed when an identifying value is registered, and again if something replaced the factory since."""
     with _lock:
-        if _factory_installed:
-            return
-        _factory_installed = True
         previous = logging.getLogRecordFactory()
+        if getattr(previous, "volcam_scrubs", False):
+            return
 
-    def scrubbed(*args: object, **kwargs: object) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        if _pattern is not None:
-            try:
-                message = record.getMessage()
-            except Exception:  # a malformed record: logging reports it itself when it formats
-                return record
-            clean = scrub(message)
-            if clean != message:
-                record.msg, record.args = clean, ()
-        return record
+        def scrubbed(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            if _pattern is not None:
+                try:
+                    message = record.getMessage()
+                except Exception:  # a malformed record: logging reports it itself when it formats
+                    return record
+                clean = scrub(message)
+                if clean != message:
+                    record.msg, record.args = clean, ()
+            return record
 
-    logging.setLogRecordFactory(scrubbed)
+        scrubbed.volcam_scrubs = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(scrubbed)
 
 
 class VolcamError(Exception):
