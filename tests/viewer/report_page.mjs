@@ -50,7 +50,7 @@ try {
   );
   report.height = await page.evaluate(() => document.documentElement.scrollHeight);
   const clip = request.height ? { x: 0, y: 0, width: request.width ?? 1200, height: request.height } : undefined;
-  await page.screenshot({ path: request.screenshot, fullPage: !clip, clip });
+  await page.screenshot({ path: request.screenshot, fullPage: true, clip }); // a clip may reach below the viewport
   await page.emulateMedia({ media: 'print' });
   report.print_nav = await page.$eval('nav', nav => getComputedStyle(nav).display);
 } catch (error) {
