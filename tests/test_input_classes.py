@@ -573,3 +573,21 @@ def test_without_credentials_any_host_is_asked_and_nothing_is_sent(answering, mo
 def test_the_policy_is_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert HOSTS in readme
+
+
+@pytest.mark.parametrize(
+    "step", [None, [], "Orientation", 3, {"args": {}}, {"name": None}, {"name": "Spacing", "args": [1]}]
+)
+def test_a_card_step_of_the_wrong_form_is_one_line(tmp_path, step) -> None:
+    """Found by the fuzz campaign's card properties: a preprocessing step that is not an object with a
+    name (null, a list, a string) escaped as a TypeError."""
+    import json
+
+    card = json.loads(sd.file(sd.CT_CARD).read_text())
+    card["preprocessing"] = [step]
+    card["weights"] = str(sd.file(card["weights"]))
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card))
+    with pytest.raises(volcam.VolcamError) as raised:
+        volcam.load_model(path)
+    assert "preprocessing.0" in str(raised.value) and "\n" not in str(raised.value)

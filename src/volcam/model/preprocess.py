@@ -151,10 +151,11 @@ class Preprocessing:
     def __init__(self, steps: Sequence[Mapping[str, Any]], channels: int = 1, where: str = "model card") -> None:
         from monai.transforms import Compose
 
+        built = [_build(s, where, i) for i, s in enumerate(steps)]  # each step checked (a one-line CardError)
         self.steps = [dict(s) for s in steps]
         self.channels = int(channels)
         self.where = where
-        self.compose = Compose([_build(s, where, i) for i, s in enumerate(self.steps)])
+        self.compose = Compose(built)
         self._geometric: Any = None  # the geometric steps alone, built on first use by mask()
 
     def __call__(self, image: torch.Tensor) -> Any:
