@@ -295,6 +295,12 @@ class EvaluateSpec(JobSpec):
         return value
 
 
+# How a cohort's cases run (the cohort's and validate's): where and how fast, never an output.
+_PREFETCH_HELP = "Load the next case while this one computes."
+_SCHEDULER_HELP = "'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...)."
+_WORKERS_HELP = "Worker processes with --scheduler local (default 2)."
+
+
 @dataclass(frozen=True)
 class CohortSpec(JobSpec):
     """What ``volcam cohort`` (:func:`volcam.workflows.cohort.run.run_cohort`) does with every case, and how
@@ -310,11 +316,9 @@ class CohortSpec(JobSpec):
     tolerance_mm: float = _choice(TOLERANCE_MM, _TOLERANCE_HELP + " (cases with a mask)")
     dicom: tuple[str, ...] = _choice((), _DICOM_HELP)
     store: str | None = _choice(None, _STORE_HELP)
-    prefetch: bool = _choice(True, "Load the next case while this one computes.", output=False)
-    scheduler: str | None = _choice(
-        None, "'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).", output=False
-    )
-    workers: int | None = _choice(None, "Worker processes with --scheduler local (default 2).", output=False)
+    prefetch: bool = _choice(True, _PREFETCH_HELP, output=False)
+    scheduler: str | None = _choice(None, _SCHEDULER_HELP, output=False)
+    workers: int | None = _choice(None, _WORKERS_HELP, output=False)
     options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
 
     def __post_init__(self) -> None:
@@ -356,11 +360,9 @@ class ValidateSpec(JobSpec):
     )
     seed: int = _choice(0, "The bootstrap's seed.")
     misses: int = _choice(3, "Pictures per method of the cases its map misses (pointing game), worst first.")
-    prefetch: bool = _choice(True, "Load the next case while this one computes.", output=False)
-    scheduler: str | None = _choice(
-        None, "'local' for a Dask LocalCluster, or a Dask scheduler address (tcp://...).", output=False
-    )
-    workers: int | None = _choice(None, "Worker processes with --scheduler local (default 2).", output=False)
+    prefetch: bool = _choice(True, _PREFETCH_HELP, output=False)
+    scheduler: str | None = _choice(None, _SCHEDULER_HELP, output=False)
+    workers: int | None = _choice(None, _WORKERS_HELP, output=False)
     options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
 
     def __post_init__(self) -> None:
