@@ -387,56 +387,11 @@ def run_dock(data: Path, clock: Clock, extra: dict) -> None:
     """The napari dock on the clinical CT in a real viewer (Xvfb when there is no display): the first
     explanation pays the forward; the next class and the next method are timed from the request to
     the map layer updated on screen (the GUI thread's update, with Qt's events running meanwhile)."""
-    display = None
-    if not os.environ.get("DISPLAY"):
-        from pyvirtualdisplay import Display  # pytest-xvfb's, in the test extras
+    from napari_dock import time_dock  # benchmarks/napari_dock.py, beside this script
 
-        display = Display(visible=False, size=(1600, 1000))
-        display.start()
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    from napari_volcam._qt import ExplainWidget
-
-    def wait(done, timeout: float = 600.0) -> None:
-        end = time.perf_counter() + timeout
-        while not done():
-            QApplication.processEvents()
-            time.sleep(0.001)
-            if time.perf_counter() > end:
-                raise TimeoutError("the dock did not answer in time")
-
-    try:
-        viewer = napari.Viewer(show=True)
-        extra["baseline_mib"] = current_rss_mib()
-        clock("open in napari (untimed setup)", lambda: viewer.open(str(data / "series"), plugin="volcam"))
-        widget = ExplainWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="volcam", area="right")
-        widget.explain_panel.card.setText(str(data / "card.json"))
-        widget.card_changed()
-        wait(lambda: widget.explain_panel.target.count() > 1)  # the card's classes, loaded in a worker
-        shown: list[float] = []
-        widget.map_shown.connect(lambda layer: shown.append(time.perf_counter()))  # the map layer updated
-
-        def explain(method: str, target: str) -> float:
-            widget.explain_panel.method.setCurrentText(method)
-            widget.explain_panel.target.setCurrentText(target)
-            start = time.perf_counter()
-            widget.explain()
-            wait(lambda: widget.worker is None)
-            assert widget.controller.last_error == "", widget.controller.last_error
-            return shown[-1] - start
-
-        clock("gradcam covid (untimed: pays the forward)", lambda: explain("gradcam", "covid"))
-        for method, target in (("gradcam", "normal"), ("gradcam++", "normal")):
-            seconds = explain(method, target)  # request → layer updated; the worker then winds up
-            clock.steps[f"dock {method} {target}"] = seconds
-            say(clock.variant, f"dock {method} {target}: {seconds:.2f} s from the request to the layer updated")
-        extra["forwards"] = widget.controller.sessions[0].forwards
-        viewer.close()
-    finally:
-        if display is not None:
-            display.stop()
+    scan, card = data / "series", data / "card.json"
+    requests = (("gradcam", "normal"), ("gradcam++", "normal"))
+    extra.update(time_dock(scan, card, ("gradcam", "covid"), requests, clock, clock.steps, current_rss_mib))
 
 
 def run_cohort(data: Path, clock: Clock, extra: dict) -> None:
