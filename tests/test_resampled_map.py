@@ -65,6 +65,28 @@ def test_resampled_map_reads_like_the_array_it_stands_for(grids) -> None:
         made[31]
 
 
+def test_levels_are_the_map_rounded_as_a_writer_stores_it(grids) -> None:
+    """``levels(box)`` is ``round(map · 255)`` (half up) of that box: the NIfTI writer's quantisation,
+    made in the resampling; a box larger than the source it reads comes out with its first axis fastest."""
+    from volcam.io.nifti import _quantized
+
+    source, src, dst, shape = grids
+    made = ResampledMap.of(source, src, dst, shape)
+    assert made is not None
+    for box in [(slice(0, 31), slice(0, 23), slice(0, 17)), (slice(3, 17), slice(20, 23), slice(4, 9))]:
+        levels = made.levels(box)
+        expected = _quantized(made[box])
+        assert levels.dtype == np.uint8 and levels.shape == expected.shape
+        # the same rounding, up to the float32 rounding of the interpolation at exact halves
+        assert np.abs(levels.astype(int) - expected).max() <= 1 and (levels != expected).mean() < 1e-3
+    whole = made.levels(tuple(slice(0, n) for n in shape))
+    assert whole.flags.f_contiguous  # NIfTI's order: a writer stores it without a copy
+    assert ResampledMap.of(torch.ones(1, 9, 11, 7), src, dst, shape).levels(box).min() == 255  # the top exactly
+    assert ResampledMap.of(torch.zeros(1, 9, 11, 7), src, dst, shape).levels(box).max() == 0
+    with pytest.raises(ValueError):
+        made.levels(box, top=256)
+
+
 def test_oblique_grids_are_not_made_slab_by_slab(grids) -> None:
     source, src, _, shape = grids
     c, s = np.cos(0.3), np.sin(0.3)

@@ -96,17 +96,21 @@ def axis_aligned(src_affine: torch.Tensor, dst_affine: torch.Tensor, tol: float 
 
 
 _ROW = 32  # contiguous elements after the interpolated axis from which a pass goes slice by slice
-_SLICE = 1 << 16  # ... and elements per slice (below, a slice's call costs more than its work: a slab's pass)
+_SLICE = 1 << 12  # ... and elements per slice (below, a slice's call costs more than its work; measured: a
+# 16 × 512 slice is lerped in 5.5 ms per 512 slices, gathered in 8-20 ms; a 16 × 150 one, 3.4 vs 1.9 ms)
 
 
 def _take(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
-    """``x.index_select(axis, index)`` through a 3D view (before, axis, after): PyTorch's CPU gather
-    is an order of magnitude faster on that shape than on a 3D tensor's first axis. ``x`` is usually a
+    """``x.index_select(axis, index)`` through a view as ``(before, axis, after)``, or ``(before, axis)``
+    when ``axis`` is the fastest: PyTorch's CPU ``index_select`` on that view is several times faster
+    than on the tensor's own shape or than advanced indexing (measured, one thread: 45000 rows of 512
+    → 150 samples in 7 ms, 34 ms by ``[:, index, :]`` on ``(45000, 512, 1)``). ``x`` is usually a
     permuted view of contiguous memory whose axes are in memory order: the view then costs nothing
     (any other layout is copied by ``reshape``)."""
-    before = math.prod(x.shape[:axis])
-    flat = x.reshape(before, x.shape[axis], -1)[:, index, :]
-    return flat.reshape(*x.shape[:axis], index.numel(), *x.shape[axis + 1 :])
+    before, after = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1 :])
+    flat = x.reshape(before, x.shape[axis], after) if after > 1 else x.reshape(before, x.shape[axis])
+    taken = torch.index_select(flat, 1, index)
+    return taken.reshape(*x.shape[:axis], index.numel(), *x.shape[axis + 1 :])
 
 
 def _interpolate_axis(
@@ -131,8 +135,11 @@ def _interpolate_axis(
         shape = [1] * x.ndim
         shape[axis] = -1
         out = _take(x, axis, low.to(x.device)).to(dtype)  # the first pass makes floats, at its own size
-        out.lerp_(_take(x, axis, high.to(x.device)).to(dtype), weight.to(x.device).reshape(shape))
-        return out
+        above = _take(x, axis, high.to(x.device)).to(dtype)
+        weights = weight.to(x.device).reshape(shape)
+        if axis == x.ndim - 1:  # lerp_ with weights along the fastest axis runs unvectorised (3× slower
+            return above.sub_(out).mul_(weights).add_(out)  # than these three passes, measured)
+        return out.lerp_(above, weights)
     out = torch.empty((*x.shape[:axis], size, *x.shape[axis + 1 :]), dtype=dtype, device=x.device)
     for k, (i, j, w) in enumerate(zip(low.tolist(), high.tolist(), weight.tolist(), strict=True)):
         below, target = x.select(axis, i), out.select(axis, k)
@@ -211,6 +218,7 @@ def resample_axis_aligned(
             raise ValueError(f"region {region}: slices with a step of 1")
         dst_shape = [len(b) for b in box]
         offset = [o + s * b.start for o, s, b in zip(offset, scale, box, strict=True)]
+        cam, offset = _source_for(cam, axes, scale, offset, dst_shape)
     # passes[a]: (destination size, scale, offset) of the destination axis read from source axis a
     passes = {axes[i]: (int(dst_shape[i]), scale[i], offset[i]) for i in range(n)}
     shrinking = math.prod(dst_shape) < math.prod(cam.shape[1:])
@@ -234,6 +242,28 @@ def resample_axis_aligned(
         channels.append(out.contiguous() if shrinking else out)
     result = torch.stack(channels) if len(channels) > 1 else channels[0][None]
     return _own(result, cam)
+
+
+def _source_for(
+    cam: torch.Tensor, axes: Sequence[int], scale: Sequence[float], offset: Sequence[float], sizes: Sequence[int]
+) -> tuple[torch.Tensor, list[float]]:
+    """The part of ``cam`` ``(C, *s)`` that destination samples ``scale · k + offset`` (``k < sizes``) read,
+    as a view, with the offsets moved to it: a region's passes then run over its own few source
+    slices, and a box larger than what it reads is made in the writers' memory order (the choice
+    between the two orders compares the box with what it reads, not with the whole source).
+
+    One voxel of margin either side keeps every clamp and every neighbour where it was.
+    """
+    moved = list(offset)
+    for i, a in enumerate(axes):
+        n = cam.shape[a + 1]
+        ends = (offset[i], offset[i] + scale[i] * max(0, sizes[i] - 1))
+        low = max(0, min(n - 1, math.floor(min(ends)) - 1))
+        high = max(low, min(n - 1, math.ceil(max(ends)) + 1))
+        if low > 0 or high < n - 1:
+            cam = cam.narrow(a + 1, low, high - low + 1)
+            moved[i] = offset[i] - low
+    return cam, moved
 
 
 def _resample_interleaved(

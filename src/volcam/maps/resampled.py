@@ -60,6 +60,7 @@ class ResampledMap:
         self.affine = torch.as_tensor(affine, dtype=torch.float64).cpu()
         self.shape = tuple(int(n) for n in shape)
         self.meta = dict(meta or {})
+        self._scaled: tuple[int, torch.Tensor] | None = None  # (top, top · source + ½) for levels()
 
     @classmethod
     def of(
@@ -87,6 +88,24 @@ class ResampledMap:
         """``(1, *box)`` float32 in [0, 1]: the map on that box of the destination grid."""
         out = resample_axis_aligned(self.source, self.source_affine, self.affine, self.shape, region=box)
         return None if out is None else out.clamp_(0.0, 1.0)  # linear interpolation may overshoot a hair
+
+    def levels(self, box: Sequence[slice], top: int = 255) -> np.ndarray:
+        """``(*box)`` uint8: ``round(map · top)`` on that box (round half up), as a writer stores a map.
+
+        The scaling and the half for rounding are applied to the small source (``top · m + ½``, which
+        linear interpolation carries through: its weights sum to one), so the box is resampled once and
+        cast once: no float copy of the box to scale, round and convert. The result is laid out as the
+        resampling makes it (a large box: first axis fastest, as NIfTI stores voxels).
+        """
+        if not 0 < top <= 255:
+            raise ValueError(f"top={top}: uint8 levels go up to 255")
+        if self._scaled is None or self._scaled[0] != top:
+            self._scaled = (top, self.source.clamp(0.0, 1.0).mul_(float(top)).add_(0.5))
+        out = resample_axis_aligned(self._scaled[1], self.source_affine, self.affine, self.shape, region=box)
+        assert out is not None  # axis-aligned by construction (of())
+        # every value lies in [½, top + ½] (a lerp between two such values may pass an end by an ulp,
+        # which truncation towards zero still maps to 0 or top): the cast is round half up
+        return out[0].to(torch.uint8).numpy()
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Basic indexing of the ``(*S)`` map: slices (step 1), integers and one ``...``."""
