@@ -256,12 +256,12 @@ _VOX_OFFSET = 352  # a single-file NIfTI-1's voxels start after its 348-byte hea
 
 @dataclass(frozen=True)
 class _Storage:
-    """How data is stored: its NIfTI dtype, its scl_slope (``None``: unscaled) and what turns a block
-    of the data into a block as stored."""
+    """How data is stored: its NIfTI dtype, its scl_slope (``None``: unscaled) and the block of whole
+    slices ``where`` (along the last axis) as stored."""
 
     dtype: np.dtype
     slope: float | None
-    convert: Callable[[np.ndarray], np.ndarray]
+    block: Callable[[slice], np.ndarray]
 
 
 def _quantized(block: np.ndarray) -> np.ndarray:
@@ -290,10 +290,16 @@ def _storage(volume: Any, blocks: list[slice], pool: ThreadPoolExecutor) -> _Sto
     when it holds only 0 and 1 (a mask stays exact); integer data (an int16 scan) keeps its type
     (bool: uint8); any other float data is float32, as it always was.
     """
-    if getattr(volume, "is_map", False):  # made slab by slab, a map by construction: no pass to look first
-        return _Storage(np.dtype(np.uint8), _MAP_SLOPE, _quantized)
+    if getattr(volume, "is_map", False):  # made slab by slab, a map by construction: no pass to look first;
+        # its levels (round(map · 255), as _quantized) are made in the resampling, in NIfTI's voxel order
+        whole = tuple(slice(0, n) for n in volume.shape[:-1])
+        return _Storage(np.dtype(np.uint8), _MAP_SLOPE, lambda where: volume.levels((*whole, where), 255))
+
+    def converted(convert: Callable[[np.ndarray], np.ndarray]) -> Callable[[slice], np.ndarray]:
+        return lambda where: convert(volume[..., where])
+
     if volume.dtype == np.bool_ or volume.dtype.kind in "iu":
-        return _Storage(np.dtype(np.uint8) if volume.dtype == np.bool_ else volume.dtype, None, _kept)
+        return _Storage(np.dtype(np.uint8) if volume.dtype == np.bool_ else volume.dtype, None, converted(_kept))
     fractional = threading.Event()  # once one block holds a value other than 0 and 1, no block checks again
 
     def summary(where: slice) -> tuple[float, float, bool]:
@@ -307,10 +313,10 @@ def _storage(volume: Any, blocks: list[slice], pool: ThreadPoolExecutor) -> _Sto
     found = list(pool.map(summary, blocks)) if volume.size else [(np.nan, np.nan, False)]
     finite = all(math.isfinite(f[0]) and math.isfinite(f[1]) for f in found)  # per block: min() skips NaN
     if not finite or min(f[0] for f in found) < 0.0 or max(f[1] for f in found) > 1.0:
-        return _Storage(np.dtype(np.float32), None, _float32)
+        return _Storage(np.dtype(np.float32), None, converted(_float32))
     if all(f[2] for f in found):
-        return _Storage(np.dtype(np.uint8), None, _ones)
-    return _Storage(np.dtype(np.uint8), _MAP_SLOPE, _quantized)
+        return _Storage(np.dtype(np.uint8), None, converted(_ones))
+    return _Storage(np.dtype(np.uint8), _MAP_SLOPE, converted(_quantized))
 
 
 def _gzip_level_1() -> Callable[[Any], bytes]:
@@ -410,7 +416,7 @@ def save_nifti(
         head.write(b"\0" * (_VOX_OFFSET - head.tell()))  # an empty extension flag: no extensions
 
         def stored(where: slice) -> bytes | memoryview:
-            return encode(_voxel_bytes(storage.convert(volume[..., where])))
+            return encode(_voxel_bytes(storage.block(where)))
 
         with open(path, "wb") as file:
             file.write(encode(head.getvalue()))
