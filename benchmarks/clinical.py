@@ -127,6 +127,7 @@ BEFORE = {
     ("explain-process", "process"): "1.51× the forward's process (issue 24)",
 }
 TARGET_TIME, TARGET_MEMORY, TARGET_LOAD, TARGET_REVIEW = 1.3, 1.15, 1.5, 1.0
+TARGET_E2E = 1.15  # issue 25: the CT in-process end to end keeps a margin under the process's 1.3
 
 
 def cache_folder(root: Path) -> Path:
@@ -578,8 +579,8 @@ def targets(results: dict[str, dict]) -> list[str]:
         core = total(e2e, skip=("write_dicom",))
         ratio = core / forward["steps"]["forward"]
         lines.append(
-            f"{verdict(ratio <= TARGET_TIME)}: volcam end to end (load → load_model → explain → NIfTI) {core:.1f} s "
-            f"= **{ratio:.2f}×** the bare forward's {forward['steps']['forward']:.1f} s (target ≤ {TARGET_TIME}; "
+            f"{verdict(ratio <= TARGET_E2E)}: volcam end to end (load → load_model → explain → NIfTI) {core:.2f} s "
+            f"= **{ratio:.2f}×** the bare forward's {forward['steps']['forward']:.2f} s (target ≤ {TARGET_E2E}; "
             "before: 79 s ÷ 22.6–27 s = 2.9–3.5×, with the DICOM series)"
         )
         if "write_dicom" in e2e["steps"]:
