@@ -87,3 +87,29 @@ def test_installed_console_script(tmp_path) -> None:
     assert "modality     CT" in done.stdout
     module = subprocess.run([sys.executable, "-m", "volcam.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert module.returncode == 0 and "info" in module.stdout
+
+
+def test_a_second_copy_with_another_series_uid_makes_no_empty_series(tmp_path) -> None:
+    """A copy of a slice (same SOPInstanceUID) whose SeriesInstanceUID differs is passed over as a
+    duplicate: it made a series with no header (an IndexError in info); now a series comes into
+    being with its first header."""
+    import pydicom
+
+    uid, files = make_series(tmp_path / "series", 3)
+    copy = pydicom.dcmread(files[0])
+    copy.SeriesInstanceUID = "1.2.3.4"
+    copy.save_as(tmp_path / "series" / "zz-copy.dcm")  # read after the original (files are sorted)
+    code, out, err = info(tmp_path / "series")
+    assert code == 0, err
+    assert "1 series (skipped: 1 duplicate)" in out and uid in out and "1.2.3.4" not in out
+    assert "128 × 128 × 3" in out and "problems     none" in out
+
+
+def test_a_series_without_a_header_is_described_with_the_problem(tmp_path) -> None:
+    """Every series a folder or a server gives has a header; one made without is a problem, not an IndexError."""
+    from volcam.io.dicom.series import Series
+    from volcam.io.info import _dicom_series
+
+    found = _dicom_series(Series(uid="1.2.3", description="empty", modality="CT", number=None), tmp_path)
+    assert found.source == str(tmp_path) and found.shape == ()
+    assert found.problems == ["cannot load: no readable image header in the series"]

@@ -45,12 +45,12 @@ class Found:
 
 
 def axcodes(affine_ras: np.ndarray) -> str:
-    """Where each voxel axis points, as nibabel's axis codes (``"LPS"`` for a plain axial DICOM)."""
-    letters = []
-    for column in np.asarray(affine_ras, float)[:3, :3].T:
-        axis = int(np.argmax(np.abs(column)))
-        letters.append(("RL", "AP", "SI")[axis][0 if column[axis] > 0 else 1])
-    return "".join(letters)
+    """Where each voxel axis points, as nibabel's axis codes (``"LPS"`` for a plain axial DICOM): each
+    world axis named once, also for a sheared or oblique grid (nibabel's nearest orthogonal axes); ``?``
+    for an axis too short against the others to have a direction in float64."""
+    from nibabel.orientations import aff2axcodes
+
+    return "".join(str(code or "?") for code in aff2axcodes(np.asarray(affine_ras, float)))  # ?: no direction
 
 
 def _orientation(affine_ras: np.ndarray) -> str:
@@ -104,6 +104,9 @@ def _judge_series(series, found: Found) -> None:
     from volcam.io.dicom.stacks import multiframe_geometry, series_geometry
 
     headers = series.headers
+    if not headers:  # every series a folder or a server gives has one; a series made otherwise may not
+        found.problems.append("cannot load: no readable image header in the series")
+        return
     first_path, first = headers[0]
     frames = frame_count(first, first_path)
     if len(headers) == 1 and (frames > 1 or is_clip(first)):

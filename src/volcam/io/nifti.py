@@ -37,24 +37,33 @@ from volcam.io.paths import check_fits_file, require_regular_file
 __all__ = ["load_nifti", "save_nifti"]
 
 
-class _Collect(logging.Handler):
-    """Keeps what nibabel logs while it checks a header (``pixdim[1,2,3] should be non-zero; setting 0
-    dims to 1``): those are fixes made to the geometry, for ``problems`` rather than stderr."""
+_collecting = threading.local()  # .messages: this thread's list while it opens a file, else absent
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(one_line(record.getMessage()))
+class _ToProblems(logging.Filter):
+    """Takes what nibabel logs while a thread opens a file (``pixdim[1,2,3] should be non-zero; setting
+    0 dims to 1``) into that thread's list: those are fixes made to the geometry, for ``problems``
+    rather than stderr (nibabel's logger has a handler of its own that writes there). Installed once
+    on the logger; threads opening files at once each keep their own (no handler is swapped)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        messages = getattr(_collecting, "messages", None)
+        if messages is None:
+            return True
+        messages.append(one_line(record.getMessage()))
+        return False
+
+
+_TO_PROBLEMS = _ToProblems()
 
 
 def _open(path: Path, problems: list[str] | None = None) -> Any:
     require_regular_file(path)
     log = logging.getLogger("nibabel.global")
-    collect, propagate = _Collect(), log.propagate
-    log.addHandler(collect)
-    log.propagate = False
+    if _TO_PROBLEMS not in log.filters:
+        log.addFilter(_TO_PROBLEMS)
+    messages: list[str] = []
+    _collecting.messages = messages
     try:
         image = nib.load(path)
     except FileNotFoundError:
@@ -64,9 +73,8 @@ def _open(path: Path, problems: list[str] | None = None) -> Any:
     except Exception as error:  # nibabel raises other types (HeaderDataError, struct.error) on a damaged header
         raise FileFormatError(f"{path}: not a readable NIfTI file ({first_line(error)})") from None
     finally:
-        log.removeHandler(collect)
-        log.propagate = propagate
-    for message in collect.messages:
+        del _collecting.messages
+    for message in messages:
         if problems is not None:
             warn_problem(problems, f"{path}: nibabel fixed the header: {message}")
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image | nib.Nifti1Pair | nib.Nifti2Pair):
@@ -115,6 +123,25 @@ def _affine(image: Any, path: Path, problems: list[str]) -> np.ndarray:
     raise FileFormatError(f"{path}: no usable voxel-to-world affine: {'; '.join(reasons)}")
 
 
+_SHEAR_DEGREES = 0.1  # voxel axes further than this from perpendicular are a sheared grid (as a DICOM gantry tilt)
+
+
+def _shear(affine: np.ndarray) -> str | None:
+    """The worst pair of voxel axes of a usable 4×4 ``affine`` that are not perpendicular (a sheared
+    grid: a gantry tilt kept, or a damaged sform), as words; ``None`` within ``_SHEAR_DEGREES``."""
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    unit = linear / np.linalg.norm(linear, axis=0)
+    cosines = np.abs(unit.T @ unit) - np.eye(3)
+    i, j = np.unravel_index(int(np.argmax(cosines)), cosines.shape)
+    angle = float(np.degrees(np.arccos(min(1.0, float(cosines[i, j])))))  # the acute angle between them
+    if 90.0 - angle <= _SHEAR_DEGREES:
+        return None
+    return (
+        f"the voxel axes are sheared: axes {min(i, j) + 1} and {max(i, j) + 1} meet at {angle:.1f}°, not 90° "
+        "(the affine is kept as it is)"
+    )
+
+
 # What a stored type becomes in memory: kept where torch holds it and it is exact; unsigned types
 # torch lacks go to the next signed one; float64 (and float16) to float32, as MONAI models compute.
 _KEPT: set[np.dtype] = {np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.float32)}
@@ -153,19 +180,55 @@ def _colour(stored: np.dtype, image: Any, path: Path) -> int:
     )
 
 
-def _check_size(image: Any, path: Path, shape: tuple[int, ...], volume: int | None, dtype: np.dtype) -> None:
-    """Refuse, from the header alone, an image with no voxels or more than the file or the memory holds
-    (``dtype``: one voxel as read, its channels included)."""
-    if any(n <= 0 for n in shape):
-        raise FileFormatError(f"{path}: the header gives a size of {'×'.join(map(str, shape))}: no voxels")
+def _stored_shape(image: Any, path: Path) -> tuple[int, ...]:
+    """The shape the header gives (``dim[1 .. dim[0]]``, voxels per axis); a header whose ``dim[0]`` (its
+    number of axes) is not 1 to 7, or that nibabel reads as another number of axes, is a one-line
+    :class:`FileFormatError` naming the file: ``dim[0] = -1`` gives no axes at all (a 0-dimensional
+    array, one number), which no check of the size would refuse."""
+    axes = int(image.header["dim"][0])
+    shape = tuple(int(n) for n in image.shape)
+    if not 1 <= axes <= 7 or len(shape) != axes:
+        raise FileFormatError(
+            f"{path}: the header gives {axes} axes (dim[0]; a NIfTI or Analyze image has 1 to 7): no image"
+        )
+    return shape
+
+
+def _kept_shape(full: tuple[int, ...]) -> tuple[int, ...]:
+    """``full`` without its trailing singleton axes past the third: a 3D volume stored as X×Y×Z×1
+    (or ×1×1 ...) is not 4D, and a 4D series stored as X×Y×Z×T×1 is 4D."""
+    shape = full
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _selection(full: tuple[int, ...], kept: tuple[int, ...], volume: int | None) -> tuple[slice | int, ...]:
+    """The index into the stored array (``full``, every axis the header gives) that reads the voxels
+    of ``kept`` (:func:`_kept_shape`) as a ``kept[:3]``-shaped array: all of each spatial axis, volume
+    ``volume`` of a 4D image's fourth axis, and index 0 of each trailing singleton axis."""
+    index: list[slice | int] = [slice(None)] * min(len(kept), 3)
+    if len(kept) == 4:
+        index.append(int(volume or 0))
+    return (*index, *(0,) * (len(full) - len(kept)))
+
+
+def _check_size(image: Any, path: Path, full: tuple[int, ...], read: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse, from the header alone, an image with no voxels or more than the file or the memory holds.
+
+    ``full``: the stored shape (the file must hold all of it); ``read``: the shape read into memory
+    (one volume of a 4D image); ``dtype``: one voxel as read, its channels included.
+    """
+    if any(n <= 0 for n in full):
+        raise FileFormatError(f"{path}: the header gives a size of {'×'.join(map(str, full))}: no voxels")
     header = image.header
-    voxels = int(np.prod(shape, dtype=object))  # Python ints: a claimed 2^63 voxels must not wrap
+    voxels = int(np.prod(full, dtype=object))  # Python ints: a claimed 2^63 voxels must not wrap
     stored = voxels * header.get_data_dtype().itemsize
     data_file = image.file_map["image"].filename
     if data_file is not None:
         check_fits_file(path, data_file, stored, int(header.get_data_offset()))
-    wanted = voxels // shape[3] if len(shape) == 4 and volume is not None else voxels
-    check_fits(wanted * dtype.itemsize, path, f"the image ({'×'.join(map(str, shape))})")
+    wanted = int(np.prod(read, dtype=object))
+    check_fits(wanted * dtype.itemsize, path, f"the image ({'×'.join(map(str, full))})")
 
 
 def load_nifti(path: str | os.PathLike, volume: int | None = None) -> Any:
@@ -182,11 +245,8 @@ def load_nifti(path: str | os.PathLike, volume: int | None = None) -> Any:
     path = Path(path)
     problems: list[str] = []
     image = _open(path, problems)
-    full = tuple(int(n) for n in image.shape)
-    shape = full
-    # Trailing singleton axes (a 3D volume stored as X×Y×Z×1) are not a fourth dimension.
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
+    full = _stored_shape(image, path)
+    shape = _kept_shape(full)
     if len(shape) == 4:
         if volume is None:
             raise FileFormatError(
@@ -204,15 +264,19 @@ def load_nifti(path: str | os.PathLike, volume: int | None = None) -> Any:
     slope, inter = float(proxy.slope), float(proxy.inter)
     scaled = (slope, inter) != (1.0, 0.0) and channels == 1  # the NIfTI standard scales no colour
     dtype = _result_dtype(proxy.dtype, scaled) if channels == 1 else np.dtype(np.uint8)
-    _check_size(image, path, full, volume, np.dtype((dtype, channels)) if channels > 1 else dtype)
+    spatial = shape[:3]  # the axes read: one volume of a 4D image
+    _check_size(image, path, full, spatial, np.dtype((dtype, channels)) if channels > 1 else dtype)
     affine = _affine(image, path, problems)
+    shear = _shear(affine)
+    if shear is not None:
+        warn_problem(problems, f"{path}: {shear}")
     try:
         # The stored values as they are (an ArrayProxy without the scaling), then one conversion.
         # Memory-mapped where the file is not compressed; the C-ordered result is the one copy.
         stored = nib.arrayproxy.ArrayProxy(
             proxy.file_like, (proxy.shape, proxy.dtype, proxy.offset, 1.0, 0.0), order=proxy.order
         )
-        raw = np.asarray(stored[..., volume] if len(shape) == 4 else stored)
+        raw = np.asarray(stored[_selection(full, shape, volume)])
         if channels > 1:  # (..., channels) bytes, each channel's voxels together: (C, X, Y, Z) as MONAI's
             data = np.ascontiguousarray(np.moveaxis(structured_to_unstructured(raw, dtype=np.uint8), -1, 0))
         else:
@@ -221,7 +285,7 @@ def load_nifti(path: str | os.PathLike, volume: int | None = None) -> Any:
         raise FileFormatError(f"{path}: not enough memory to read the image data") from None
     except (OSError, EOFError, ValueError, OverflowError, gzip.BadGzipFile, zlib.error) as error:
         raise FileFormatError(f"{path}: the image data is truncated or unreadable ({first_line(error)})") from None
-    data = data.reshape((channels, *shape[:3]) if len(shape) >= 3 else (channels, *shape))
+    data = data.reshape((channels, *spatial))  # the selection read exactly ``spatial`` (channels first)
     while data.ndim < 4:
         data = data[..., None]
     header = image.header

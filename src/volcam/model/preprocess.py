@@ -139,6 +139,19 @@ def _voxels_after(transform: Any, image: Any) -> float | None:
     return None
 
 
+def _carried(plain: torch.Tensor, prepared: Any) -> Any:
+    """A map ``(1, *S')`` on the network's grid as a ``MetaTensor`` with ``prepared``'s affine and its own
+    copy of the inverse records: an inverse consumes the records it reads (and a route that gives up
+    half way leaves them half read), and a scan explained by several methods is inverted once per map."""
+    from monai.data import MetaTensor
+
+    carried = MetaTensor(
+        plain, meta=dict(prepared.meta), applied_operations=copy.deepcopy(list(prepared.applied_operations))
+    )
+    carried.affine = prepared.affine
+    return carried
+
+
 class Preprocessing:
     """The card's steps as one MONAI ``Compose``, with the inverse for maps.
 
@@ -333,15 +346,9 @@ class Preprocessing:
         plain = plain.detach().float()
         if plain.ndim == prepared.ndim + 1 and plain.shape[0] == 1:
             plain = plain[0]
-        # The inverse consumes the records it reads, so it gets its own copy: a scan explained by several
-        # methods is inverted once per map.
-        carried = MetaTensor(
-            plain, meta=dict(prepared.meta), applied_operations=copy.deepcopy(list(prepared.applied_operations))
-        )
-        carried.affine = prepared.affine
-        back = self._separable(carried, like, lazily) if like is not None else None
-        if back is None:
-            back = self.compose.inverse(carried.cpu())
+        back = self._separable(_carried(plain, prepared), like, lazily) if like is not None else None
+        if back is None:  # MONAI's full inverse, from records no other route has read
+            back = self.compose.inverse(_carried(plain, prepared).cpu())
         return back if lazily and not isinstance(back, torch.Tensor) else back.cpu().clamp_(0.0, 1.0)
 
     def _separable(self, carried: Any, like: Any, lazily: bool = False) -> Any:
@@ -350,10 +357,16 @@ class Preprocessing:
         this route reproduces exactly."""
         from monai.transforms import InvertibleTransform
 
+        from volcam.maps.geometry import axis_aligned
         from volcam.maps.resampled import ResampledMap
 
         scan_affine = getattr(like, "affine", None)
         if scan_affine is None or (tuple(like.shape[1:]) != tuple(carried.shape[1:]) and carried.ndim != like.ndim):
+            return None
+        # Crops and pads only move the grid: whether the network's grid lies along the scan's axes (the
+        # test ResampledMap.of makes after them) is known now, before any inverse reads a record. A
+        # sheared scan's does not (Spacing gives it a grid with perpendicular axes).
+        if axis_aligned(torch.as_tensor(carried.affine).cpu(), torch.as_tensor(scan_affine).cpu()) is None:
             return None
         steps = [t for t in self.compose.transforms if isinstance(t, InvertibleTransform)]
         cut = len(steps)

@@ -134,21 +134,29 @@ def _scan_file(path: Path, by_uid: dict[str, Series], seen: set[str], skipped: d
         reason = "DICOMDIR" if is_dicomdir(ds) else "no image"
         skipped[reason] = skipped.get(reason, 0) + 1
         return
-    uid = header_text(ds, "SeriesInstanceUID", path) or "(no SeriesInstanceUID)"
-    if uid not in by_uid:
-        number = optional_numbers(ds, "SeriesNumber", path, None, count=1)
-        by_uid[uid] = Series(
-            uid=uid,
-            description=header_text(ds, "SeriesDescription", path),
-            modality=header_text(ds, "Modality", path) or "OT",
-            number=int(number[0]) if number and number[0] == int(number[0]) else None,
-        )
     instance = header_text(ds, "SOPInstanceUID", path) or os.fspath(path)
     if instance in seen:  # the same image copied twice in an export is one slice, not two
         skipped["duplicate"] = skipped.get("duplicate", 0) + 1
         return
     seen.add(instance)
+    # A series comes into being with its first header: a copy passed over as a duplicate (whatever
+    # SeriesInstanceUID it gives) makes no series without one.
+    uid = header_text(ds, "SeriesInstanceUID", path) or "(no SeriesInstanceUID)"
+    if uid not in by_uid:
+        by_uid[uid] = _new_series(uid, ds, path)
     by_uid[uid].headers.append((path, ds))
+
+
+def _new_series(uid: str, ds: Dataset, path: Path) -> Series:
+    """A series named by its first header's SeriesDescription, Modality and SeriesNumber (its headers
+    come after)."""
+    number = optional_numbers(ds, "SeriesNumber", path, None, count=1)
+    return Series(
+        uid=uid,
+        description=header_text(ds, "SeriesDescription", path),
+        modality=header_text(ds, "Modality", path) or "OT",
+        number=int(number[0]) if number and number[0] == int(number[0]) else None,
+    )
 
 
 def select_series(scan: Scan, series: str | int | None) -> Series:
