@@ -2,6 +2,11 @@
 
 ITK keeps origin, spacing and direction in LPS+ and gives arrays as (z, y, x); volcam turns that
 into MONAI's (x, y, z) order with a RAS+ affine, as ``LoadImage`` with ``ITKReader`` does.
+
+SimpleITK's readers are C++ that trust the header: a malformed MetaImage header made MetaIO crash
+the process or loop forever (fuzz campaign, issue 27). So the header is checked in Python first
+(:mod:`volcam.io.itk_header`), SimpleITK is given the one reader of the file's suffix (no other
+reader probes the file), and what SimpleITK then reports is checked before any voxel is read.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ import numpy as np
 
 from volcam.errors import DependencyError, FileFormatError, MemoryLimitError, one_line
 from volcam.io.image import LPS_TO_RAS, make_volume
+from volcam.io.itk_header import check_itk_header
 from volcam.io.memory import check_fits
 from volcam.io.paths import require_regular_file
 
 __all__ = ["affine_lps", "load_itk"]
+
+# The one SimpleITK reader for each suffix volcam reads with it (load.py sends only these here)
+_IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nrrd": "NrrdImageIO", ".nhdr": "NrrdImageIO"}
 
 
 def _sitk() -> Any:
@@ -72,8 +81,12 @@ def load_itk(path: str | os.PathLike) -> Any:
     sitk = _sitk()
     path = Path(path)
     require_regular_file(path)
+    check_itk_header(path)  # before any C++ sees the file: a header MetaIO cannot take is one line
     reader = sitk.ImageFileReader()
     reader.SetFileName(os.fspath(path))
+    image_io = _IMAGE_IO.get(path.suffix.lower())
+    if image_io is not None:
+        reader.SetImageIO(image_io)
     try:
         reader.ReadImageInformation()  # the header only: size and geometry are checked before any voxel
         _check_header(reader, path)
