@@ -6,7 +6,8 @@ space capped, sends it one request at a time and judges the answer:
 - it worked, or it was refused with one line (a ``VolcamError``; the CLI's exit 2 and one
   ``volcam: error:`` line); never another exception, an internal error or a traceback;
 - it answered within ``timeout`` seconds (else a hang: the child is killed and started again);
-- the child is alive after it (a segfault or an abort in a C library is a crash);
+- the child is alive after it (a segfault, an abort or an exit() in a C library is a crash, also when
+  the child has closed its answers and is still ending: OpenBLAS exits when it cannot allocate);
 - it took no more memory than the input's result explains (:data:`BASE_MB` plus
   :data:`RESULT_FACTOR` times the result's arrays; a refusal gets :data:`BASE_MB`) and no
   allocation hit the cap (a ``MemoryError`` is a failure: the header check should have refused it);
@@ -37,6 +38,8 @@ BASE_MB = 400.0
 RESULT_FACTOR = 4.0
 #: The child's address-space cap above what it holds once volcam is imported (MiB).
 BUDGET_MB = 3072
+#: Seconds a child that closed its answers (it is exiting) is given to end before it is judged.
+EXIT_GRACE = 10.0
 
 
 @dataclass
@@ -134,6 +137,21 @@ class Oracle:
         line = process.stdout.readline()
         return line.decode() if line else None
 
+    def _no_answer(self, seconds: float) -> Outcome:
+        """A hang (no answer within the time-out) or a crash (the child closed its answers first: it is
+        dying, e.g. a C library's exit() or abort(), and may not have ended yet when the end of file is
+        read; it is given :data:`EXIT_GRACE` seconds, not judged alive at once)."""
+        assert self.process is not None
+        if seconds >= self.timeout:
+            self.stop()
+            return Outcome("failed", f"no answer after {self.timeout:g} s", seconds, failure="hang")
+        try:
+            detail = f"the process died (status {self.process.wait(timeout=EXIT_GRACE)})"
+        except subprocess.TimeoutExpired:
+            detail = f"the process closed its answers and did not end within {EXIT_GRACE:g} s"
+        self.stop()
+        return Outcome("failed", detail, seconds, failure="crash")
+
     def stop(self) -> None:
         if self.process is not None:
             if self.process.poll() is None:
@@ -158,12 +176,7 @@ class Oracle:
         line = self._read(self.process, self.timeout)
         seconds = time.perf_counter() - start
         if line is None:
-            alive = self.process.poll() is None
-            code = self.process.returncode
-            self.stop()
-            if alive:
-                return Outcome("failed", f"no answer after {self.timeout:g} s", seconds, failure="hang")
-            return Outcome("failed", f"the process died (status {code})", seconds, failure="crash")
+            return self._no_answer(seconds)
         answer = json.loads(line)
         outcome = Outcome(answer["status"], answer["detail"], answer["seconds"], answer.get("peak_mb"))
         if outcome.status == "failed":

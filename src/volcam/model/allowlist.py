@@ -12,8 +12,14 @@ A card or a bundle can come from anyone, so volcam reads it as data. Without ``t
 - no argument fetches or reads a file (``pretrained``, ``pretrained_url``, ``weights``, a hub or
   repository id ...): set to ``false``/``null`` they are fine, and a network whose default
   fetches (``MILModel(pretrained=True)``) must say ``"pretrained": false``;
+- each argument is of the type the constructor declares for it, and no whole number in them is past a
+  million (:mod:`volcam.model.arguments`);
 - the network's parameters fit in memory and in the weights file (counted on PyTorch's ``meta``
-  device before anything is allocated).
+  device before anything is allocated; a network that cannot be built there is built for real with the
+  size of each tensor it asks for counted before it is made), and building it registers at most
+  :data:`MAX_PARTS` modules, parameters and buffers (counted as they are registered, whatever the
+  constructor's arguments mean: a bundle asking for a billion layers is refused after the first few
+  thousand, not built for hours).
 
 Every refusal is one :class:`~volcam.errors.CardError` naming the file and the key path.
 """
@@ -23,14 +29,16 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from volcam.errors import CardError, first_line
 from volcam.io.memory import available_bytes
+from volcam.model.arguments import check_arguments
 
-__all__ = ["NETWORK_PREFIX", "build_network", "check_plain", "network_constructor", "resolve_references"]
+__all__ = ["MAX_PARTS", "NETWORK_PREFIX", "build_network", "check_plain", "network_constructor", "resolve_references"]
 
 NETWORK_PREFIX = "monai.networks.nets."
 # MONAI ConfigParser's special keys: each makes the parser import, call, debug or skip something.
@@ -42,6 +50,10 @@ NOT_NETWORKS = frozenset({"drop_connect", "Transchex"})
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _MAX_DEPTH = 16
 _MAX_ITEMS = 10_000
+# Modules, parameters and buffers one network's construction may register: MONAI's largest networks
+# (DenseNet264, SENet154, ResNet200, EfficientNet-L2, SwinUNETR, MedNeXt-L, DiNTS) register under 3500;
+# each part past that is a constructor loop run again (SwinUNETR: a second per 30 of its blocks).
+MAX_PARTS = 10_000
 
 
 def _path(keys: tuple[str | int, ...]) -> str:
@@ -159,16 +171,163 @@ class _InitSkipped:
         self._mode.__exit__(*exc)
 
 
-def _on_meta(constructor: Callable[..., Any], args: Mapping[str, Any]) -> tuple[Any, int] | tuple[None, None]:
+class _TooManyParts(Exception):
+    """Raised inside a constructor by :class:`_PartsLimit` once it has registered too many parts."""
+
+
+class _PartsLimit:
+    """Count the modules, parameters and buffers registered in this thread while a network is built
+    (PyTorch's global registration hooks); past ``limit`` each further registration raises, so a
+    constructor asked for a billion layers stops at the limit whatever argument asked for them.
+    ``exceeded`` stays set even if the constructor swallowed the exception. Other threads are not
+    counted (the hooks are process-wide while the block runs)."""
+
+    def __init__(self, limit: int = MAX_PARTS) -> None:
+        self.limit = limit
+        self.count = 0
+        self.exceeded = False
+        self._thread = threading.get_ident()
+        self._handles: list[Any] = []
+
+    def _hook(self, *_: object) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        self.count += 1
+        if self.count > self.limit:
+            self.exceeded = True
+            raise _TooManyParts(f"more than {self.limit} modules, parameters and buffers")
+
+    def __enter__(self) -> _PartsLimit:
+        from torch.nn.modules import module
+
+        self._thread = threading.get_ident()
+        self._handles = [
+            module.register_module_module_registration_hook(self._hook),
+            module.register_module_parameter_registration_hook(self._hook),
+            module.register_module_buffer_registration_hook(self._hook),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _too_many_parts(name: str, where: str | Path) -> CardError:
+    return CardError(
+        f"{where}: {name} with these arguments registers more than {MAX_PARTS} modules, parameters and "
+        "buffers; no network volcam explains has that many (a layer count or a size too large?)"
+    )
+
+
+class _TooLarge(Exception):
+    """Raised inside a constructor by :class:`_Allocations` before a tensor past its budget is made."""
+
+
+# Tensor factories a constructor makes its parameters and tables with; their size is known before they run.
+_FACTORIES = frozenset({"empty", "zeros", "ones", "full", "rand", "randn", "empty_strided"})
+
+
+def _requested_bytes(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int:
+    """The bytes a call of the tensor factory ``name`` asks for (its size: ints, or one sequence first)."""
+    import torch
+
+    size = args[0] if args and isinstance(args[0], list | tuple | torch.Size) else kwargs.get("size", args)
+    if name in ("full", "empty_strided") and args:
+        size = args[0]
+    try:
+        numel = math.prod(int(n) for n in size)
+    except (TypeError, ValueError):  # not a size volcam reads: the factory says what is wrong
+        return 0
+    dtype = kwargs.get("dtype") or torch.get_default_dtype()
+    return max(0, numel) * (dtype.itemsize if isinstance(dtype, torch.dtype) else 8)
+
+
+class _Allocations:
+    """Count the bytes the tensor factories (``torch.empty``, ``zeros`` ...) are asked for while a network
+    is built for real, before each allocates; past ``budget`` that call raises instead. A network that
+    cannot be built on ``meta`` (whose parameters were not counted there) is bounded so."""
+
+    def __init__(self, budget: int | None) -> None:
+        from torch.overrides import TorchFunctionMode
+
+        counter = self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(
+                self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+            ) -> Any:
+                kwargs = kwargs or {}
+                name = getattr(func, "__name__", "")
+                if counter.budget is not None and name in _FACTORIES:
+                    counter.requested += _requested_bytes(name, args, kwargs)
+                    if counter.requested > counter.budget:
+                        raise _TooLarge(counter.requested)
+                return func(*args, **kwargs)
+
+        self.budget = budget
+        self.requested = 0
+        self._mode = Mode()
+
+    @property
+    def budget_mib(self) -> str:
+        return "no limit" if self.budget is None else f"{self.budget / 2**20:.1f} MiB"
+
+    def __enter__(self) -> _Allocations:
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)
+
+
+def _budget(weights: Path | None) -> int | None:
+    """The bytes of tensors a network may have: what its weights file can fill (twice its size and a
+    MiB), and no more than the memory available; ``None`` when neither is known."""
+    limits = [available_bytes()]
+    if weights is not None and weights.is_file():
+        limits.append(2 * weights.stat().st_size + (1 << 20))
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
+def _built(
+    constructor: Callable[..., Any], args: Mapping[str, Any], name: str, where: str | Path, budget: int | None = None
+) -> Any:
+    """``constructor(**args)`` under :class:`_PartsLimit` (and, given a ``budget`` of bytes, under
+    :class:`_Allocations`): a :class:`CardError` once it registers too many parts or asks for too many
+    bytes; any other exception as the constructor raised it."""
+    with _PartsLimit() as limit, _Allocations(budget) as allocations:
+        try:
+            network = constructor(**dict(args))
+        except _TooManyParts:
+            raise _too_many_parts(name, where) from None
+        except _TooLarge as large:
+            raise CardError(
+                f"{where}: {name} with these arguments asks for {large.args[0] / 2**20:.1f} MiB of tensors while "
+                f"it is built, more than its weights file or the memory available can hold ({allocations.budget_mib})"
+            ) from None
+    if limit.exceeded or (budget is not None and allocations.requested > budget):  # caught and went on
+        raise _too_many_parts(name, where) if limit.exceeded else CardError(f"{where}: {name} is too large to build")
+    return network
+
+
+def _on_meta(
+    constructor: Callable[..., Any], args: Mapping[str, Any], name: str, where: str | Path
+) -> tuple[Any, int] | tuple[None, None]:
     """The network built on the ``meta`` device (nothing allocated, no initialisation run) and the bytes
-    of its parameters and buffers; ``(None, None)`` when it cannot be built there."""
+    of its parameters and buffers; ``(None, None)`` when it cannot be built there. A network with too
+    many parts is a :class:`CardError` here: the real build would have as many."""
     import torch
 
     try:
         with torch.device("meta"), _InitSkipped():
-            network = constructor(**dict(args))
+            network = _built(constructor, args, name, where)
         tensors = [*network.parameters(), *network.buffers()]
         return network, sum(t.numel() * t.element_size() for t in tensors)
+    except CardError:
+        raise
     except Exception:  # some networks compute at construction; then the real build is the check
         return None, None
 
@@ -196,13 +355,13 @@ def build_network(
             (:func:`volcam.model.weights.fit_state`); a real network otherwise.
 
     Raises:
-        CardError: a name, an argument or a size the allow-list refuses, or a network that does
-            not build with these arguments.
+        CardError: a name, an argument (its type, :mod:`volcam.model.arguments`) or a size the
+            allow-list refuses, a network of more than :data:`MAX_PARTS` parts, or one that does not
+            build with these arguments.
     """
-
+    args_at = (*keys, "args") if args_at is None else args_at
     if not isinstance(args, Mapping):
         raise CardError(f"{where}: {_path(args_at)}: the network's arguments are a JSON object")
-    args_at = (*keys, "args") if args_at is None else args_at
     constructor = network_constructor(name, where, keys)
     check_plain(dict(args), where, args_at)
     fetching = _fetching_arguments(constructor, args)
@@ -211,7 +370,8 @@ def build_network(
             f"{where}: {_path(args_at)}: {', '.join(fetching)}: would download or read files; "
             "volcam loads the card's own weights file instead"
         )
-    network, needed = _on_meta(constructor, args)
+    check_arguments(constructor, args, where, args_at)
+    network, needed = _on_meta(constructor, args, name, where)
     if needed is not None:
         available = available_bytes()
         if weights is not None and weights.is_file() and needed > 2 * weights.stat().st_size + (1 << 20):
@@ -226,8 +386,10 @@ def build_network(
             )
     if empty and network is not None:
         return network
-    try:
-        return constructor(**dict(args))
+    try:  # counted on meta: bounded already; else (it computes at construction) bounded as it is built
+        return _built(constructor, args, name, where, budget=None if needed is not None else _budget(weights))
+    except CardError:
+        raise
     except Exception as error:  # a MONAI constructor rejects arguments in many ways
         raise CardError(f"{where}: cannot build {name}: {first_line(error)}") from None
 

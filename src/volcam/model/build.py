@@ -12,7 +12,9 @@ gives, so that a card whose labels do not name them one for one is refused when 
 from __future__ import annotations
 
 import logging
+import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -128,16 +130,34 @@ def _bundle(folder: Path, trust: bool) -> tuple[nn.Module, tuple[str, ...]]:
             state = load_weights(weights, trust) if state is None else state
             if fit_state(network, state, config_path, weights):
                 break
-    labels: tuple[str, ...] = ()
-    metadata = folder / "configs" / "metadata.json"
-    if metadata.is_file():
-        try:  # optional and informational: a metadata file that says nothing usable gives no labels
-            outputs = read_json(metadata, "bundle metadata").get("network_data_format", {}).get("outputs", {})
-            channels = next(iter(outputs.values())).get("channel_def", {})
-            labels = tuple(str(channels[k]) for k in sorted(channels, key=int))
-        except (CardError, ValueError, TypeError, StopIteration, AttributeError, KeyError):
-            labels = ()
-    return network, labels
+    return network, _bundle_labels(folder / "configs" / "metadata.json")
+
+
+_INDEX = re.compile(r"\d{1,6}")  # a channel_def key: the output channel's index
+
+
+def _bundle_labels(metadata: Path) -> tuple[str, ...]:
+    """The class names ``configs/metadata.json`` gives the bundle's first output (``channel_def``:
+    ``{"0": "normal", "1": "covid"}``); none when the file is absent or says nothing usable in that form.
+    It is optional and informational: every level is checked for its form (a list where an object
+    belongs, a key that is no index), never trusted to have it."""
+    if not metadata.is_file():
+        return ()
+    try:
+        document = read_json(metadata, "bundle metadata")
+    except CardError:
+        return ()
+    outputs = _member(_member(document, "network_data_format"), "outputs")
+    first = next(iter(outputs.values()), None) if isinstance(outputs, Mapping) else None
+    channels = _member(first, "channel_def")
+    if not isinstance(channels, Mapping) or not all(isinstance(k, str) and _INDEX.fullmatch(k) for k in channels):
+        return ()
+    return tuple(str(channels[k]) for k in sorted(channels, key=int))
+
+
+def _member(value: Any, key: str) -> Any:
+    """``value[key]`` when ``value`` is a JSON object holding it, else ``None``."""
+    return value.get(key) if isinstance(value, Mapping) else None
 
 
 # -- how many outputs ---------------------------------------------------------------------------------

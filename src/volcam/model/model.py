@@ -8,6 +8,7 @@ a scan as :func:`volcam.load` returns it and gives the map back **in the scan's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,12 +26,12 @@ from volcam.errors import (
     InputError,
     LayerError,
     TargetError,
-    first_line,
 )
 from volcam.maps.resampled import is_resampled
 from volcam.model.build import declared_outputs, network_of
 from volcam.model.card import KINDS, ModelCard, read_card
 from volcam.model.explanation import ScanExplanation
+from volcam.model.forward import network_errors
 from volcam.model.preprocess import Preprocessing
 
 __all__ = ["CardError", "ClipBatches", "Model", "ModelCard", "ScanExplanation", "load_model", "read_card"]
@@ -292,14 +293,15 @@ class Model:
             self.check_outputs(int(picked.shape[1]))
         return picked
 
+    def network_errors(self, shape: Sequence[int]) -> contextlib.AbstractContextManager[None]:
+        """The guard around a forward of this model's network on an input of ``shape``: what it cannot
+        take is an :class:`InputError`, what its own code raises a :class:`CardError` naming the card
+        (:func:`volcam.model.forward.network_errors`)."""
+        return network_errors(self.name, self.card.path, shape)
+
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
-        try:
+        with self.network_errors(batch.shape):
             out = self.network(batch)
-        except RuntimeError as error:
-            raise InputError(
-                f"{self.name} cannot take an input of shape {tuple(batch.shape)} after preprocessing "
-                f"({first_line(error)})"
-            ) from None
         out = self.output_of(out)
         if out.ndim >= 2:
             self.check_outputs(int(out.shape[1]))
@@ -326,13 +328,10 @@ class Model:
 
     def explain_input(self, engine: Any, x: torch.Tensor, method: str, target: int | str | None, **options: Any) -> Any:
         """``engine.explain`` on a prepared input ``(1, C', *S')``; a network that cannot take it is an
-        :class:`InputError` naming the model, not a traceback."""
-        try:
+        :class:`InputError` naming the model, one that fails in its own code a :class:`CardError`
+        naming the card (:meth:`network_errors`), not a traceback."""
+        with self.network_errors(x.shape):
             return engine.explain(x, method, target, **options)
-        except RuntimeError as error:
-            raise InputError(
-                f"{self.name} cannot take an input of shape {tuple(x.shape)} after preprocessing ({first_line(error)})"
-            ) from None
 
     def on_scan(
         self,

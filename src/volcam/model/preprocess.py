@@ -18,12 +18,14 @@ import torch
 
 from volcam.errors import CardError, InputError, first_line, one_line
 from volcam.model.allowlist import check_plain
+from volcam.model.arguments import check_arguments
 
 __all__ = ["CardError", "Preprocessing"]
 
 # The MONAI array transforms a card may name (a card is data and may come from anyone): geometry that
 # MONAI can invert, and intensity steps. Nothing here takes code, reads or writes files, waits or
-# draws random numbers; every argument is plain JSON (volcam.model.allowlist.check_plain).
+# draws random numbers; every argument is plain JSON (volcam.model.allowlist.check_plain) of the type the
+# transform declares for it (volcam.model.arguments.check_arguments).
 ALLOWED = frozenset({
     # geometric (invertible)
     "Orientation", "Spacing", "Resize", "Zoom", "Flip", "Rotate90", "ResizeWithPadOrCrop", "SpatialPad",
@@ -107,6 +109,7 @@ def _build(step: Mapping[str, Any], where: str, index: int) -> Any:
     if not isinstance(args, Mapping):
         raise CardError(f"{where}: preprocessing.{index}.args should be an object")
     check_plain(dict(args), where, ("preprocessing", index, "args"))
+    check_arguments(getattr(mt, name), args, where, ("preprocessing", index, "args"))  # each of its declared type
     for key in ("spatial_size", "roi_size", "roi_center", "roi_start", "roi_end", "spatial_border", "k"):
         sizes = args.get(key)
         values = sizes if isinstance(sizes, list) else [sizes]
@@ -116,6 +119,18 @@ def _build(step: Mapping[str, Any], where: str, index: int) -> Any:
         return getattr(mt, name)(**{**_CARD_DEFAULTS.get(name, {}), **args})
     except Exception as error:  # MONAI checks arguments in many ways
         raise CardError(f"{where}: preprocessing.{index} ({name}): {first_line(error)}") from None
+
+
+def _applied(transform: Any, image: Any, index: int, what: str, lazy: bool = False) -> Any:
+    """``transform(image)`` (``lazy``: only the grid it leads to and its record): the one place a card's
+    step runs, a failure of any type one line naming the step and MONAI's own reason."""
+    try:
+        return transform(image, lazy=True) if lazy else transform(image)
+    except Exception as error:  # MONAI raises many types; the cause is what the user needs
+        raise InputError(
+            f"preprocessing step {index} ({type(transform).__name__}) failed on a {what} of shape "
+            f"{tuple(image.shape)}: {one_line(first_line(_root_cause(error)))}"
+        ) from None
 
 
 def _voxels_after(transform: Any, image: Any) -> float | None:
@@ -220,8 +235,8 @@ class Preprocessing:
             return None
         # a view of the scan with its own meta: the lazy steps record on it, the scan stays as it was
         lazy = MetaTensor(image.as_tensor(), meta=dict(image.meta), applied_operations=list(image.applied_operations))
-        for step in steps[: k + 1]:
-            lazy = step(lazy, lazy=True)
+        for index, step in enumerate(steps[: k + 1]):
+            lazy = _applied(step, lazy, index, "scan", lazy=True)
         affine, shape = lazy.peek_pending_affine(), tuple(int(n) for n in lazy.peek_pending_shape())
         if math.prod(shape) * image.shape[0] > MAX_VOXELS:
             return None  # _run names the step that would make too many voxels
@@ -249,13 +264,7 @@ class Preprocessing:
                     f"preprocessing step {index} ({name}) would make {voxels:.3g} voxels of this {what} "
                     f"{tuple(image.shape[1:])} (at most {MAX_VOXELS:.3g}); check the {what}'s spacing and the card"
                 )
-            try:
-                image = transform(image)
-            except Exception as error:  # MONAI raises many types; the cause is what the user needs
-                raise InputError(
-                    f"preprocessing step {index} ({name}) failed on a {what} of shape {tuple(image.shape)}: "
-                    f"{one_line(first_line(_root_cause(error)))}"
-                ) from None
+            image = _applied(transform, image, index, what)
             if image.numel() > MAX_VOXELS:
                 raise InputError(f"preprocessing step {index} ({name}) made {image.numel():.3g} voxels; too many")
         return image
@@ -275,12 +284,11 @@ class Preprocessing:
             image = MetaTensor(torch.as_tensor(image))
         # a view of the image with its own meta: the lazy steps record on it, the image stays as it was
         lazy = MetaTensor(image.as_tensor(), meta=dict(image.meta), applied_operations=list(image.applied_operations))
-        for step in self.compose.transforms:
+        for index, step in enumerate(self.compose.transforms):
             if isinstance(step, InvertibleTransform):
                 if not isinstance(step, LazyTransform):
                     return None
-                record: Any = step  # Transform's __call__ signature does not name MONAI's lazy keyword
-                lazy = record(lazy, lazy=True)
+                lazy = _applied(step, lazy, index, "scan", lazy=True)
         shape = (self.channels, *(int(n) for n in lazy.peek_pending_shape()))
         records = [*lazy.applied_operations, *lazy.pending_operations]  # what MONAI's apply_pending records
         out = MetaTensor(torch.empty(shape, device="meta"), meta=dict(lazy.meta), applied_operations=records)

@@ -137,10 +137,11 @@ class ScanSession:
             prep_seconds = time.perf_counter() - start
         start = time.perf_counter()
         engine = self._engine(chosen, call, reshape)
-        try:
-            forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
-        except RuntimeError:
-            forward = None  # explain_input says what the network could not take
+        with model.network_errors(self._input.shape):  # a network failing in its own code: the card's
+            try:
+                forward = engine.forward(self._input)  # the cached pass when this scan has had one at this layer
+            except RuntimeError:
+                forward = None  # explain_input says what the network could not take
         if forward is not None and self._passes.get(id(engine)) is not forward:
             self._passes[id(engine)] = forward
             self.forwards += 1
@@ -215,16 +216,17 @@ class ScanSession:
         clip_pass = self._clip_pass(layer, *how)
         passes = clip_pass.passes
         labels = model.labels or None
-        try:
-            if window is None:
-                result = explain_frames(clip_pass, grid, method, target, labels=labels, **clip_options, **options)
-            else:
-                result = explain_windows(
-                    clip_pass, grid, self._clip.starts, method, target,
-                    mode=window.mode or DEFAULT_MODE, labels=labels, **clip_options, **options,
-                )  # fmt: skip
-        except RuntimeError as error:
-            raise InputError(f"{model.name} cannot take this clip ({first_line(error)})") from None
+        with model.network_errors(grid.shape):  # a network failing in its own code: the card's
+            try:
+                if window is None:
+                    result = explain_frames(clip_pass, grid, method, target, labels=labels, **clip_options, **options)
+                else:
+                    result = explain_windows(
+                        clip_pass, grid, self._clip.starts, method, target,
+                        mode=window.mode or DEFAULT_MODE, labels=labels, **clip_options, **options,
+                    )  # fmt: skip
+            except RuntimeError as error:
+                raise InputError(f"{model.name} cannot take this clip ({first_line(error)})") from None
         self.forwards += clip_pass.passes - passes
         prep_seconds = self._prep["preprocess"]
         timings = {"preprocess": prep_seconds, "explain": time.perf_counter() - start - prep_seconds}

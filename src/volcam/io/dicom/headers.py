@@ -10,8 +10,8 @@ Text attributes come back as one line (:func:`header_text`): they go into messag
 
 Every header read here (a file, or a DICOMweb server's metadata) registers its identifying values
 (:func:`note_identifiers`: the patient's names and IDs, birth date, accession number, institution,
-every person name it holds ...) with :func:`volcam.errors.register_identifiers`, so no message or log
-line can quote them, whoever words it.
+every person name it holds ..., inside sequences at any depth too) with
+:func:`volcam.errors.register_identifiers`, so no message or log line can quote them, whoever words it.
 """
 
 from __future__ import annotations
@@ -119,19 +119,61 @@ def _is_person_name(tag: int) -> bool:
         return False
 
 
-def identifying_values(ds: Dataset) -> list[Any]:
-    """The values of ``ds``'s identifying attributes (:data:`IDENTIFYING` and every person name), as
-    stored: what :func:`volcam.errors.scrub` must remove from any message about this scan."""
-    found: list[Any] = []
+# Sequences inside sequences walked for identifying values; a deeper nesting (a damaged or crafted
+# file) is not followed further.
+_MAX_NESTING = 32
+
+
+def _element_vr(ds: Dataset, tag: BaseTag) -> str | None:
+    """The VR ``ds``'s element ``tag`` is read as: as stored (explicit VR), else the dictionary's
+    (implicit VR, or stored as UN), without converting its value."""
+    stored = getattr(ds.get_item(tag, keep_deferred=True), "VR", None)
+    if stored not in (None, "UN"):
+        return str(stored)
+    try:
+        return dictionary_VR(tag)
+    except KeyError:  # a private or unknown tag
+        return stored
+
+
+def _items(ds: Dataset, tag: BaseTag) -> list[Dataset]:
+    """The datasets of the sequence ``tag``; none when pydicom cannot read it."""
+    try:
+        value = ds[tag].value
+    except Exception:  # a damaged sequence: nothing to walk (the reader says what is wrong, if it needs it)
+        return []
+    return [item for item in value if isinstance(item, Dataset)] if isinstance(value, DicomSequence) else []
+
+
+def _element_value(ds: Dataset, tag: BaseTag) -> Any:
+    """``ds``'s value of ``tag`` as pydicom converts it, else as stored; a multi-value as a list of str."""
+    try:
+        value = ds[tag].value
+    except Exception:  # a value pydicom cannot convert: its stored bytes
+        value = getattr(ds.get_item(tag), "value", None)
+    return [str(v) for v in value] if isinstance(value, MultiValue | list | tuple) else value
+
+
+def _collect(ds: Dataset, found: list[Any], depth: int) -> None:
     for tag in ds.keys():  # noqa: SIM118 (a Dataset iterates over its elements, converting every one)
-        if tag in IDENTIFYING or _is_person_name(int(tag)):
-            try:
-                value = ds[tag].value
-            except Exception:  # a value pydicom cannot convert: its stored bytes
-                value = getattr(ds.get_item(tag), "value", None)
-            if value is None or value == "":
-                continue
-            found.append([str(v) for v in value] if isinstance(value, MultiValue | list | tuple) else value)
+        vr = _element_vr(ds, tag)
+        if vr == "SQ":
+            if depth < _MAX_NESTING:
+                for item in _items(ds, tag):
+                    _collect(item, found, depth + 1)
+        elif tag in IDENTIFYING or vr == "PN" or _is_person_name(int(tag)):
+            value = _element_value(ds, tag)
+            if value is not None and value != "":
+                found.append(value)
+
+
+def identifying_values(ds: Dataset) -> list[Any]:
+    """The values of ``ds``'s identifying attributes (:data:`IDENTIFYING` and every person name, PN as
+    stored or by the dictionary), at any depth: inside sequences too (``OtherPatientIDsSequence``, a
+    name in ``RequestAttributesSequence``), as stored: what :func:`volcam.errors.scrub` must remove
+    from any message about this scan."""
+    found: list[Any] = []
+    _collect(ds, found, 0)
     return found
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from volcam.errors import InputError, OutputError, VolcamError, error_line, first_line, one_line
+from volcam.errors import InputError, OutputError, VolcamError, error_line
 from volcam.io.atomic import atomic_folder
 from volcam.io.dicom.instances import dicom_instances
 from volcam.io.dicom.web import release, store
@@ -99,9 +99,10 @@ def is_transient(error: BaseException) -> bool:
 
 
 def error_message(error: BaseException) -> str:
-    """One line (:func:`volcam.errors.error_line`), out of memory said plainly."""
+    """One line (:func:`volcam.errors.error_line`, scrubbed), out of memory said plainly. (The record
+    scrubs its error again, whoever wrote it: :class:`~volcam.workflows.cohort.records.CaseRecord`.)"""
     if _out_of_memory(error):
-        return f"out of memory ({one_line(first_line(error, limit=300))})"
+        return f"out of memory ({error_line(error, limit=300).removeprefix(type(error).__name__ + ': ')})"
     return error_line(error, limit=300)
 
 

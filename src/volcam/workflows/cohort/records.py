@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from volcam.errors import one_line, scrub
 from volcam.io.jsondata import parse_json
 from volcam.io.tables import Case
 from volcam.workflows.scoring import MapScores, column, column_name, columns
@@ -117,6 +118,13 @@ class CaseRecord:
     transient: bool = _kept("the failure may pass on another try (not recorded as done)", False)
     files: tuple[str, ...] = _kept("the case's files, relative to its folder", ())
     stored: int | None = _kept("DICOM instances the store took")
+
+    def __post_init__(self) -> None:
+        """The error a row holds has passed the one scrubbing path (:func:`volcam.errors.scrub`, on one
+        line), whoever worded it and wherever the record was made (a Dask worker scrubs with the values
+        it read): no writer of the row (``case.json``, the table, ``summary.md``) can show an identifier."""
+        if self.error:
+            object.__setattr__(self, "error", scrub(one_line(self.error)))
 
     def on(self, case: Case, labels: Sequence[str]) -> CaseRecord:
         """This record with the manifest's facts about ``case`` (``labels``: the model's classes)."""

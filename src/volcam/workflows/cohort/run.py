@@ -224,6 +224,7 @@ def check_cohort_folder(
     inputs: list[Any] = [manifest, model]
     for case in cases:
         inputs += [case.image, case.mask, case.region]
+    _check_no_nul(cases, manifest)
     out = check_output_folder(
         out, inputs, ours=lambda folder: any((folder / name).is_file() for name in ("cohort.json", _LOCK)),
         maker="a cohort run",
@@ -237,6 +238,15 @@ def check_cohort_folder(
                 f"{folder}: exists and was not written by volcam for case {case.case_id!r}; "
                 "move it away or choose another --out (volcam never replaces a folder it did not make)"
             )
+
+
+def _check_no_nul(cases: Sequence[Case], manifest: str | os.PathLike) -> None:
+    """A one-line :class:`InputError` for a case path holding a NUL character (a manifest cell with a
+    stray byte): no system call can name such a file, and Python's raise ``ValueError`` on it."""
+    for case in cases:
+        for column, path in (("image", case.image), ("mask", case.mask), ("region", case.region)):
+            if path is not None and "\x00" in str(path):
+                raise InputError(f"{manifest}: case {case.case_id!r}: its {column} path holds a NUL character")
 
 
 def _write_choices(settings: Settings, model: Model, manifest: str | os.PathLike) -> None:
