@@ -55,7 +55,10 @@ BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
 
 
 def pick(rng: Random, values: Any) -> Any:
-    return values[rng.randrange(len(values))]
+    """One of ``values``, as a copy: a mutation that changes what it picked (appends to a picked ``[]``)
+    must not change the table every later input picks from (the lists grew without end, then held
+    themselves: a campaign's later inputs depended on its earlier ones, and JSON refused a cycle)."""
+    return copy.deepcopy(values[rng.randrange(len(values))])
 
 
 def random_bytes(rng: Random, n: int) -> bytes:
