@@ -53,7 +53,7 @@ import time
 import traceback
 from pathlib import Path
 
-from machine import cpu_model  # benchmarks/machine.py, beside this script
+from machine import compile_sources, cpu_model  # benchmarks/machine.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "clinical.md"
@@ -772,7 +772,8 @@ def report(results: dict[str, dict], args: argparse.Namespace, folder: Path, inf
         "Orientation RAS → Spacing 2.4×2.4×2.0 mm bilinear → ScaleIntensityRange −1000..200 → 0..1 clipped → "
         f"ResizeWithPadOrCrop {INPUT_SIZE[0]}×{INPUT_SIZE[1]}×{INPUT_SIZE[2]}",
         f"- data cache: `{folder}` (keyed by the parameters)",
-        "- seconds: wall time of each step in its own fresh process; peak RSS: the worker's `ru_maxrss`; "
+        "- seconds: wall time of each step in its own fresh process (volcam's bytecode written before the first, "
+        "as an installed copy has it); peak RSS: the worker's `ru_maxrss`; "
         "baseline: its RSS after the imports. The forward's total leaves out loading the network; "
         "volcam's and MONAI's end to end count every step after `import torch, monai` (which every variant's "
         "process makes before its clock, the forward's too: the network is a MONAI one). Review: the first "
@@ -829,6 +830,7 @@ def main() -> None:
         info = json.loads((folder / "params.json").read_text())
         warm = warm_page_cache(folder)
         print(f"page cache warmed in {warm:.1f} s", flush=True)
+        print(f"bytecode written in {compile_sources():.1f} s (as an installed copy has it)", flush=True)
         results = {}
         for variant in args.variants:
             runs = []

@@ -60,7 +60,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from machine import cpu_model  # benchmarks/machine.py, beside this script
+from machine import compile_sources, cpu_model  # benchmarks/machine.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ultrasound.md"
@@ -895,7 +895,8 @@ def report(results: dict[str, dict], args: argparse.Namespace, folder: Path, inf
         f"[64, 128, 256, 512], 3 channels, {len(LABELS)} classes {LABELS}, random weights (seed {WEIGHTS_SEED}), "
         f'layer `{LAYER}`, kind "frames"; Resize {INPUT_SIZE[0]}×{INPUT_SIZE[1]} → ScaleIntensityRange 0..255 → 0..1',
         f"- data cache: `{folder}` (keyed by the parameters)",
-        "- seconds: wall time of each step in its own fresh process (library imports shown, not counted); "
+        "- seconds: wall time of each step in its own fresh process (library imports shown, not counted; volcam's "
+        "bytecode written before the first, as an installed copy has it); "
         "peak RSS: the worker's `ru_maxrss`; baseline: its RSS after the imports (volcam's workers import torch "
         "and MONAI, a MetaTensor's libraries, the references numpy and pydicom or PyAV only). The memory target "
         "compares the peak above the baseline, what the read held, with the clip as stored. volcam decodes the "
@@ -948,6 +949,7 @@ def main() -> None:
         info = json.loads((folder / "params.json").read_text())
         warm = warm_page_cache(folder)
         print(f"page cache warmed in {warm:.1f} s", flush=True)
+        print(f"bytecode written in {compile_sources():.1f} s (as an installed copy has it)", flush=True)
         results = {}
         for variant in args.variants:
             runs = []
