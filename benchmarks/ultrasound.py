@@ -60,6 +60,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import in_rounds  # benchmarks/harness.py, beside this script
 from machine import compile_sources, cpu_model  # benchmarks/machine.py, beside this script
 
 HERE = Path(__file__).resolve().parent
@@ -883,7 +884,7 @@ def report(results: dict[str, dict], args: argparse.Namespace, folder: Path, inf
         f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, {platform.system()} {platform.release()}; shared with "
         "other people's jobs (load average per variant in the table)",
         f"- {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}; torch threads {args.threads}; "
-        f"{args.repeats} fresh process(es) per variant (median seconds, largest peak)",
+        f"{args.repeats} fresh process(es) per variant, run in rounds (median seconds, largest peak)",
         f"- volcam source at the start: {args.source}",
         f"- cine: synthetic lung ultrasound (`lung_ultrasound`, seed {PHANTOM_SEED}, COVID: pleural line, A-lines, "
         f"B-lines sliding with breathing; {info.get('b_line_pixels')} B-line pixels), {FRAMES} frames at {FPS} fps, "
@@ -950,18 +951,13 @@ def main() -> None:
         warm = warm_page_cache(folder)
         print(f"page cache warmed in {warm:.1f} s", flush=True)
         print(f"bytecode written in {compile_sources():.1f} s (as an installed copy has it)", flush=True)
-        results = {}
-        for variant in args.variants:
-            runs = []
-            for i in range(args.repeats):
-                print(f"{variant} ({i + 1}/{args.repeats}), load {os.getloadavg()[0]:.2f} ...", flush=True)
-                runs.append(spawn(variant, folder, args.threads, tmp, i))
-                r = runs[-1]
-                print(
-                    f"{variant}: " + ("FAILED" if "error" in r else f"{total(r):.2f} s, peak {r['peak_mib']:.0f} MiB"),
-                    flush=True,
-                )
-            results[variant] = combine(runs)
+        runs = in_rounds(
+            args.variants,
+            args.repeats,
+            lambda variant, i: spawn(variant, folder, args.threads, tmp, i),
+            lambda r: "FAILED" if "error" in r else f"{total(r):.2f} s, peak {r['peak_mib']:.0f} MiB",
+        )
+        results = {variant: combine(done) for variant, done in runs.items()}
     text = report(results, args, folder, info, warm)
     print()
     print(text)
