@@ -141,15 +141,32 @@ def _interpolate_axis(
             return above.sub_(out).mul_(weights).add_(out)  # than these three passes, measured)
         return out.lerp_(above, weights)
     out = torch.empty((*x.shape[:axis], size, *x.shape[axis + 1 :]), dtype=dtype, device=x.device)
-    for k, (i, j, w) in enumerate(zip(low.tolist(), high.tolist(), weight.tolist(), strict=True)):
-        below, target = x.select(axis, i), out.select(axis, k)
-        if w == 0.0 or i == j:
-            target.copy_(below)  # exact: lerp(a, b, 0) is a
-        elif x.dtype == dtype:
-            torch.lerp(below, x.select(axis, j), w, out=target)
-        else:  # a stored int16 scan: each slice becomes floats on its way into the result
-            target.copy_(below)
-            target.lerp_(x.select(axis, j).to(dtype), w)
+    lows, highs, weights = low.tolist(), high.tolist(), weight.tolist()
+    k = 0
+    while k < size:
+        i, j = lows[k], highs[k]
+        end = k + 1
+        while end < size and lows[end] == i:  # an upsampling: outputs between the same two sources
+            end += 1
+        below = x.select(axis, i)
+        if end - k > 1 and i != j:  # one lerp for the run, its weights broadcast along the axis
+            shape = [1] * x.ndim
+            shape[axis] = end - k
+            run = weight[k:end].to(x.device).reshape(shape)
+            torch.lerp(below.unsqueeze(axis).to(dtype), x.select(axis, j).unsqueeze(axis).to(dtype), run,
+                       out=out.narrow(axis, k, end - k))  # fmt: skip
+            k = end
+            continue
+        for m in range(k, end):
+            target, w = out.select(axis, m), weights[m]
+            if w == 0.0 or i == j:
+                target.copy_(below)  # exact: lerp(a, b, 0) is a
+            elif x.dtype == dtype:
+                torch.lerp(below, x.select(axis, j), w, out=target)
+            else:  # a stored int16 scan: each slice becomes floats on its way into the result
+                target.copy_(below)
+                target.lerp_(x.select(axis, j).to(dtype), w)
+        k = end
     return out
 
 
