@@ -136,12 +136,12 @@ def _interpolate_axis(
         shape[axis] = -1
         out = _take(x, axis, low.to(x.device)).to(dtype)  # the first pass makes floats, at its own size
         above = _take(x, axis, high.to(x.device)).to(dtype)
-        weights = weight.to(x.device).reshape(shape)
+        along = weight.to(x.device).reshape(shape)
         if axis == x.ndim - 1:  # lerp_ with weights along the fastest axis runs unvectorised (3× slower
-            return above.sub_(out).mul_(weights).add_(out)  # than these three passes, measured)
-        return out.lerp_(above, weights)
+            return above.sub_(out).mul_(along).add_(out)  # than these three passes, measured)
+        return out.lerp_(above, along)
     out = torch.empty((*x.shape[:axis], size, *x.shape[axis + 1 :]), dtype=dtype, device=x.device)
-    lows, highs, weights = low.tolist(), high.tolist(), weight.tolist()
+    lows, highs, fractions = low.tolist(), high.tolist(), weight.tolist()
     k = 0
     while k < size:
         i, j = lows[k], highs[k]
@@ -158,7 +158,7 @@ def _interpolate_axis(
             k = end
             continue
         for m in range(k, end):
-            target, w = out.select(axis, m), weights[m]
+            target, w = out.select(axis, m), fractions[m]
             if w == 0.0 or i == j:
                 target.copy_(below)  # exact: lerp(a, b, 0) is a
             elif x.dtype == dtype:
