@@ -106,9 +106,11 @@ def empty(shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     it shares it). Check the size with :func:`check_fits` first.
 
     Not ``np.empty``: numpy asks the kernel for transparent huge pages for a large array
-    (``MADV_HUGEPAGE``), and in a process that had imported torch, reading a 432 MB clip into such
-    an array took 0.17–1.4 s (faulting the pages in), against a steady 0.24–0.35 s in torch's plain
-    pages (2 shared cores, ``benchmarks/ultrasound.py``).
+    (``MADV_HUGEPAGE``), which where the kernel defragments for such requests (``defrag`` =
+    ``madvise``, the default) compacts memory at each fault. Reading a 432 MB clip into such an
+    array took 0.17–1.4 s, against a steady 0.24–0.35 s in torch's plain pages; a 512×512×300 CT
+    series 0.55–0.63 s (0.3–0.4 s of it in the kernel), against 0.31–0.35 s (2 shared cores,
+    ``benchmarks/ultrasound.py`` and ``clinical.py``). Every reader's full-size array comes from here.
     """
     import numpy as np  # not at the top: light modules (a card's size check) import this one
     import torch

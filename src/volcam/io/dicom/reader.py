@@ -39,7 +39,7 @@ from volcam.io.dicom.pixels import decode, image_bytes, read_pixels, rescale, re
 from volcam.io.dicom.series import Series, is_dicomdir, scan_folder, select_series
 from volcam.io.dicom.stacks import multiframe_geometry, series_geometry
 from volcam.io.image import LPS_TO_RAS, make_volume, warn_problem
-from volcam.io.memory import check_fits
+from volcam.io.memory import check_fits, empty
 from volcam.io.paths import require_regular_file
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class _Stack:
         samples = first.shape[2] if first.ndim == 3 else 1
         dtype = np.int16 if _exact_int16(first, slope, intercept) else np.float32
         self.slice_shape = first.shape
-        self._slices = np.empty((count, rows, columns, samples), dtype)
+        self._slices = empty((count, rows, columns, samples), dtype)  # plain pages: see memory.empty
         self._next = 0
 
     @property
@@ -92,7 +92,9 @@ class _Stack:
         """Write slice ``k`` (the next one); the caller has checked that its shape is the first slice's."""
         assert k == self._next, "slices are put in order"
         if self._slices.dtype == np.int16 and not _exact_int16(pixels, slope, intercept):
-            self._slices = self._slices.astype(np.float32)  # the slices so far are exact in float32 too
+            floats = empty(self._slices.shape, np.float32)
+            floats[...] = self._slices  # the slices so far are exact in float32 too
+            self._slices = floats
         source = pixels if pixels.ndim == 3 else pixels[..., None]
         target = self._slices[k]
         if self._slices.dtype == np.int16:
