@@ -39,7 +39,12 @@ def main() -> int:
     parser.add_argument("--explain-every", type=int, default=10, help="volcam explain/cohort on every n-th input")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds an input may take (a hang past it)")
     parser.add_argument("--budget-mb", type=int, default=BUDGET_MB, help="the child's address space above its start")
-    parser.add_argument("--kinds", default="", help="only seeds of these kinds (comma-separated), e.g. dicom,nifti")
+    parser.add_argument(
+        "--kinds",
+        default="",
+        help="only seeds of these kinds (comma-separated): dicom, dicom-folder, nifti, analyze, itk-text, video, "
+        "card, bundle, manifest",
+    )
     options = parser.parse_args()
 
     options.failures.mkdir(parents=True, exist_ok=True)
@@ -47,7 +52,10 @@ def main() -> int:
         root = Path(scratch)
         seeds = build_seeds(root / "seeds")
         if options.kinds:
-            wanted = set(options.kinds.split(","))
+            wanted = {k.strip() for k in options.kinds.split(",") if k.strip()}
+            known = sorted({s.kind for s in seeds})
+            if unknown := sorted(wanted - set(known)):
+                parser.error(f"--kinds: no seeds of kind {', '.join(unknown)}; the kinds are {', '.join(known)}")
             seeds = [s for s in seeds if s.kind in wanted]
         print(f"{len(seeds)} seeds: {', '.join(s.name for s in seeds)}", flush=True)
         (root / "work").mkdir()
