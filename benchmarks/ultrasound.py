@@ -955,7 +955,7 @@ def main() -> None:
             args.variants,
             args.repeats,
             lambda variant, i: spawn(variant, folder, args.threads, tmp, i),
-            lambda r: "FAILED" if "error" in r else f"{total(r):.2f} s, peak {r['peak_mib']:.0f} MiB",
+            total,
         )
         results = {variant: combine(done) for variant, done in runs.items()}
     text = report(results, args, folder, info, warm)
